@@ -1,0 +1,76 @@
+"""Argument groups and output helpers shared by the CLI verbs."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def add_json(parser) -> None:
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def add_search_path(parser) -> None:
+    parser.add_argument("--search-path", metavar="P", default=None,
+                        help="where linked models are looked for, ':'-separated "
+                             "(entries: folders, $BUNDLE_MAIN, $BUNDLE_IDENTIFIER(id))")
+
+
+def add_bundle(parser) -> None:
+    parser.add_argument("--bundle", metavar="DIR", default=None,
+                        help="folder that $BUNDLE_MAIN stands for (default: the top model's folder)")
+
+
+def add_output(parser, required: bool = True, help_text: str = "output file") -> None:
+    parser.add_argument("-o", "--output", metavar="OUT", required=required, help=help_text)
+
+
+def print_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=2, sort_keys=False, default=_default)
+    sys.stdout.write("\n")
+
+
+def _default(obj):
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if hasattr(obj, "to_json"):
+        return obj.to_json()
+    if hasattr(obj, "__dict__"):
+        return obj.__dict__
+    return str(obj)
+
+
+def human_bytes(n: float) -> str:
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+class Progress:
+    """A one-line progress indicator on a terminal's stderr; silent elsewhere."""
+
+    def __init__(self, total: int, label: str, stream=None):
+        self.total, self.label, self.done = total, label, 0
+        self.stream = stream or sys.stderr
+        self.active = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def step(self, what: str = "") -> None:
+        self.done += 1
+        if self.active:
+            self.stream.write(f"\r{self.label} {self.done}/{self.total} {what[:50]:<50}")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.active:
+            self.stream.write("\r" + " " * (len(self.label) + 70) + "\r")
+            self.stream.flush()
