@@ -19,6 +19,14 @@ from .errors import SpecSurgeryError, UnsupportedError
 WeightParams = NeuralNetwork_pb2.WeightParams
 
 
+def _is_repeated(field) -> bool:
+    # protobuf >= 6 (upb) dropped FieldDescriptor.label in favour of is_repeated.
+    flag = getattr(field, "is_repeated", None)
+    if flag is not None:
+        return bool(flag)
+    return field.label == field.LABEL_REPEATED
+
+
 def iter_weight_params(message, prefix: str = "") -> Iterator[tuple[str, "WeightParams"]]:
     """(field path, WeightParams) for every weight set inside ``message``.
 
@@ -29,7 +37,7 @@ def iter_weight_params(message, prefix: str = "") -> Iterator[tuple[str, "Weight
         if field.message_type is None:
             continue
         name = f"{prefix}{field.name}"
-        if field.label == field.LABEL_REPEATED:
+        if _is_repeated(field):
             if field.message_type.GetOptions().map_entry:
                 continue
             for i, item in enumerate(value):
