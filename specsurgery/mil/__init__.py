@@ -1,0 +1,1 @@
+"""ML Program (MIL) support: the blob weight file and program helpers."""
