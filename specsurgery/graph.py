@@ -41,8 +41,6 @@ import heapq
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
-import networkx as nx
-
 from .errors import NotFoundError, SpecSurgeryError, UnsupportedError, missing_message
 from .io import MLPackage, load
 from .layers import category, layer_facts
@@ -284,6 +282,8 @@ class GraphIndex:
     def __init__(self, spec, package: Optional[MLPackage] = None):
         self.spec = spec
         self.package = package
+        import networkx as nx
+
         self.g = nx.DiGraph()
         self.models = {}
         self._nets: dict[str, _NetView] = {}
@@ -637,6 +637,8 @@ class GraphIndex:
         return order
 
     def _describe_cycle(self, view: _NetView, left: list[int]) -> str:
+        import networkx as nx
+
         sub = nx.DiGraph()
         for i in left:
             for b in view.layers[i].input:
@@ -723,6 +725,8 @@ class GraphIndex:
         -> blob) and a head (blob -> outputs).  Topologically ordered.  Model
         input blobs and output blobs are left out unless ``include_ends``.
         """
+        import networkx as nx
+
         view = self.net(path)
         order = self._topo_positions(view)
         src, dst = ("__source__",), ("__sink__",)
