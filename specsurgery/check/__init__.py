@@ -1,33 +1,184 @@
-"""Offline validator (placeholder until the full rule set lands)."""
+"""The offline validator: the Core ML compiler's rules that can be checked
+without it (see docs/check.md for every rule id).
+
+``check(model)`` returns every :class:`Finding` (errors, warnings, infos) of a
+model and all its nested stages; ``assert_valid(model)`` raises
+:class:`~specsurgery.errors.CheckError` listing every error.
+``min_spec_version(spec)`` computes the minimum specification version from
+the features the model uses, with the reasons.
+
+The rules live in one module per area: ``features`` (interface and feature
+types), ``versions``, ``nn`` (graph and weights), ``classifier``,
+``pipeline``, ``linked``, ``package``; ML Program bodies are checked by
+``mlprogram.check_program`` when that module is present.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib
+from pathlib import Path
 
 from ..errors import CheckError
+from ..spec import NN_TYPES, PIPELINE_TYPES, iter_models, pipeline_of, stage_names
+from .findings import Finding, Findings, errors, join
+from .versions import NEWEST, min_spec_version, own_needs, version_needs
+
+__all__ = ["Finding", "check", "assert_valid", "min_spec_version", "CheckError", "errors"]
+
+UPDATABLE_TYPES = set(NN_TYPES) | set(PIPELINE_TYPES) | {"kNearestNeighborsClassifier"}
+CLASSIFIERS = ("neuralNetworkClassifier", "glmClassifier", "supportVectorClassifier",
+               "treeEnsembleClassifier")
+REGRESSORS = ("neuralNetworkRegressor", "glmRegressor", "supportVectorRegressor",
+              "treeEnsembleRegressor")
 
 
-@dataclass
-class Finding:
-    severity: str
-    path: str
-    rule: str
-    message: str
+class _Context:
+    def __init__(self, package, search_path, base_dir):
+        self.package = package
+        self.search_path = search_path
+        self.base_dir = base_dir
+        self.program_checker = _program_checker()
+
+
+def _program_checker():
+    """``check_program`` from check/mlprogram.py, or None while it does not exist."""
+    try:
+        module = importlib.import_module(".mlprogram", __name__)
+    except ImportError:
+        return None
+    return getattr(module, "check_program", None)
 
 
 def check(model, search_path=None) -> list[Finding]:
-    from ..io import load_spec
+    """Every finding about ``model`` (a spec, path, bytes, MLPackage or MLModel).
 
-    spec = load_spec(model)
-    out = []
-    if spec.specificationVersion == 0:
-        out.append(Finding("error", "", "version.missing", "specificationVersion is 0"))
-    if spec.WhichOneof("Type") is None:
-        out.append(Finding("error", "", "model.no-type", "no model type set"))
+    With ``search_path`` (a ':'-separated string like a linkedModel's), each
+    linked-model stub's target is resolved and its interface compared with
+    the stub's; without it, linked stubs are checked for syntax only.
+    """
+    from ..io import load, split_model
+
+    base_dir = None
+    if isinstance(model, (str, Path)):
+        base_dir = Path(model).resolve().parent
+    loaded = load(model)
+    spec, package = split_model(loaded)
+    if package is not None and package.path is not None:
+        base_dir = package.path.resolve().parent
+    ctx = _Context(package, search_path, base_dir)
+    out: list[Finding] = []
+    _check_model(spec, "", ctx, out)
+    if package is not None:
+        from .package import check_package
+
+        found = Findings()
+        check_package(package, found)
+        out.extend(found)
     return out
 
 
-def assert_valid(model, search_path=None, where=None):
-    errors = [f for f in check(model, search_path=search_path) if f.severity == "error"]
-    if errors:
-        raise CheckError(f"{where or 'model'}: " + "; ".join(f.message for f in errors), errors)
+def assert_valid(model, search_path=None, where=None) -> None:
+    """Raise :class:`CheckError` listing every error of ``model`` (warnings pass)."""
+    found = errors(check(model, search_path=search_path))
+    if found:
+        head = f"{where}: " if where else ""
+        plural = "s" if len(found) != 1 else ""
+        raise CheckError(f"{head}{len(found)} check error{plural}: " + "; ".join(str(f) for f in found),
+                         found)
+
+
+# --------------------------------------------------------------------------- one model
+
+def _check_model(spec, path: str, ctx: _Context, sink: list) -> None:
+    out = Findings(path)
+    kind = spec.WhichOneof("Type")
+    version = spec.specificationVersion
+    _check_version(spec, kind, version, out)
+    if kind is None:
+        out.error("", "model.no-type",
+                  "no model type set (the Type oneof is empty, or uses a type number these tools do "
+                  "not know); set neuralNetwork, pipeline, mlProgram, ...")
+    if spec.isUpdatable and kind not in UPDATABLE_TYPES and kind != "linkedModel":
+        out.error("", "model.updatable-type",
+                  f"{kind} models cannot be updatable; only neural networks, kNN classifiers and "
+                  "pipelines can")
+    from .features import check_interface, check_metadata
+
+    check_interface(spec, out, kind, version or NEWEST)
+    check_metadata(spec, out)
+    if kind in NN_TYPES:
+        from .nn import check_graph, check_updatable, check_weights
+
+        nn = getattr(spec, kind)
+        check_graph(spec, kind, nn, out)
+        check_weights(nn, out)
+        check_updatable(spec, nn, out)
+    if kind in CLASSIFIERS:
+        from .classifier import check_classifier
+
+        check_classifier(spec, kind, out)
+    elif kind in REGRESSORS:
+        from .classifier import check_regressor
+
+        check_regressor(spec, kind, out)
+    elif kind in ("pipelineClassifier", "pipelineRegressor"):
+        from .classifier import check_pipeline_interface
+
+        check_pipeline_interface(spec, kind, out)
+    if kind == "linkedModel":
+        from .linked import check_linked, check_target
+
+        check_linked(spec, out)
+        if ctx.search_path is not None:
+            check_target(spec, out, ctx.search_path, ctx.base_dir)
+    if kind == "mlProgram" and ctx.program_checker is not None:
+        try:
+            out.extend(ctx.program_checker(spec, ctx.package, path))
+        except Exception as exc:  # a crash in a rule must not hide the other findings
+            out.error("mlProgram", "mlprogram.checker-crashed",
+                      f"the ML Program checker failed: {type(exc).__name__}: {exc}")
+    sink.extend(out)
+    if kind in PIPELINE_TYPES:
+        from .pipeline import check_pipeline
+
+        check_pipeline(spec, out := Findings(path))
+        sink.extend(out)
+        pipe = pipeline_of(spec)
+        for name, stage in zip(stage_names(pipe), pipe.models):
+            _check_model(stage, join(path, name), ctx, sink)
+
+
+def _check_version(spec, kind, version: int, out: Findings) -> None:
+    if version == 0:
+        out.error("specificationVersion", "version.missing",
+                  "specificationVersion is 0 (missing or corrupt); set it to the minimum the model "
+                  f"needs (v{min_spec_version(spec)[0]})")
+        return
+    if version > NEWEST:
+        out.error("specificationVersion", "version.too-new",
+                  f"specificationVersion {version} is newer than supported (max {NEWEST}); lower it to "
+                  f"v{min_spec_version(spec)[0]}, the minimum this model needs")
+        return
+    needs = own_needs(spec)
+    strict = [n for n in needs if n.strict and n.version > version]
+    if strict:
+        top = max(n.version for n in strict)
+        why = "; ".join(n.reason() for n in strict if n.version == top)
+        out.error("specificationVersion", "version.below-minimum",
+                  f"declares v{version} but {why}; set specificationVersion to {top}")
+    soft = [n for n in needs if not n.strict and n.version > version]
+    if soft:
+        top = max(n.version for n in soft)
+        why = "; ".join(n.reason() for n in soft if n.version == top)
+        out.warning("specificationVersion", "version.below-recommended",
+                    f"declares v{version} but {why}; older Core ML versions ignore or misread it; "
+                    f"set specificationVersion to {top}")
+    pipe = pipeline_of(spec)
+    if pipe is not None and len(pipe.models):
+        declared = max(m.specificationVersion for m in pipe.models)
+        nested = [n for n in version_needs(spec) if n.path and n.version > version]
+        if declared > version or nested:
+            top = max([declared] + [n.version for n in nested])
+            out.warning("specificationVersion", "version.outer-below-stage",
+                        f"the pipeline declares v{version} but its stages need or declare up to v{top}; "
+                        f"set the pipeline's specificationVersion to {top}")

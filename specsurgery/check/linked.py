@@ -1,0 +1,121 @@
+"""Linked-model rules (format notes §3) and, with a search path, resolution
+of the target and comparison of interfaces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..spec import describe_type
+from .findings import Findings
+from .pipeline import type_diff
+
+
+def check_linked(spec, out: Findings) -> None:
+    lm = spec.linkedModel
+    if spec.isUpdatable:
+        out.error("linkedModel", "linked.updatable",
+                  "a linkedModel cannot be updatable; clear isUpdatable")
+    for f in spec.description.input:
+        if f.type.isOptional:
+            out.error(f"input:{f.name}", "linked.optional-input",
+                      f"linkedModel input '{f.name}' is optional; linked models accept no optional inputs")
+    if lm.WhichOneof("LinkType") is None:
+        out.error("linkedModel", "linked.no-link-type",
+                  "linkedModel sets no LinkType; set linkedModelFile (file name and search path)")
+        return
+    lf = lm.linkedModelFile
+    name = lf.linkedModelFileName.defaultValue
+    if not name:
+        out.error("linkedModel", "linked.file-name-empty",
+                  "linkedModelFileName is empty; name the compiled target, e.g. 'Backbone.mlmodelc'")
+    elif not name.endswith(".mlmodelc"):
+        out.warning("linkedModel", "linked.not-compiled-name",
+                    f"linkedModelFileName '{name}' does not end in .mlmodelc; the target must be a "
+                    "compiled model (Xcode does not compile linked targets)")
+    search = lf.linkedModelSearchPath.defaultValue
+    if search:
+        for entry in search.split(":"):
+            if entry == "":
+                out.warning("linkedModel", "linked.empty-search-entry",
+                            f"search path '{search}' has an empty entry (an empty path means '.'; "
+                            "remove the stray ':')")
+                break
+        if "$BUNDLE_IDENTIFIER(" in search:
+            for entry in search.split(":"):
+                if entry.startswith("$BUNDLE_IDENTIFIER(") and not entry.endswith(")"):
+                    out.warning("linkedModel", "linked.bad-bundle-identifier",
+                                f"search path entry '{entry}' does not close $BUNDLE_IDENTIFIER( with ')'")
+
+
+def _resolver():
+    try:
+        from .. import linked as linked_module
+    except ImportError:
+        return None
+    return getattr(linked_module, "resolve_linked", None)
+
+
+def check_target(spec, out: Findings, search_path, base_dir) -> None:
+    """Resolve the stub's target on ``search_path`` and compare interfaces."""
+    resolve = _resolver()
+    if resolve is None:
+        out.info("linkedModel", "linked.not-resolved",
+                 "linked-model resolution is not available in this build; target not checked")
+        return
+    try:
+        found, tried = resolve(spec, search_path=search_path, base_dir=base_dir)
+    except Exception as exc:  # a resolver error is a finding, not a crash
+        out.error("linkedModel", "linked.not-found", f"cannot resolve the linked target: {exc}")
+        return
+    name = spec.linkedModel.linkedModelFile.linkedModelFileName.defaultValue
+    if found is None:
+        out.error("linkedModel", "linked.not-found",
+                  f"linked target '{name}' not found; tried " + (", ".join(str(t) for t in tried) or "nothing")
+                  + "; pass --search-path with the folder that holds it")
+        return
+    target = _load_target(found)
+    if target is None:
+        out.info("linkedModel", "linked.target-unreadable",
+                 f"linked target found at {found} but it is compiled (.mlmodelc) and cannot be read "
+                 "offline; interface not compared")
+        return
+    _compare(spec, target, out, found)
+
+
+def _load_target(found):
+    from ..errors import SpecSurgeryError
+    from ..io import load_spec
+
+    path = Path(found)
+    candidates = [path]
+    if path.suffix == ".mlmodelc":  # a source model beside the compiled name
+        candidates = [path.with_suffix(".mlmodel"), path.with_suffix(".mlpackage"), path]
+    for cand in candidates:
+        if not cand.exists():
+            continue
+        try:
+            return load_spec(cand)
+        except SpecSurgeryError:
+            continue
+    return None
+
+
+def _compare(stub, target, out: Findings, where_found) -> None:
+    for role in ("input", "output"):
+        mine = {f.name: f for f in getattr(stub.description, role)}
+        theirs = {f.name: f for f in getattr(target.description, role)}
+        for name in sorted(set(mine) - set(theirs)):
+            out.error(f"{role}:{name}", "linked.interface-mismatch",
+                      f"stub {role} '{name}' is not a {role} of the target {where_found} "
+                      f"(target {role}s: {sorted(theirs)})")
+        if role == "input":
+            for name in sorted(set(theirs) - set(mine)):
+                if not theirs[name].type.isOptional:
+                    out.error(f"input:{name}", "linked.interface-mismatch",
+                              f"target {where_found} needs input '{name}' that the stub does not declare")
+        for name in sorted(set(mine) & set(theirs)):
+            diffs = type_diff(theirs[name].type, mine[name].type)
+            if diffs:
+                out.error(f"{role}:{name}", "linked.interface-mismatch",
+                          f"stub {role} '{name}' is {describe_type(mine[name].type)} but the target has "
+                          f"{describe_type(theirs[name].type)}: " + "; ".join(diffs))

@@ -1,0 +1,151 @@
+"""Pipeline rules (format notes §4): stage input resolution with Core ML's
+``isEquivalent``, pipeline outputs, stage names and updatable placement."""
+
+from __future__ import annotations
+
+from ..errors import near_matches
+from ..spec import describe_type, pipeline_of
+from .features import COLOR_SPACES, DTYPES
+from .findings import Findings
+
+
+def _array_rank(arr) -> int:
+    flex = arr.WhichOneof("ShapeFlexibility")
+    if flex == "enumeratedShapes" and len(arr.enumeratedShapes.shapes):
+        return len(arr.enumeratedShapes.shapes[0].shape)
+    if flex == "shapeRange":
+        return len(arr.shapeRange.sizeRanges)
+    return len(arr.shape)
+
+
+def type_diff(a, b) -> list[str]:
+    """How FeatureType ``b`` differs from ``a`` under Core ML's isEquivalent ([] = equivalent).
+
+    ``isOptional`` and size flexibility are ignored, as Core ML does; a
+    multiarray compares dtype and rank, and its exact shape only when neither
+    side is flexible.
+    """
+    ka, kb = a.WhichOneof("Type"), b.WhichOneof("Type")
+    if ka != kb:
+        return [f"kind {describe_type(a)} vs {describe_type(b)}"]
+    diffs = []
+    if ka in ("multiArrayType", "stateType"):
+        x = a.multiArrayType if ka == "multiArrayType" else a.stateType.arrayType
+        y = b.multiArrayType if ka == "multiArrayType" else b.stateType.arrayType
+        if x.dataType != y.dataType:
+            diffs.append(f"dtype {DTYPES.get(x.dataType, x.dataType)} vs {DTYPES.get(y.dataType, y.dataType)}")
+        ra, rb = _array_rank(x), _array_rank(y)
+        if ra != rb:
+            diffs.append(f"rank {ra} vs {rb}")
+        elif (ka == "stateType" or (x.WhichOneof("ShapeFlexibility") is None
+                                    and y.WhichOneof("ShapeFlexibility") is None)) \
+                and list(x.shape) != list(y.shape):
+            diffs.append("shape (" + ",".join(map(str, x.shape)) + ") vs (" + ",".join(map(str, y.shape)) + ")")
+    elif ka == "imageType":
+        x, y = a.imageType, b.imageType
+        if (x.width, x.height) != (y.width, y.height):
+            diffs.append(f"image size {x.width}x{x.height} vs {y.width}x{y.height}")
+        if x.colorSpace != y.colorSpace:
+            diffs.append(f"colour space {COLOR_SPACES.get(x.colorSpace, x.colorSpace)} vs "
+                         f"{COLOR_SPACES.get(y.colorSpace, y.colorSpace)}")
+    elif ka == "dictionaryType":
+        if a.dictionaryType.WhichOneof("KeyType") != b.dictionaryType.WhichOneof("KeyType"):
+            diffs.append(f"dictionary key {describe_type(a)} vs {describe_type(b)}")
+    elif ka == "sequenceType":
+        if a.sequenceType.WhichOneof("Type") != b.sequenceType.WhichOneof("Type"):
+            diffs.append(f"sequence element {describe_type(a)} vs {describe_type(b)}")
+    return diffs
+
+
+def check_pipeline(spec, out: Findings) -> None:
+    pipe = pipeline_of(spec)
+    desc = spec.description
+    models = list(pipe.models)
+    if not models:
+        out.error("pipeline", "pipeline.empty", "the pipeline has no stages; add one or more models")
+        return
+    names = list(pipe.names)
+    if names and len(names) != len(models):
+        out.error("pipeline.names", "pipeline.names-count",
+                  f"pipeline has {len(models)} stages but {len(names)} names; give every stage a name "
+                  "or none")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        out.error("pipeline.names", "pipeline.names-duplicate",
+                  "stage names " + ", ".join(f"'{n}'" for n in dup) + " are used more than once; "
+                  "stage names must be unique")
+    labels = names if len(names) == len(models) else [f"model{i}" for i in range(len(models))]
+    table = {f.name: (f.type, "pipeline input") for f in desc.input}
+    for i, (stage, label) in enumerate(zip(models, labels)):
+        where = f"stage:{label}"
+        missing = []
+        for f in stage.description.input:
+            if f.name not in table:
+                missing.append(f.name)
+                continue
+            known_type, source = table[f.name]
+            diffs = type_diff(known_type, f.type)
+            if diffs and _float_width_only(known_type, f.type, diffs):
+                out.warning(f"{where}/input:{f.name}", "pipeline.float-width",
+                            f"stage {i} '{label}' input '{f.name}' is {describe_type(f.type)} but the "
+                            f"{source} is {describe_type(known_type)}; Core ML converts between FLOAT32 "
+                            "and DOUBLE multiarrays when it passes features, but declaring the same "
+                            "dtype on both sides is safer")
+            elif diffs:
+                out.error(f"{where}/input:{f.name}", "pipeline.type-mismatch",
+                          f"stage {i} '{label}' input '{f.name}' is {describe_type(f.type)} but the "
+                          f"{source} is {describe_type(known_type)}: " + "; ".join(
+                              d.replace(" vs ", " (provided) vs ", 1) + " (expected)" for d in diffs))
+        if missing:
+            known = sorted(table)
+            parts = []
+            for m in missing:
+                close = near_matches(m, known, n=3)
+                parts.append(f"'{m}'" + (f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""))
+            out.error(where, "pipeline.input-missing",
+                      f"stage {i} '{label}' needs input " + ", ".join(parts)
+                      + " which is neither a pipeline input nor an output of an earlier stage; "
+                      f"available: {known}")
+        for f in stage.description.output:
+            table[f.name] = (f.type, f"output of stage {i} '{label}'")
+    for f in desc.output:
+        if f.name not in table:
+            out.error(f"output:{f.name}", "pipeline.output-missing",
+                      f"pipeline output '{f.name}' is neither a pipeline input nor an output of any "
+                      f"stage{_hint(f.name, table)}")
+            continue
+        known_type, source = table[f.name]
+        diffs = type_diff(known_type, f.type)
+        if diffs:
+            out.error(f"output:{f.name}", "pipeline.output-type-mismatch",
+                      f"pipeline output '{f.name}' is declared {describe_type(f.type)} but the "
+                      f"{source} is {describe_type(known_type)}: " + "; ".join(diffs))
+    # updatable placement
+    flags = [m.isUpdatable for m in models]
+    if spec.isUpdatable:
+        if not flags[-1]:
+            out.error(f"stage:{labels[-1]}", "pipeline.updatable",
+                      "the pipeline is updatable, so its last stage must be updatable too")
+        for i, flag in enumerate(flags[:-1]):
+            if flag:
+                out.error(f"stage:{labels[i]}", "pipeline.updatable",
+                          f"stage {i} '{labels[i]}' is updatable; only the last stage of an updatable "
+                          "pipeline may be")
+    else:
+        for i, flag in enumerate(flags):
+            if flag:
+                out.error(f"stage:{labels[i]}", "pipeline.updatable",
+                          f"stage {i} '{labels[i]}' is updatable but the pipeline is not; set the "
+                          "pipeline's isUpdatable (only the last stage may be updatable)")
+
+
+def _float_width_only(a, b, diffs) -> bool:
+    """True when two multiarrays differ only by FLOAT32 vs DOUBLE."""
+    if len(diffs) != 1 or a.WhichOneof("Type") != "multiArrayType":
+        return False
+    return {a.multiArrayType.dataType, b.multiArrayType.dataType} == {65568, 65600}
+
+
+def _hint(name, known) -> str:
+    close = near_matches(name, known, n=3)
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""

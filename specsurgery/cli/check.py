@@ -1,0 +1,59 @@
+"""``specsurgery check MODEL... [--search-path P] [--json]``: the offline validator."""
+
+from __future__ import annotations
+
+from ._common import add_json, add_search_path
+
+
+def configure(parser) -> None:
+    parser.add_argument("models", nargs="+", metavar="MODEL",
+                        help=".mlmodel, .mlpackage or .pbtxt files to check")
+    add_search_path(parser)
+    parser.add_argument("--warnings-as-errors", action="store_true",
+                        help="exit 1 on warnings too")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="print errors only (no warnings, infos or 'ok' lines)")
+    add_json(parser)
+
+
+def run(args) -> int:
+    import sys
+
+    from ..check import check
+    from ..errors import SpecSurgeryError
+    from ._common import print_json
+
+    failed = False
+    report = []
+    for path in args.models:
+        try:
+            findings = check(path, search_path=args.search_path)
+        except SpecSurgeryError as exc:
+            failed = True
+            message = " ".join(str(exc).split())
+            if message.startswith(f"{path}: "):  # load errors already name the file
+                message = message[len(path) + 2:]
+            if args.json:
+                report.append({"model": path, "ok": False, "load_error": message, "findings": []})
+            else:
+                print(f"{path}: error: {message}", file=sys.stderr)
+            continue
+        n_err = sum(f.severity == "error" for f in findings)
+        n_warn = sum(f.severity == "warning" for f in findings)
+        bad = n_err > 0 or (args.warnings_as_errors and n_warn > 0)
+        failed = failed or bad
+        if args.json:
+            report.append({"model": path, "ok": not bad, "errors": n_err, "warnings": n_warn,
+                           "findings": [f.to_json() for f in findings]})
+            continue
+        for f in findings:
+            if args.quiet and f.severity != "error":
+                continue
+            print(f"{path}: {f}")
+        if not args.quiet:
+            status = "ok" if not bad else "FAILED"
+            print(f"{path}: {status} ({n_err} error{'s' * (n_err != 1)}, "
+                  f"{n_warn} warning{'s' * (n_warn != 1)})")
+    if args.json:
+        print_json({"ok": not failed, "models": report})
+    return 1 if failed else 0
