@@ -184,6 +184,11 @@ def tensor_type(dtype: int, shape) -> "MIL_pb2.ValueType":
 def immediate_to_numpy(value) -> np.ndarray:
     """The array an ``immediateValue`` holds, typed and shaped per ``value.type``."""
     vt = value.type
+    if value.immediateValue.WhichOneof("value") == "list":
+        items = [immediate_to_numpy(v) for v in value.immediateValue.list.values]
+        if items and all(i.dtype == object for i in items):
+            return np.array([i.reshape(-1)[0] if i.size == 1 else i for i in items], dtype=object)
+        return np.array(items)
     if vt.WhichOneof("type") != "tensorType":
         kind = value.immediateValue.WhichOneof("value")
         raise UnsupportedError(f"immediate value of type {vt.WhichOneof('type') or kind} is not supported")
@@ -192,7 +197,7 @@ def immediate_to_numpy(value) -> np.ndarray:
     tv = value.immediateValue.tensor
     which = tv.WhichOneof("value")
     if which == "bytes":
-        raw = b"".join(tv.bytes.values)
+        raw = bytes(tv.bytes.values)
         if dt in SUBBYTE_BITS:
             count = int(np.prod([d or 0 for d in shape])) if shape else 1
             arr = blobs.unpack_subbyte(np.frombuffer(raw, np.uint8), SUBBYTE_BITS[dt], count,
@@ -270,7 +275,7 @@ def numpy_to_value(array, dtype: Optional[int] = None) -> "MIL_pb2.Value":
     elif dtype == MIL_pb2.INT64:
         tv.longInts.values.extend(int(x) for x in flat)
     else:
-        tv.bytes.values.append(flat.astype(NP_DTYPES[dtype]).tobytes())
+        tv.bytes.values = flat.astype(NP_DTYPES[dtype]).tobytes()
     return value
 
 

@@ -1,0 +1,193 @@
+"""Small torch models converted to ML Programs for the tests in tests/mil.
+
+Conversions are cached on disk under the temp dir (keyed by a hash of this
+file, the model name and the precision), so a second run costs no ct.convert.
+If H3's ``tests/zoo.py`` offers ``converted(name, backend="mlprogram")``,
+tests may use it too; these models cover the MIL ops the runtime must run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__)
+CACHE = Path(tempfile.gettempdir()) / ("specsurgery_milzoo_" + hashlib.sha1(HERE.read_bytes()).hexdigest()[:10])
+
+
+def _torch_models():
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Res(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+            self.bn = nn.BatchNorm2d(8)
+            self.c1 = nn.Conv2d(8, 8, 3, padding=1)
+            self.bn1 = nn.BatchNorm2d(8)
+            self.c2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+            self.down = nn.Conv2d(8, 16, 1, stride=2)
+            self.pool = nn.MaxPool2d(2, ceil_mode=True)
+            self.fc = nn.Linear(16, 10)
+
+        def forward(self, x):
+            x = F.relu(self.bn(self.stem(x)))
+            x = F.relu(self.bn1(self.c1(x)) + x)
+            x = F.relu(self.c2(x) + self.down(x))
+            x = self.pool(x)
+            x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+            return F.softmax(self.fc(x), dim=1)
+
+    class Mobile(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c0 = nn.Conv2d(3, 16, 3, stride=2, padding=1)
+            self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+            self.pw = nn.Conv2d(16, 24, 1)
+            self.g = nn.Conv2d(24, 24, 3, padding=2, dilation=2, groups=4)
+            self.fc = nn.Linear(24, 5)
+
+        def forward(self, x):
+            x = F.relu6(self.c0(x))
+            x = F.hardswish(self.dw(x))
+            x = F.silu(self.pw(x))
+            x = torch.sigmoid(self.g(x)) * x
+            x = F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
+            return self.fc(x.mean(dim=(2, 3)))
+
+    class UNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.e1 = nn.Conv2d(3, 8, 3, padding=1)
+            self.e2 = nn.Conv2d(8, 16, 3, padding=1)
+            self.up = nn.ConvTranspose2d(16, 8, 2, stride=2)
+            self.d1 = nn.Conv2d(16, 8, 3, padding=1)
+            self.inorm = nn.InstanceNorm2d(8, affine=True)
+            self.out = nn.Conv2d(8, 3, 1)
+
+        def forward(self, x):
+            a = F.relu(self.e1(x))
+            b = F.relu(self.e2(F.max_pool2d(a, 2)))
+            u = self.up(b)
+            c = torch.cat([u, a], dim=1)
+            d = F.leaky_relu(self.inorm(self.d1(c)), 0.1)
+            e = F.interpolate(F.avg_pool2d(d, 2), scale_factor=2, mode="bilinear", align_corners=False)
+            f = F.interpolate(F.max_pool2d(d, 2), scale_factor=2, mode="nearest")
+            return torch.tanh(self.out(e + f))
+
+    class Transformer(nn.Module):
+        def __init__(self, dim=32, heads=4):
+            super().__init__()
+            self.emb = nn.Embedding(50, dim)
+            self.ln1 = nn.LayerNorm(dim)
+            self.qkv = nn.Linear(dim, 3 * dim)
+            self.proj = nn.Linear(dim, dim)
+            self.ln2 = nn.LayerNorm(dim)
+            self.ff1 = nn.Linear(dim, 64)
+            self.ff2 = nn.Linear(64, dim)
+            self.heads = heads
+            self.head = nn.Linear(dim, 4)
+
+        def forward(self, tokens):
+            x = self.emb(tokens)
+            b, t, d = 1, 8, 32  # static: traced shape arithmetic would become int() ops
+            h = self.ln1(x)
+            q, k, v = self.qkv(h).split(d, dim=-1)
+            q = q.reshape(b, t, self.heads, d // self.heads).transpose(1, 2)
+            k = k.reshape(b, t, self.heads, d // self.heads).transpose(1, 2)
+            v = v.reshape(b, t, self.heads, d // self.heads).transpose(1, 2)
+            att = torch.softmax(q @ k.transpose(-1, -2) / (d // self.heads) ** 0.5, dim=-1)
+            y = (att @ v).transpose(1, 2).reshape(b, t, d)
+            x = x + self.proj(y)
+            x = x + self.ff2(F.gelu(self.ff1(self.ln2(x))))
+            return self.head(x[:, 0])
+
+    class Misc(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv1d(4, 6, 3)
+            self.fc = nn.Linear(6, 3)
+
+        def forward(self, x):
+            y = F.pad(x, (2, 1), mode="reflect")
+            y = self.conv(y)
+            y = torch.clamp(y, -0.5, 0.7) + torch.exp(-y.abs()) - torch.sqrt(y * y + 1)
+            y = y[:, 1:5, ::2]
+            z = y.max(dim=2).values + y.sum(dim=2) / (y.pow(2).mean(dim=2) + 1)
+            z = torch.maximum(z, torch.zeros_like(z) - 0.2)
+            z = F.elu(torch.cat([z, z[:, :2]], dim=1))
+            return self.fc(z)
+
+    torch.manual_seed(0)
+    return {
+        "resnet": (Res(), {"x": (1, 3, 32, 32)}),
+        "mobilenet": (Mobile(), {"x": (1, 3, 32, 32)}),
+        "unet": (UNet(), {"x": (1, 3, 32, 32)}),
+        "transformer": (Transformer(), {"tokens": (1, 8)}),
+        "misc": (Misc(), {"x": (1, 4, 12)}),
+    }
+
+
+NAMES = ["resnet", "mobilenet", "unet", "transformer", "misc"]
+
+
+def example_inputs(name, seed=0):
+    models = _torch_models()
+    _, shapes = models[name]
+    rng = np.random.RandomState(seed)
+    out = {}
+    for k, shape in shapes.items():
+        if name == "transformer":
+            out[k] = rng.randint(0, 50, size=shape).astype(np.int32)
+        else:
+            out[k] = rng.randn(*shape).astype(np.float32)
+    return out
+
+
+def torch_forward(name, inputs):
+    import torch
+
+    model, shapes = _torch_models()[name]
+    model.eval()
+    with torch.no_grad():
+        args = [torch.from_numpy(np.asarray(inputs[k]).astype(np.int64 if name == "transformer" else np.float32))
+                for k in shapes]
+        out = model(*args)
+    return out.numpy()
+
+
+def converted(name, precision="fp32") -> Path:
+    """Path of the cached .mlpackage of model ``name`` (precision fp32 or fp16)."""
+    target = CACHE / f"{name}_{precision}.mlpackage"
+    if target.is_dir():
+        return target
+    import torch
+    from specsurgery._proto import coremltools
+
+    ct = coremltools()
+    model, shapes = _torch_models()[name]
+    model.eval()
+    ex = [torch.zeros(s, dtype=torch.long) if name == "transformer" else torch.rand(s) for s in shapes.values()]
+    traced = torch.jit.trace(model, tuple(ex))
+    inputs = [ct.TensorType(name=k, shape=s, dtype=np.int32 if name == "transformer" else np.float32)
+              for k, s in shapes.items()]
+    mlmodel = ct.convert(
+        traced, inputs=inputs, outputs=[ct.TensorType(name="out")], convert_to="mlprogram",
+        compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
+        minimum_deployment_target=ct.target.iOS16)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=CACHE))
+    mlmodel.save(str(tmp / "m.mlpackage"))
+    pkg_dir = getattr(mlmodel, "package_path", None)
+    os.replace(tmp / "m.mlpackage", target) if not target.exists() else None
+    shutil.rmtree(tmp, ignore_errors=True)
+    if pkg_dir and Path(pkg_dir).exists() and str(pkg_dir).startswith(tempfile.gettempdir()):
+        shutil.rmtree(pkg_dir, ignore_errors=True)
+    return target
