@@ -1,0 +1,39 @@
+"""``specsurgery link MODEL --stage NAME --file F.mlmodelc -o OUT``: a stage becomes a linked stub."""
+
+from __future__ import annotations
+
+import sys
+
+
+def configure(parser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="pipeline .mlmodel (or any model with --standalone)")
+    parser.add_argument("--stage", metavar="NAME",
+                        help="stage name, index or nested path outer/inner (omit with --standalone)")
+    parser.add_argument("--file", required=True, metavar="F.mlmodelc",
+                        help="compiled model the stub names (linkedModelFileName)")
+    parser.add_argument("--search-path", metavar="P", default=".:$BUNDLE_MAIN",
+                        help="linkedModelSearchPath (default: .:$BUNDLE_MAIN)")
+    parser.add_argument("--standalone", action="store_true",
+                        help="write a stub for the whole MODEL instead of replacing a stage")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", help=".mlmodel to write")
+
+
+def run(args) -> int:
+    from ..errors import SpecSurgeryError
+    from ..io import save
+    from ..ops._nn import capture_notes
+    from ..ops.link import link_stage, make_linked_stub
+
+    with capture_notes() as notes:
+        if args.standalone:
+            out = make_linked_stub(args.model, file_name=args.file, search_path=args.search_path)
+        else:
+            if args.stage is None:
+                raise SpecSurgeryError("link: give --stage NAME (or --standalone for a stub of the whole model)")
+            out = link_stage(args.model, args.stage, file_name=args.file, search_path=args.search_path)
+    for text in notes:
+        print(f"note: {text}", file=sys.stderr)
+    save(out, args.output)
+    print(f"wrote {args.output}: {'stub' if args.standalone else 'stage ' + repr(args.stage)} links "
+          f"{args.file} (search path {args.search_path!r}), spec version {out.specificationVersion}")
+    return 0

@@ -1,0 +1,36 @@
+"""``specsurgery pipeline STAGE... -o OUT``: assemble models into a pipeline."""
+
+from __future__ import annotations
+
+import sys
+
+
+def configure(parser) -> None:
+    parser.add_argument("stages", nargs="+", metavar="STAGE", help="stage models, in order")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="pipeline .mlmodel to write")
+    parser.add_argument("--names", metavar="a,b", help="stage names (default model0, model1, ...)")
+    parser.add_argument("--kind", choices=("auto", "pipeline", "classifier", "regressor"), default="auto",
+                        help="pipeline kind (auto: classifier/regressor when the last stage is one)")
+    parser.add_argument("--coerce", action="store_true",
+                        help="fix interface mismatches Core ML allows (DOUBLE vs FLOAT32 arrays, "
+                             "unspecified output shapes) instead of reporting them")
+    parser.add_argument("--prefixes", metavar="p1,p2",
+                        help="per stage, a prefix for its output names ('' to leave a stage alone)")
+
+
+def run(args) -> int:
+    from ..io import save
+    from ..ops._nn import capture_notes
+    from ..ops.pipeline import make_pipeline
+    from ..spec import model_type
+
+    names = args.names.split(",") if args.names else None
+    prefixes = [p or None for p in args.prefixes.split(",")] if args.prefixes is not None else None
+    with capture_notes() as notes:
+        pipe = make_pipeline(args.stages, names=names, kind=args.kind, coerce=args.coerce, prefixes=prefixes)
+    for text in notes:
+        print(f"note: {text}", file=sys.stderr)
+    save(pipe, args.output)
+    print(f"wrote {args.output}: {model_type(pipe)} of {len(args.stages)} stages, "
+          f"spec version {pipe.specificationVersion}")
+    return 0

@@ -1,0 +1,39 @@
+"""``specsurgery split MODEL --at BLOB[,BLOB] -o DIR``: backbone, head and a pipeline of both."""
+
+from __future__ import annotations
+
+import sys
+
+from ._common import add_json, print_json
+
+
+def configure(parser) -> None:
+    parser.add_argument("model", metavar="MODEL", help=".mlmodel (neuralNetwork, classifier or regressor)")
+    parser.add_argument("--at", required=True, metavar="BLOB[,BLOB]",
+                        help="blob(s) to cut at; several when a skip connection crosses the cut "
+                             "(see suggest-cuts)")
+    parser.add_argument("-o", "--output", required=True, metavar="DIR",
+                        help="folder for <N>Backbone.mlmodel, <N>Head.mlmodel and <N>.mlmodel")
+    parser.add_argument("--name", metavar="N", help="base name of the outputs (default: MODEL's stem)")
+    parser.add_argument("--link", action="store_true",
+                        help="make the pipeline's backbone stage a linked stub naming <N>Backbone.mlmodelc")
+    parser.add_argument("--search-path", metavar="P", default=".:$BUNDLE_MAIN",
+                        help="search path of the linked stub (default: .:$BUNDLE_MAIN)")
+    add_json(parser)
+
+
+def run(args) -> int:
+    from ..ops._nn import capture_notes
+    from ..ops.split import split_model
+
+    with capture_notes() as notes:
+        paths = split_model(args.model, args.at, args.output, name=args.name, link=args.link,
+                            search_path=args.search_path)
+    for text in notes:
+        print(f"note: {text}", file=sys.stderr)
+    if args.json:
+        print_json({k: str(v) for k, v in paths.items()} | {"notes": notes})
+    else:
+        for role, path in paths.items():
+            print(f"{role:9} {path}")
+    return 0

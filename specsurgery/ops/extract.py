@@ -1,0 +1,160 @@
+"""``extract``: the sub-network between blobs, as a model of its own.
+
+Like ``onnx.utils.extract_model``: give the blobs that become inputs and the
+blobs that become outputs; the result holds exactly the layers needed to
+compute the outputs from the inputs.  Interface types come from the original
+where a blob is an original feature, else MultiArray with shapes from the
+runtime's shape inference (flexible where the original inputs are).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+from .. import spec as S
+from ..errors import NotFoundError, SpecSurgeryError, UnsupportedError, missing_message
+from ..io import copy_spec, load
+from . import _nn
+
+__all__ = ["extract"]
+
+
+def _names(value: Union[str, Sequence[str]]) -> list[str]:
+    if isinstance(value, str):
+        value = value.split(",")
+    out = []
+    for v in value:
+        v = v.strip()
+        if v and v not in out:
+            out.append(v)
+    return out
+
+
+def classifier_prob_blob(spec) -> str:
+    """The blob a neuralNetworkClassifier turns into labels and probabilities."""
+    nn = spec.neuralNetworkClassifier
+    if nn.labelProbabilityLayerName:
+        return nn.labelProbabilityLayerName
+    if not len(nn.layers) or not len(nn.layers[-1].output):
+        raise SpecSurgeryError("classifier has no layers to read probabilities from")
+    return nn.layers[-1].output[0]
+
+
+def interface_targets(spec) -> tuple[list[str], list[str]]:
+    """(blobs the outputs need, names of outputs the classifier makes itself)."""
+    kind = S.model_type(spec)
+    desc = spec.description
+    synthetic = []
+    if kind == "neuralNetworkClassifier":
+        synthetic = [n for n in (desc.predictedFeatureName, desc.predictedProbabilitiesName) if n]
+    blobs = [f.name for f in desc.output if f.name not in synthetic]
+    if kind == "neuralNetworkClassifier":
+        prob = classifier_prob_blob(spec)
+        if prob not in blobs:
+            blobs.append(prob)
+    return blobs, synthetic
+
+
+def typed_features(spec, blobs: Sequence[str], *, role: str) -> list:
+    """FeatureDescriptions for ``blobs``: the original's description where the
+    blob is a model input/output with a full type, else a MultiArray typed by
+    shape inference (the original dtype kept for original outputs)."""
+    from .._proto import Model_pb2
+
+    desc = spec.description
+    originals = {f.name: f for f in list(desc.input) + list(desc.output)}
+    need_shape = []
+    for b in blobs:
+        f = originals.get(b)
+        if f is None or (f.type.WhichOneof("Type") == "multiArrayType" and not S.feature_shape(f.type)):
+            need_shape.append(b)
+    shapes, flex = _nn.blob_shapes(spec, need_shape) if need_shape else ({}, {})
+    out = []
+    for b in blobs:
+        fd = Model_pb2.FeatureDescription()
+        f = originals.get(b)
+        if b in shapes:
+            dtype = _nn.FLOAT32
+            if f is not None and f.type.multiArrayType.dataType:
+                dtype = f.type.multiArrayType.dataType
+            fd.name = b
+            fd.type.CopyFrom(_nn.array_type(shapes[b], dtype, flex.get(b)))
+            if f is not None:
+                fd.shortDescription = f.shortDescription
+        else:
+            fd.CopyFrom(f)
+            if role == "output":
+                fd.type.isOptional = False
+        out.append(fd)
+    return out
+
+
+def extract(spec, inputs, outputs, *, inplace: bool = False):
+    """The sub-network computing ``outputs`` from ``inputs`` (blob names, a
+    list or "a,b").  The result is a neuralNetwork, or a classifier/regressor
+    when the outputs include the original's predicted feature."""
+    model = load(spec)
+    if S.model_type(getattr(model, "spec", model)) == "mlProgram":
+        raise UnsupportedError("mlProgram surgery (extract): not supported yet; extract works on "
+                               "neuralNetwork, neuralNetworkClassifier and neuralNetworkRegressor models")
+    spec = getattr(model, "spec", model)
+    nn = S.require_nn(spec, "extract")
+    inputs, outputs = _names(inputs), _names(outputs)
+    if not outputs:
+        raise SpecSurgeryError("extract: give at least one output blob")
+    kind = S.model_type(spec)
+    desc = spec.description
+    synthetic_all = []
+    if kind == "neuralNetworkClassifier":
+        synthetic_all = [n for n in (desc.predictedFeatureName, desc.predictedProbabilitiesName) if n]
+    known = _nn.blob_names(spec, nn)
+    missing = [b for b in inputs + outputs if b not in known and b not in synthetic_all]
+    if missing:
+        raise NotFoundError(missing_message("blob", missing, known) + " (extract)")
+    synthetic = [o for o in outputs if o in synthetic_all]
+    targets = [o for o in outputs if o not in synthetic]
+    if synthetic:
+        prob = classifier_prob_blob(spec)
+        if prob not in targets:
+            targets.append(prob)
+    model_inputs = [f.name for f in desc.input]
+    passthrough = [o for o in targets if o in inputs]
+    if passthrough:
+        raise SpecSurgeryError(
+            f"extract: {', '.join(map(repr, passthrough))} is both an input and an output; a network "
+            "output must be produced by a layer")
+    cl = _nn.closure(nn, targets, stops=inputs, model_inputs=model_inputs)
+    leaks = sorted(cl.inputs) + cl.unknown
+    if leaks:
+        paths = []
+        for leak in leaks:
+            paths.append(_nn.format_path(_nn.path_to_target(nn, cl, leak)))
+        raise SpecSurgeryError(
+            f"extract: outputs {', '.join(map(repr, outputs))} also depend on "
+            f"{', '.join(map(repr, leaks))}, which is not among the inputs "
+            f"{', '.join(map(repr, inputs)) or '(none)'} (path: {'; '.join(paths)}); add it to --inputs")
+
+    in_feats = typed_features(spec, inputs, role="input")
+    out_feats = typed_features(spec, targets if not synthetic else [o for o in outputs if o not in synthetic], role="output")
+    if synthetic:
+        by_name = {f.name: f for f in desc.output}
+        for o in synthetic:
+            out_feats.append(by_name[o])
+        new_kind = "neuralNetworkClassifier"
+    elif kind == "neuralNetworkRegressor" and desc.predictedFeatureName in outputs:
+        new_kind = "neuralNetworkRegressor"
+    else:
+        new_kind = "neuralNetwork"
+    out = _nn.sub_network(spec, cl.layers, in_feats, out_feats, kind=new_kind,
+                          classifier_from=nn if new_kind == "neuralNetworkClassifier" else None)
+    if new_kind != "neuralNetwork":
+        out.description.predictedFeatureName = desc.predictedFeatureName
+        if new_kind == "neuralNetworkClassifier" and desc.predictedProbabilitiesName in outputs:
+            out.description.predictedProbabilitiesName = desc.predictedProbabilitiesName
+    _nn.fit_shape_mapping(out)
+    _nn.set_min_version(out, spec.specificationVersion)
+    if inplace:
+        spec.CopyFrom(out)
+        return spec
+    return out
+

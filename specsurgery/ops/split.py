@@ -1,0 +1,205 @@
+"""``split_at``: cut a neural network at blobs into a backbone and a head.
+
+The backbone holds every layer needed to compute the cut blobs (image
+preprocessing stays with it, the image input does too) and outputs the cut
+blobs as MultiArrays typed by shape inference.  The head holds the rest: its
+inputs are the cut blobs plus any original input it still reads; it keeps the
+classifier or regressor semantics (labels, predicted feature names).  A
+classifier's backbone becomes a plain neuralNetwork (coremltools #601).  Each
+layer goes to exactly one half, so no weight is duplicated.
+
+Shape mappings: both halves keep the original's mapping modes, so a blob has
+the same shape inside each half as in the original.  In the legacy rank-5
+mapping a blob held as [1,1,C,H,W] is declared [C,H,W] on both sides of the
+cut (the head maps it back to rank 5); in exact-rank networks it is declared
+as is.  A head that gains a MultiArray input next to RANK4 images switches its
+array mapping to exact rank, which is the mode the network already runs in.
+
+``split_model`` writes ``<N>Backbone.mlmodel``, ``<N>Head.mlmodel`` and
+``<N>.mlmodel``: a pipeline of both with the original interface (the backbone
+optionally a linked stub naming ``<N>Backbone.mlmodelc``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .. import spec as S
+from ..errors import NotFoundError, SpecSurgeryError, UnsupportedError, missing_message
+from ..io import load
+from . import _nn
+from .extract import _names, interface_targets, typed_features
+
+__all__ = ["split_at", "split_pipeline", "split_model", "DEFAULT_SEARCH_PATH"]
+
+DEFAULT_SEARCH_PATH = ".:$BUNDLE_MAIN"
+
+
+def split_at(spec, blobs, *, inplace: bool = False):
+    """(backbone, head) of ``spec`` cut at ``blobs`` (a name, "a,b" or a list).
+
+    Errors: a blob not in the network (with near matches), a cut at a model
+    input, a cut that does not separate the graph (naming a path that
+    bypasses it), a cut that leaves the head empty.
+    """
+    model = load(spec)
+    root = getattr(model, "spec", model)
+    if S.model_type(root) == "mlProgram":
+        fn = _nn.mlprogram_dispatch("split_mlprogram", "split_program", "split")
+        return fn(model, _names(blobs))
+    spec = root
+    nn = S.require_nn(spec, "split")
+    cuts = _names(blobs)
+    if not cuts:
+        raise SpecSurgeryError("split: give at least one blob to cut at")
+    known = _nn.blob_names(spec, nn)
+    missing = [b for b in cuts if b not in known]
+    if missing:
+        raise NotFoundError(missing_message("blob", missing, known) + " (split)")
+    desc = spec.description
+    model_inputs = [f.name for f in desc.input]
+    at_input = [b for b in cuts if b in model_inputs]
+    if at_input:
+        raise SpecSurgeryError(
+            f"split: {', '.join(map(repr, at_input))} is a model input; the backbone would be empty. "
+            "Cut at a blob some layer produces (see suggest-cuts)")
+
+    head_targets, synthetic = interface_targets(spec)
+    kind = S.model_type(spec)
+    backbone_cl = _nn.closure(nn, cuts, model_inputs=model_inputs)
+    head_cl = _nn.closure(nn, [t for t in head_targets if t not in cuts], stops=cuts, model_inputs=model_inputs)
+    if backbone_cl.unknown or head_cl.unknown:
+        undefined = sorted(set(backbone_cl.unknown) | set(head_cl.unknown))
+        raise SpecSurgeryError(f"split: blob(s) {', '.join(map(repr, undefined))} are read but never "
+                               "produced; fix the network first (see check)")
+    shared = backbone_cl.layers & head_cl.layers
+    if shared:
+        raise SpecSurgeryError(_bypass_message(nn, cuts, backbone_cl, head_cl, model_inputs))
+    output_names = [f.name for f in desc.output]
+    unused = [b for b in cuts if b not in head_cl.stops and b not in output_names]
+    if unused:
+        raise SpecSurgeryError(
+            f"split: cut blob(s) {', '.join(map(repr, unused))} are not used after the cut (no path "
+            "from them to an output); cut at blobs on the way to the outputs (see suggest-cuts)")
+    head_outputs = [f.name for f in desc.output if f.name not in cuts]
+    if not head_outputs or not head_cl.layers:
+        raise SpecSurgeryError(
+            f"split: cutting at {', '.join(map(repr, cuts))} leaves the head without layers; cut "
+            "before the last layer")
+    if spec.isUpdatable:
+        updatable = [nn.layers[i].name for i in backbone_cl.layers if nn.layers[i].isUpdatable]
+        if updatable:
+            raise UnsupportedError(
+                f"split: updatable layer(s) {', '.join(map(repr, updatable))} would go to the backbone; "
+                "in an updatable pipeline only the last stage may be updatable, so cut after them")
+
+    # ---- backbone: inputs it reads, the cut blobs as MultiArray outputs
+    cut_feats = typed_features(spec, cuts, role="output")
+    for f in cut_feats:
+        if f.type.WhichOneof("Type") != "multiArrayType":
+            raise UnsupportedError(f"split: blob {f.name!r} is a {S.describe_type(f.type)} model output; "
+                                   "only MultiArray blobs can cross a cut")
+    bb_inputs = [f for f in desc.input if f.name in backbone_cl.inputs]
+    backbone = _nn.sub_network(spec, backbone_cl.layers, bb_inputs, cut_feats, kind="neuralNetwork")
+    _nn.set_min_version(backbone, spec.specificationVersion)
+
+    # ---- head: cut blobs it reads + original inputs it reads; original semantics
+    head_in = [f for f in cut_feats if f.name in head_cl.stops]
+    for f in head_in:
+        f.type.isOptional = False
+    head_in += [f for f in desc.input if f.name in head_cl.inputs]
+    head_out = [f for f in desc.output if f.name in head_outputs]
+    head = _nn.sub_network(spec, head_cl.layers, head_in, head_out, kind=kind,
+                           classifier_from=nn if kind == "neuralNetworkClassifier" else None,
+                           updatable=True)
+    head.description.predictedFeatureName = desc.predictedFeatureName
+    head.description.predictedProbabilitiesName = desc.predictedProbabilitiesName
+    if spec.isUpdatable:
+        _fix_training_inputs(spec, head)
+    _nn.fit_shape_mapping(head)
+    _nn.set_min_version(head, spec.specificationVersion)
+    return backbone, head
+
+
+def _fix_training_inputs(spec, head) -> None:
+    """A split head trains on the cut blobs instead of the original inputs."""
+    original_inputs = {f.name for f in spec.description.input}
+    head_inputs = list(head.description.input)
+    keep = [f for f in spec.description.trainingInput if f.name not in original_inputs]
+    del head.description.trainingInput[:]
+    for f in head_inputs + keep:
+        head.description.trainingInput.add().CopyFrom(f)
+
+
+def _bypass_message(nn, cuts, backbone_cl, head_cl, model_inputs) -> str:
+    """Name one path from an input to an output that avoids every cut blob."""
+    shared = backbone_cl.layers & head_cl.layers
+    # a blob the head reads that comes from the shared part, consumed by a head-only layer
+    head_only = head_cl.layers - backbone_cl.layers
+    culprit = None
+    for i in sorted(head_only):
+        for b in _nn.layer_reads(nn.layers[i]):
+            prods = [p for p in _nn.producers(nn).get(b, []) if p in shared]
+            if prods:
+                culprit = (b, i)
+                break
+        if culprit:
+            break
+    if culprit is None:  # a head output computed entirely without the cut
+        blob = next(b for i in sorted(shared) for b in nn.layers[i].output)
+    else:
+        blob = culprit[0]
+    before = _nn.path_to_input(nn, blob, model_inputs, avoid=cuts) or [blob]
+    after = _nn.path_to_target(nn, head_cl, blob)[1:]
+    path = _nn.format_path(before + after)
+    cut_text = ", ".join(map(repr, cuts))
+    if culprit is None:
+        return (f"split: cutting at {cut_text} does not separate the graph: an output does not "
+                f"depend on the cut (path {path}); cut at a blob every path to the outputs passes "
+                "through (see suggest-cuts)")
+    layer = nn.layers[culprit[1]].name
+    return (f"split: cutting at {cut_text} does not separate the graph: layer {layer!r} after the cut "
+            f"reads {blob!r}, which is computed before it, so the path {path} bypasses the cut; "
+            f"add {blob!r} to the cut (--at {','.join(cuts + [blob])}) or cut at a blob every path "
+            "passes through (see suggest-cuts)")
+
+
+def split_pipeline(original, backbone, head, *, names: Sequence[str] = ("backbone", "head")):
+    """The pipeline [backbone, head] with ``original``'s interface (inputs,
+    outputs and their order, descriptions, metadata, updatability)."""
+    from .pipeline import make_pipeline
+
+    return make_pipeline([backbone, head], names=list(names), interface=original)
+
+
+def split_model(model, blobs, out_dir, *, name: Optional[str] = None, link: bool = False,
+                search_path: str = DEFAULT_SEARCH_PATH, check_search_path: Optional[str] = None) -> dict:
+    """Split ``model`` (a path or spec) at ``blobs`` and write
+    ``out_dir/<N>Backbone.mlmodel``, ``<N>Head.mlmodel`` and ``<N>.mlmodel``
+    (the pipeline; with ``link`` its backbone stage is a stub naming
+    ``<N>Backbone.mlmodelc`` on ``search_path``).  Returns the paths."""
+    from ..io import save
+    from .link import link_stage
+
+    if name is None:
+        if isinstance(model, (str, os.PathLike)):
+            name = Path(model).stem
+        else:
+            raise SpecSurgeryError("split_model: give name= when the model is not a file path")
+    out = Path(out_dir)
+    original = load(model)
+    backbone, head = split_at(original, blobs)
+    pipe = split_pipeline(original, backbone, head)
+    if link:
+        pipe = link_stage(pipe, "backbone", file_name=f"{name}Backbone.mlmodelc", search_path=search_path)
+    paths = {
+        "backbone": out / f"{name}Backbone.mlmodel",
+        "head": out / f"{name}Head.mlmodel",
+        "pipeline": out / f"{name}.mlmodel",
+    }
+    save(backbone, paths["backbone"])
+    save(head, paths["head"])
+    save(pipe, paths["pipeline"], search_path=check_search_path)
+    return paths
