@@ -1,0 +1,493 @@
+"""Bundle dedupe: matching, grouping, cuts, rewritten pipelines, files and CLI.
+
+Small networks are built in code (image 3x8x8 -> a convolutional trunk -> one
+of several heads); weights come from seeded generators so "the same backbone"
+means byte-identical weights, as in models fine-tuned from one checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from specsurgery import io
+from specsurgery._proto import FeatureTypes_pb2, Model_pb2
+from specsurgery.errors import SpecSurgeryError
+from specsurgery.ops.dedupe import dedupe, dedupe_files, plan_dedupe
+from specsurgery.spec import model_type
+
+from conftest import CORPUS
+
+FT = FeatureTypes_pb2
+
+# --------------------------------------------------------------------------- tiny builder
+
+
+class Net:
+    """A neuralNetwork(-Classifier/-Regressor) spec under construction."""
+
+    def __init__(self, kind="neuralNetwork", *, scale=1 / 255.0, bias=(-0.5, -0.4, -0.3), size=8,
+                 version=4, input_name="image", name_prefix=""):
+        self.spec = Model_pb2.Model()
+        self.spec.specificationVersion = version
+        self.kind = kind
+        self.nn = getattr(self.spec, kind)
+        self.nn.arrayInputShapeMapping = 1
+        self.nn.imageInputShapeMapping = 1
+        self.p = name_prefix
+        inp = self.spec.description.input.add()
+        inp.name = input_name
+        inp.shortDescription = "a photo"
+        inp.type.imageType.width = size
+        inp.type.imageType.height = size
+        inp.type.imageType.colorSpace = FT.ImageFeatureType.RGB
+        pre = self.nn.preprocessing.add()
+        pre.featureName = input_name
+        pre.scaler.channelScale = scale
+        pre.scaler.redBias, pre.scaler.greenBias, pre.scaler.blueBias = bias
+        meta = self.spec.description.metadata
+        meta.author = "tests"
+        meta.license = "CC0"
+        meta.shortDescription = f"a {kind}"
+        meta.userDefined["origin"] = "test_dedupe"
+        self.last = input_name
+
+    def _layer(self, name, inputs, output):
+        layer = self.nn.layers.add()
+        layer.name = self.p + name
+        layer.input.extend(inputs)
+        layer.output.append(self.p + output)
+        self.last = self.p + output
+        return layer
+
+    def conv(self, name, cin, cout, seed, k=3, src=None):
+        rng = np.random.default_rng(seed)
+        layer = self._layer(name, [src or self.last], name + "_out")
+        c = layer.convolution
+        c.outputChannels, c.kernelChannels, c.nGroups = cout, cin, 1
+        c.kernelSize.extend([k, k])
+        c.stride.extend([1, 1])
+        c.dilationFactor.extend([1, 1])
+        c.same.asymmetryMode = 0
+        c.hasBias = True
+        c.weights.floatValue.extend(rng.normal(0, 0.3, cout * cin * k * k).astype(np.float32).tolist())
+        c.bias.floatValue.extend(rng.normal(0, 0.1, cout).astype(np.float32).tolist())
+        return self
+
+    def relu(self, name, src=None):
+        self._layer(name, [src or self.last], name + "_out").activation.ReLU.SetInParent()
+        return self
+
+    def add(self, name, a, b):
+        self._layer(name, [a, b], name + "_out").add.SetInParent()
+        return self
+
+    def gap(self, name, channels):
+        pool = self._layer(name, [self.last], name + "_out").pooling
+        pool.type = pool.AVERAGE
+        pool.globalPooling = True
+        pool.valid.paddingAmounts.borderAmounts.add()
+        pool.valid.paddingAmounts.borderAmounts.add()
+        self._layer(name + "_flat", [self.last], name + "_flat_out").reshapeStatic.targetShape.extend([1, channels])
+        return self
+
+    def dense(self, name, cin, cout, seed, out=None):
+        rng = np.random.default_rng(seed)
+        layer = self._layer(name, [self.last], out or name + "_out")
+        if out:
+            layer.output[0] = out
+            self.last = out
+        ip = layer.innerProduct
+        ip.inputChannels, ip.outputChannels, ip.hasBias = cin, cout, True
+        ip.weights.floatValue.extend(rng.normal(0, 0.3, cin * cout).astype(np.float32).tolist())
+        ip.bias.floatValue.extend(rng.normal(0, 0.1, cout).astype(np.float32).tolist())
+        return self
+
+    def output(self, blob, name=None):
+        name = name or blob
+        if name != blob:
+            layer = self._layer("rename_" + name, [blob], name)
+            layer.output[0] = name
+            layer.activation.linear.alpha = 1.0
+        out = self.spec.description.output.add()
+        out.name = name
+        out.shortDescription = f"the {name}"
+        out.type.multiArrayType.dataType = FT.ArrayFeatureType.FLOAT32
+        return self
+
+    def classify(self, labels, prob="probs", label="classLabel"):
+        sm = self._layer("softmax", [self.last], prob)
+        sm.output[0] = prob
+        sm.softmaxND.axis = -1
+        self.nn.stringClassLabels.vector.extend(labels)
+        self.nn.labelProbabilityLayerName = prob
+        d = self.spec.description
+        o = d.output.add()
+        o.name = prob
+        o.type.dictionaryType.stringKeyType.SetInParent()
+        o = d.output.add()
+        o.name = label
+        o.type.stringType.SetInParent()
+        d.predictedFeatureName, d.predictedProbabilitiesName = label, prob
+        return self
+
+    def regress(self, name="box"):
+        self.output(self.last, name)
+        self.spec.description.predictedFeatureName = name
+        return self
+
+
+def trunk(net: Net, *, seeds=(1, 2, 3), stage2_seed=4, width=8):
+    """conv-relu, a residual block, and a last stage (the part fine-tuning changes)."""
+    net.conv("stem", 3, width, seeds[0]).relu("stem_relu")
+    skip = net.last
+    net.conv("block_a", width, width, seeds[1]).relu("block_a_relu").conv("block_b", width, width, seeds[2])
+    net.add("block_add", net.last, skip).relu("block_relu")
+    net.conv("stage2", width, 2 * width, stage2_seed).relu("stage2_relu")
+    return net
+
+
+def classifier(**kw):
+    net = trunk(Net("neuralNetworkClassifier", **{k: v for k, v in kw.items() if k in ("scale", "bias", "version", "name_prefix")}),
+                **{k: v for k, v in kw.items() if k in ("seeds", "stage2_seed")})
+    return net.gap("pool", 16).dense("fc", 16, 3, 10).classify(["cat", "dog", "eel"]).spec
+
+
+def regressor(**kw):
+    net = trunk(Net("neuralNetworkRegressor", **{k: v for k, v in kw.items() if k in ("scale", "bias", "version", "name_prefix")}),
+                **{k: v for k, v in kw.items() if k in ("seeds", "stage2_seed")})
+    return net.gap("pool", 16).dense("fc", 16, 4, 11).regress("box").spec
+
+
+def segmenter(**kw):
+    net = trunk(Net("neuralNetwork", **{k: v for k, v in kw.items() if k in ("scale", "bias", "version", "name_prefix")}),
+                **{k: v for k, v in kw.items() if k in ("seeds", "stage2_seed")})
+    net.conv("seg", 16, 3, 12, k=1)
+    return net.output(net.last, "mask").spec
+
+
+def embedder(**kw):
+    net = trunk(Net("neuralNetwork", **{k: v for k, v in kw.items() if k in ("scale", "bias", "version", "name_prefix")}),
+                **{k: v for k, v in kw.items() if k in ("seeds", "stage2_seed")})
+    net.gap("pool", 16).dense("embed", 16, 8, 13)
+    return net.output(net.last, "embedding").spec
+
+
+def save_all(tmp_path, models: dict) -> list[Path]:
+    src = tmp_path / "in"
+    src.mkdir(exist_ok=True)
+    paths = []
+    for name, spec in models.items():
+        path = src / f"{name}.mlmodel"
+        io.save(spec, path, check=False)
+        paths.append(path)
+    return paths
+
+
+def verify_all(out_dir: Path, originals: dict, names=None):
+    from specsurgery.runtime import verify
+
+    for name in names or originals:
+        new = io.load(out_dir / f"{name}.mlmodel")
+        report = verify(originals[name], new, search_path=str(out_dir), rtol=1e-5, atol=1e-5)
+        assert report.ok, (name, report.summary())
+
+
+def check_all(out_dir: Path):
+    from specsurgery.check import check
+
+    for path in sorted(out_dir.glob("*.mlmodel")):
+        errors = [f for f in check(path, search_path=str(out_dir)) if f.severity == "error"]
+        assert not errors, (path.name, errors)
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def test_three_heads_share_the_trunk():
+    plan = plan_dedupe({"clf": classifier(), "reg": regressor(), "seg": segmenter()})
+    assert [g.members for g in plan.groups] == [["clf", "reg", "seg"]]
+    group = plan.groups[0]
+    assert group.name == "Backbone"
+    # the whole trunk (4 convolutions) is shared; the cut is the trunk's last blob
+    assert group.shared_layers == 9
+    assert group.outputs == ["stage2_relu_out"]
+    assert all(m.backbone == "Backbone" for m in plan.models)
+    conv_bytes = 4 * ((8 * 3 * 9 + 8) + 2 * (8 * 8 * 9 + 8) + (16 * 8 * 9 + 16))
+    assert group.shared_bytes == conv_bytes
+    assert "cut at stage2_relu_out" in group.why
+
+
+def test_each_weight_is_hashed_once():
+    models = {"clf": classifier(), "reg": regressor(), "seg": segmenter()}
+    plan = plan_dedupe(models)
+    stats = plan.stats
+    assert stats.bytes_hashed == stats.weight_bytes_total == plan.total_weight_bytes
+    from specsurgery.weights import layer_weights
+
+    count = sum(len(layer_weights(l)) for s in models.values() for l in getattr(s, model_type(s)).layers)
+    assert stats.weights_hashed == count
+
+
+def test_names_do_not_matter_only_computation():
+    # same weights, every layer and blob renamed: still one backbone
+    plan = plan_dedupe({"a": classifier(), "b": regressor(name_prefix="other/")})
+    assert len(plan.groups) == 1
+    group = plan.groups[0]
+    # the weightless pooling and flatten are the same computation too
+    assert group.cuts["a"] == {"pool_flat_out": "pool_flat_out"}
+    assert group.cuts["b"] == {"other/pool_flat_out": "pool_flat_out"}
+
+
+def test_fine_tuned_last_stage_cuts_before_it():
+    plan = plan_dedupe({"base": classifier(), "tuned": regressor(stage2_seed=99)})
+    group = plan.groups[0]
+    # the residual block is shared, stage2 (fine-tuned) is not
+    assert group.outputs == ["block_relu_out"]
+    assert group.shared_layers == 7
+    assert "cut at block_relu_out" in group.why
+
+
+def test_three_models_where_only_two_share():
+    plan = plan_dedupe({"a": classifier(), "b": segmenter(), "c": embedder(seeds=(7, 8, 9), stage2_seed=10)})
+    assert [g.members for g in plan.groups] == [["a", "b"]]
+    c = next(m for m in plan.models if m.name == "c")
+    assert c.backbone is None
+    assert "shares no weights" in c.reason
+
+
+def test_prefixes_of_different_depths_pick_the_best_grouping():
+    # a, b share the whole trunk; c shares only the stem. (3-1) x stem < (2-1) x trunk
+    models = {"a": classifier(), "b": regressor(), "c": segmenter(seeds=(1, 20, 21), stage2_seed=22)}
+    plan = plan_dedupe(models, min_share=0.0)
+    assert [g.members for g in plan.groups] == [["a", "b"]]
+    assert "rather than {a, b, c}" in plan.groups[0].why
+    c = next(m for m in plan.models if m.name == "c")
+    assert "chosen grouping saves more" in c.reason
+    # when the shallow group is worth more (a wide stem), all three join one backbone
+    assert plan.alternatives and set(plan.alternatives[0].members) == {"a", "b", "c"}
+
+
+def test_two_backbones_when_two_families():
+    models = {"a": classifier(), "b": regressor(),
+              "c": segmenter(seeds=(30, 31, 32), stage2_seed=33), "d": embedder(seeds=(30, 31, 32), stage2_seed=33)}
+    plan = plan_dedupe(models, backbone_name="Trunk")
+    assert sorted(g.name for g in plan.groups) == ["Trunk", "Trunk2"]
+    assert sorted(sorted(g.members) for g in plan.groups) == [["a", "b"], ["c", "d"]]
+
+
+def test_different_preprocessing_is_not_merged():
+    plan = plan_dedupe({"a": classifier(), "b": regressor(scale=1 / 127.5),
+                        "c": segmenter(bias=(-1.0, -1.0, -1.0))})
+    assert not plan.shares_anything
+    for m in plan.models:
+        assert m.backbone is None
+        assert "different input or preprocessing" in m.reason
+
+
+def test_min_share_keeps_a_model_out():
+    # b's own head is huge: the shared trunk is a small share of its weights
+    net = trunk(Net("neuralNetwork"))
+    net.gap("pool", 16).dense("big", 16, 2000, 5)
+    big = net.output(net.last, "out").spec
+    plan = plan_dedupe({"a": classifier(), "b": big}, min_share=0.5)
+    assert not plan.shares_anything
+    b = next(m for m in plan.models if m.name == "b")
+    assert "--min-share is 50%" in b.reason
+    assert plan_dedupe({"a": classifier(), "b": big}, min_share=0.01).shares_anything
+
+
+def test_fp16_copies_match_only_when_asked():
+    from specsurgery.weights import set_float16, iter_weight_params
+
+    half = regressor()
+    for layer in half.neuralNetworkRegressor.layers:
+        kind = layer.WhichOneof("layer")
+        for _, wp in iter_weight_params(getattr(layer, kind)):
+            values = np.asarray(wp.floatValue, dtype=np.float32)
+            set_float16(wp, values)
+    full = classifier()
+    # make the fp32 copy exactly representable in fp16 so the rounding matches
+    for layer in full.neuralNetworkClassifier.layers:
+        kind = layer.WhichOneof("layer")
+        for _, wp in iter_weight_params(getattr(layer, kind)):
+            values = np.asarray(wp.floatValue, dtype=np.float32).astype(np.float16).astype(np.float32)
+            del wp.floatValue[:]
+            wp.floatValue.extend(values.tolist())
+    assert not plan_dedupe({"full": full, "half": half}).shares_anything
+    plan = plan_dedupe({"full": full, "half": half}, allow_fp16_match=True)
+    assert plan.shares_anything and plan.notes
+
+
+def test_output_blob_produced_by_shared_layer_stays_in_head():
+    # 'feat' outputs the trunk's last blob itself; the classifier builds on it
+    net = trunk(Net("neuralNetwork"))
+    feat = net.output(net.last).spec
+    plan = plan_dedupe({"feat": feat, "clf": classifier()})
+    group = plan.groups[0]
+    assert group.outputs == ["stage2_out"]       # the last ReLU stays in each head
+    assert "stay in the heads" in group.why
+
+
+def test_bad_arguments():
+    with pytest.raises(SpecSurgeryError, match="2 or more models"):
+        plan_dedupe([classifier()])
+    with pytest.raises(SpecSurgeryError, match="min_share"):
+        plan_dedupe([classifier(), regressor()], min_share=1.5)
+    with pytest.raises(SpecSurgeryError, match="clashes"):
+        plan_dedupe({"Backbone": classifier(), "b": regressor()})
+    with pytest.raises(SpecSurgeryError, match="same name"):
+        dedupe_files(["x/a.mlmodel", "y/a.mlmodel"], "out")
+
+
+def test_best_possible_is_distinct_weights_stored_once():
+    plan = plan_dedupe({"clf": classifier(), "reg": regressor(), "seg": segmenter()})
+    conv_bytes = plan.groups[0].shared_bytes
+    assert plan.total_weight_bytes - plan.distinct_weight_bytes == 2 * conv_bytes
+    assert plan.best_possible == plan.total_before - 2 * conv_bytes
+
+
+# --------------------------------------------------------------------------- outputs (needs surgery + runtime)
+
+
+def _require_surgery():
+    pytest.importorskip("specsurgery.ops.link")
+    pytest.importorskip("specsurgery.ops.rename")
+    pytest.importorskip("specsurgery.runtime.verify" if False else "specsurgery.runtime")
+
+
+def test_rewritten_models_verify_through_the_linked_backbone(tmp_path):
+    _require_surgery()
+    originals = {"clf": classifier(), "reg": regressor(name_prefix="r/"), "seg": segmenter(version=5),
+                 "emb": embedder()}
+    paths = save_all(tmp_path, originals)
+    out = tmp_path / "out"
+    report = dedupe_files(paths, out)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(["Backbone.mlmodel", "clf.mlmodel", "reg.mlmodel", "seg.mlmodel", "emb.mlmodel",
+                            "dedupe-report.json"])
+    check_all(out)
+    verify_all(out, originals)
+    for name, orig in originals.items():
+        new = io.load_spec(out / f"{name}.mlmodel")
+        assert model_type(new) == {"neuralNetworkClassifier": "pipelineClassifier",
+                                   "neuralNetworkRegressor": "pipelineRegressor"}.get(model_type(orig), "pipeline")
+        assert new.description.input == orig.description.input
+        assert new.description.output == orig.description.output
+        assert new.description.metadata == orig.description.metadata
+        stub = new.WhichOneof("Type") and (getattr(new, model_type(new)).pipeline.models[0]
+                                          if model_type(new) != "pipeline" else new.pipeline.models[0])
+        link = stub.linkedModel.linkedModelFile
+        assert link.linkedModelFileName.defaultValue == "Backbone.mlmodelc"
+        assert link.linkedModelSearchPath.defaultValue == ".:$BUNDLE_MAIN"
+        assert stub.specificationVersion >= 4
+    saved = json.loads((out / "dedupe-report.json").read_text())
+    assert saved["totals"]["after"] < saved["totals"]["before"]
+    assert saved["totals"]["saving_share_of_best"] > 0.9
+
+
+def test_nothing_shared_writes_nothing(tmp_path):
+    paths = save_all(tmp_path, {"a": classifier(), "b": segmenter(seeds=(5, 6, 7), stage2_seed=8)})
+    out = tmp_path / "out"
+    report = dedupe_files(paths, out)
+    assert not report["shares_anything"] and report["written"] == []
+    assert not out.exists()
+
+
+def test_dry_run_writes_nothing(tmp_path):
+    paths = save_all(tmp_path, {"a": classifier(), "b": regressor()})
+    out = tmp_path / "out"
+    report = dedupe_files(paths, out, dry_run=True)
+    assert report["shares_anything"] and report["dry_run"] and not out.exists()
+    assert "Backbone" in report["table"]
+
+
+def test_failure_leaves_no_partial_output(tmp_path, monkeypatch):
+    _require_surgery()
+    paths = save_all(tmp_path, {"a": classifier(), "b": regressor()})
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    from specsurgery.ops import dedupe as mod
+
+    real_save = io.save
+    calls = []
+
+    def failing_save(model, path, **kw):
+        calls.append(path)
+        if len(calls) == 2:
+            raise SpecSurgeryError("disk full")
+        return real_save(model, path, **kw)
+
+    monkeypatch.setattr(mod.io, "save", failing_save)
+    with pytest.raises(SpecSurgeryError, match="disk full"):
+        dedupe_files(paths, out)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+
+
+# --------------------------------------------------------------------------- corpus
+
+
+CORPUS_SHARED = [CORPUS / "generated" / f"shared_backbone_{k}.mlmodel" for k in ("classifier", "regressor", "segmenter")]
+
+
+@pytest.fixture(scope="module")
+def corpus_shared():
+    if not all(p.is_file() for p in CORPUS_SHARED):
+        pytest.skip("corpus shared_backbone_* models not found")
+    return CORPUS_SHARED
+
+
+def test_corpus_shared_backbone_plan(corpus_shared):
+    plan = plan_dedupe(corpus_shared)
+    assert len(plan.groups) == 1 and len(plan.groups[0].members) == 3
+    versions = {io.load_spec(p).specificationVersion for p in corpus_shared}
+    assert len(versions) == 2                    # the segmenter is spec 5, the others 4
+    assert plan.saving_share > 0.99
+
+
+def test_corpus_shared_backbone_dedupe(corpus_shared, tmp_path):
+    _require_surgery()
+    out = tmp_path / "bundle"
+    report = dedupe_files(corpus_shared, out)
+    assert report["totals"]["saving_share_of_best"] >= 0.99
+    check_all(out)
+    originals = {p.stem: io.load_spec(p) for p in corpus_shared}
+    verify_all(out, originals)
+    reg = io.load_spec(out / "shared_backbone_regressor.mlmodel")
+    assert model_type(reg) == "pipelineRegressor"
+    seg = io.load_spec(out / "shared_backbone_segmenter.mlmodel")
+    assert seg.specificationVersion >= 5
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_dedupe(tmp_path, capsys):
+    _require_surgery()
+    from specsurgery.cli import main
+
+    paths = save_all(tmp_path, {"clf": classifier(), "reg": regressor()})
+    out = tmp_path / "out"
+    assert main(["dedupe", *map(str, paths), "-o", str(out), "--backbone-name", "Shared"]) == 0
+    text = capsys.readouterr().out
+    assert "Shared.mlmodel" in text and "best possible" in text
+    assert (out / "Shared.mlmodel").is_file() and (out / "clf.mlmodel").is_file()
+    assert main(["dedupe", *map(str, paths), "-o", str(tmp_path / "o2"), "--dry-run", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["dry_run"] and data["backbones"][0]["members"] == ["clf", "reg"]
+    assert not (tmp_path / "o2").exists()
+
+
+def test_cli_nothing_shared_exit_0(tmp_path, capsys):
+    from specsurgery.cli import main
+
+    paths = save_all(tmp_path, {"a": classifier(), "b": segmenter(seeds=(5, 6, 7), stage2_seed=8)})
+    assert main(["dedupe", *map(str, paths), "-o", str(tmp_path / "out")]) == 0
+    assert "share nothing" in capsys.readouterr().out
+    assert not (tmp_path / "out").exists()
