@@ -413,4 +413,100 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["summarize", "format_summary"]
+__all__ = ["summarize", "format_summary", "tree_text"]
+
+
+# --------------------------------------------------------------------------- tree
+
+_UNICODE = ("├── ", "└── ", "│   ", "    ")
+_ASCII = ("|-- ", "`-- ", "|   ", "    ")
+
+
+def tree_text(model, *, ascii: bool = False, layers: bool = True, title: Optional[str] = None) -> str:
+    """The model as a deterministic text tree: pipeline, stages, layers (or ops).
+
+    Needs no binary; the same spec always gives the same text.
+    """
+    tee, elbow, pipe, blank = _ASCII if ascii else _UNICODE
+    loaded = load(model)
+    package = loaded if isinstance(loaded, MLPackage) else None
+    spec = loaded.spec if package is not None else loaded
+    if title is None:
+        title = str(model) if isinstance(model, (str, os.PathLike)) else "<model>"
+
+    def head(sub, name):
+        kind = model_type(sub)
+        label = f"{name}: " if name else ""
+        text = f"{label}{kind} v{sub.specificationVersion}"
+        if kind == "linkedModel":
+            lm = sub.linkedModel
+            if lm.WhichOneof("LinkType") == "linkedModelFile":
+                f = lm.linkedModelFile
+                text += (f" -> {f.linkedModelFileName.defaultValue!r} "
+                         f"(search path {f.linkedModelSearchPath.defaultValue or '.'!r})")
+        return text
+
+    def features(sub):
+        ins = ", ".join(f.name for f in sub.description.input) or "-"
+        outs = ", ".join(f.name for f in sub.description.output) or "-"
+        return f"({ins}) -> ({outs})"
+
+    def children(sub):
+        """(label, subtree model or None) pairs below one model."""
+        kind = model_type(sub)
+        items = []
+        pipe_msg = pipeline_of(sub)
+        if pipe_msg is not None:
+            for sname, stage in zip(stage_names(pipe_msg), pipe_msg.models):
+                items.append((sname, stage))
+        elif kind in NN_TYPES and layers:
+            nn = getattr(sub, kind)
+            for p in nn.preprocessing:
+                which = p.WhichOneof("preprocessor") or "none"
+                items.append((f"[preprocessing {p.featureName or '(all images)'}: {which}]", None))
+            for layer in nn.layers:
+                k = layer.WhichOneof("layer")
+                items.append((f"{layer.name} [{k}] {', '.join(layer.input)} -> {', '.join(layer.output)}", None))
+        elif kind == "mlProgram" and layers:
+            prog = sub.mlProgram
+            for fname in sorted(prog.functions):
+                items.append((("function", fname, prog.functions[fname]), None))
+        return items
+
+    def op_lines(block, prefix):
+        ops = list(block.operations)
+        out = []
+        for i, op in enumerate(ops):
+            last = i == len(ops) - 1
+            outs = ", ".join(o.name for o in op.outputs)
+            ins = ", ".join(b.name for k in sorted(op.inputs) for b in op.inputs[k].arguments
+                            if b.WhichOneof("binding") == "name")
+            out.append(f"{prefix}{elbow if last else tee}{outs or '-'} = {op.type}({ins})")
+            for sub_block in op.blocks:
+                out += op_lines(sub_block, prefix + (blank if last else pipe))
+        return out
+
+    def walk(sub, prefix):
+        out = []
+        items = children(sub)
+        for i, (label, child) in enumerate(items):
+            last = i == len(items) - 1
+            branch = elbow if last else tee
+            deeper = prefix + (blank if last else pipe)
+            if isinstance(label, tuple):
+                _, fname, fn = label
+                opset = fn.opset or (sorted(fn.block_specializations)[0] if fn.block_specializations else "")
+                out.append(f"{prefix}{branch}function {fname} [{opset}]")
+                block = fn.block_specializations.get(opset)
+                if block is not None:
+                    out += op_lines(block, deeper)
+            elif child is None:
+                out.append(f"{prefix}{branch}{label}")
+            else:
+                out.append(f"{prefix}{branch}{head(child, label)} {features(child)}")
+                out += walk(child, deeper)
+        return out
+
+    lines = [f"{title}: {head(spec, '')} {features(spec)}"]
+    lines += walk(spec, "")
+    return "\n".join(lines)
