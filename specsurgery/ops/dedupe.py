@@ -798,16 +798,8 @@ def _build_member(group: BackboneGroup, member: str, spec, stub, split_at, make_
             head = rename_feature(head, old, new)
     kind = model_type(spec)
     pipe_kind = {"neuralNetworkClassifier": "classifier", "neuralNetworkRegressor": "regressor"}.get(kind, "pipeline")
-    new = make_pipeline([stub, head], names=[group.name, "head"], kind=pipe_kind)
     # the original interface, word for word: names, types, descriptions, metadata
-    desc = new.description
-    desc.ClearField("input")
-    desc.ClearField("output")
-    desc.input.extend(spec.description.input)
-    desc.output.extend(spec.description.output)
-    desc.predictedFeatureName = spec.description.predictedFeatureName
-    desc.predictedProbabilitiesName = spec.description.predictedProbabilitiesName
-    desc.metadata.CopyFrom(spec.description.metadata)
+    new = make_pipeline([stub, head], names=[group.name, "head"], kind=pipe_kind, interface=spec)
     new.specificationVersion = max(new.specificationVersion, spec.specificationVersion, 4)
     return new
 
