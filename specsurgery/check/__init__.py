@@ -33,10 +33,12 @@ REGRESSORS = ("neuralNetworkRegressor", "glmRegressor", "supportVectorRegressor"
 
 
 class _Context:
-    def __init__(self, package, search_path, base_dir):
+    def __init__(self, package, search_path, base_dir, bundle=None, bundle_ids=None):
         self.package = package
         self.search_path = search_path
         self.base_dir = base_dir
+        self.bundle = bundle
+        self.bundle_ids = bundle_ids
         self.program_checker = _program_checker()
 
 
@@ -49,12 +51,17 @@ def _program_checker():
     return getattr(module, "check_program", None)
 
 
-def check(model, search_path=None) -> list[Finding]:
+def check(model, search_path=None, *, bundle=None, bundle_ids=None) -> list[Finding]:
     """Every finding about ``model`` (a spec, path, bytes, MLPackage or MLModel).
 
-    With ``search_path`` (a ':'-separated string like a linkedModel's), each
-    linked-model stub's target is resolved and its interface compared with
-    the stub's; without it, linked stubs are checked for syntax only.
+    With ``search_path`` (a ':'-separated string like a linkedModel's; it
+    replaces the stubs' own search paths, as ``MLModelConfiguration`` does on
+    device), each linked-model stub's target is resolved (relative entries
+    from the model file's folder; ``bundle`` is what ``$BUNDLE_MAIN`` means,
+    ``bundle_ids`` maps ``$BUNDLE_IDENTIFIER(id)`` ids to folders) and its
+    interface compared with the stub's.  Without ``search_path`` linked stubs
+    are checked for syntax only: their targets are compiled models that need
+    not be present.
     """
     from ..io import load, split_model
 
@@ -65,7 +72,7 @@ def check(model, search_path=None) -> list[Finding]:
     spec, package = split_model(loaded)
     if package is not None and package.path is not None:
         base_dir = package.path.resolve().parent
-    ctx = _Context(package, search_path, base_dir)
+    ctx = _Context(package, search_path, base_dir, bundle, bundle_ids)
     out: list[Finding] = []
     _check_model(spec, "", ctx, out)
     if package is not None:
@@ -130,7 +137,7 @@ def _check_model(spec, path: str, ctx: _Context, sink: list) -> None:
 
         check_linked(spec, out)
         if ctx.search_path is not None:
-            check_target(spec, out, ctx.search_path, ctx.base_dir)
+            check_target(spec, out, ctx.search_path, ctx.base_dir, ctx.bundle, ctx.bundle_ids)
     if kind == "mlProgram" and ctx.program_checker is not None:
         try:
             out.extend(ctx.program_checker(spec, ctx.package, path))

@@ -55,7 +55,7 @@ def _resolver():
     return getattr(linked_module, "resolve_linked", None)
 
 
-def check_target(spec, out: Findings, search_path, base_dir) -> None:
+def check_target(spec, out: Findings, search_path, base_dir, bundle=None, bundle_ids=None) -> None:
     """Resolve the stub's target on ``search_path`` and compare interfaces."""
     resolve = _resolver()
     if resolve is None:
@@ -63,15 +63,17 @@ def check_target(spec, out: Findings, search_path, base_dir) -> None:
                  "linked-model resolution is not available in this build; target not checked")
         return
     try:
-        found, tried = resolve(spec, search_path=search_path, base_dir=base_dir)
+        found, tried = resolve(spec, search_path=search_path, base_dir=base_dir, bundle=bundle,
+                               bundle_ids=bundle_ids)
     except Exception as exc:  # a resolver error is a finding, not a crash
         out.error("linkedModel", "linked.not-found", f"cannot resolve the linked target: {exc}")
         return
     name = spec.linkedModel.linkedModelFile.linkedModelFileName.defaultValue
     if found is None:
         out.error("linkedModel", "linked.not-found",
-                  f"linked target '{name}' not found; tried " + (", ".join(str(t) for t in tried) or "nothing")
-                  + "; pass --search-path with the folder that holds it")
+                  f"linked target '{name}' not found; tried " + ("; ".join(str(t) for t in tried) or "nothing")
+                  + "; pass --search-path (and --bundle for $BUNDLE_MAIN) with the folder that holds "
+                  "it, or its source .mlmodel/.mlpackage")
         return
     target = _load_target(found)
     if target is None:

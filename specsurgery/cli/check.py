@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from ._common import add_json, add_search_path
+from ._common import add_bundle, add_json, add_search_path
 
 
 def configure(parser) -> None:
     parser.add_argument("models", nargs="+", metavar="MODEL",
                         help=".mlmodel, .mlpackage or .pbtxt files to check")
     add_search_path(parser)
+    add_bundle(parser)
     parser.add_argument("--warnings-as-errors", action="store_true",
                         help="exit 1 on warnings too")
     parser.add_argument("-q", "--quiet", action="store_true",
@@ -27,7 +28,10 @@ def run(args) -> int:
     report = []
     for path in args.models:
         try:
-            findings = check(path, search_path=args.search_path)
+            search_path = args.search_path
+            if search_path is None and args.bundle is not None:
+                search_path = "$BUNDLE_MAIN"
+            findings = check(path, search_path=search_path, bundle=args.bundle)
         except SpecSurgeryError as exc:
             failed = True
             message = " ".join(str(exc).split())

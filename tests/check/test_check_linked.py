@@ -1,0 +1,62 @@
+"""Linked-model stubs: syntax rules, and with a search path the target's
+interface compared with the stub's."""
+
+from __future__ import annotations
+
+import nnbuild as b
+from specsurgery.check import check
+from specsurgery.cli import main
+from specsurgery.io import serialize
+
+
+def _rules(findings, severity="error"):
+    return {f.rule for f in findings if f.severity == severity}
+
+
+def _bundle(tmp_path, target):
+    (tmp_path / "models").mkdir()
+    stub_pipeline = b.tiny_pipeline([b.tiny_linked(search_path="models"), b.tiny_head()])
+    path = tmp_path / "App.mlmodel"
+    path.write_bytes(serialize(stub_pipeline))
+    (tmp_path / "models" / "Backbone.mlmodel").write_bytes(serialize(target))
+    return path
+
+
+def test_syntax_warnings():
+    spec = b.tiny_linked(file_name="Backbone.mlmodel", search_path=".::$BUNDLE_IDENTIFIER(com.x")
+    found = _rules(check(spec), "warning")
+    assert {"linked.not-compiled-name", "linked.empty-search-entry", "linked.bad-bundle-identifier"} <= found
+    assert not _rules(check(spec))
+
+
+def test_target_found_and_interface_matches(tmp_path):
+    path = _bundle(tmp_path, b.tiny_nn())
+    findings = check(path, search_path="models")
+    assert not _rules(findings)
+
+
+def test_target_interface_mismatch(tmp_path):
+    path = _bundle(tmp_path, b.tiny_nn(n_hidden=5, output_name="y"))
+    findings = check(path, search_path="models")
+    bad = [f for f in findings if f.rule == "linked.interface-mismatch"]
+    assert bad and "shape" in bad[0].message and bad[0].path == "backbone/output:y"
+
+
+def test_target_missing_lists_every_place_tried(tmp_path):
+    path = _bundle(tmp_path, b.tiny_nn())
+    findings = check(path, search_path="elsewhere:$BUNDLE_MAIN")
+    [f] = [f for f in findings if f.rule == "linked.not-found"]
+    assert "elsewhere" in f.message and str(tmp_path) in f.message
+    assert f.path == "backbone/linkedModel"
+
+
+def test_without_search_path_no_resolution(tmp_path):
+    path = _bundle(tmp_path, b.tiny_nn(n_hidden=5))
+    assert not _rules(check(path))
+
+
+def test_cli_search_path(tmp_path, capsys):
+    path = _bundle(tmp_path, b.tiny_nn(n_hidden=5))
+    assert main(["check", str(path)]) == 0
+    assert main(["check", "--search-path", "models", str(path)]) == 1
+    assert "[linked.interface-mismatch]" in capsys.readouterr().out
