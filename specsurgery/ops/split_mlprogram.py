@@ -1,0 +1,337 @@
+"""Split an ML Program at values: ``split_program(pkg, values) -> (backbone, head)``.
+
+The backbone holds every op needed to compute the cut values from the
+function inputs (so the image scale/bias ops ct.convert writes stay with it);
+its outputs are the cut values.  The head holds the ops that compute the
+program's outputs from the cut values (and any original input it reads).
+Consts (and compile-time ``constexpr_*`` ops) are copied to whichever side
+reads them; each side's package gets a weight file written by
+:class:`~specsurgery.mil.blobs.BlobWriter` with exactly the blobs it uses.
+
+Interface features are typed from the MIL value types: a FLOAT32/INT32 value
+becomes a MultiArray of that type and shape.  A FLOAT16 value (fp16 programs)
+crosses the interface as FLOAT32: the backbone casts it up and the head casts
+it back down, which is exact and keeps the spec version at 6 (FLOAT16
+multiarray features need 7).  A classifier's ``classify`` op stays in the head,
+so the head keeps the classifier semantics and the backbone is a plain program.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .._proto import MIL_pb2, Model_pb2
+from ..errors import NotFoundError, SpecSurgeryError, UnsupportedError, missing_message
+from ..io import MLPackage, load, split_model
+from ..mil import blobs as B
+from ..mil import program as P
+
+CONST_OPS = {"const"}
+MIL_TO_ARRAY = {MIL_pb2.FLOAT32: 65568, MIL_pb2.FLOAT16: 65552, MIL_pb2.FLOAT64: 65600,
+                MIL_pb2.INT32: 131104}
+FP16_SUFFIX = "__fp16"
+
+
+def _is_const(op) -> bool:
+    return op.type in CONST_OPS or op.type.startswith("constexpr_")
+
+
+def _as_package(model) -> MLPackage:
+    loaded = load(model)
+    spec, pkg = split_model(loaded)
+    if P.program_of(spec) is None:  # pragma: no cover - program_of raises
+        raise UnsupportedError("not an ML Program")
+    return pkg if pkg is not None else MLPackage(spec)
+
+
+def _single_function(spec, what):
+    prog = spec.mlProgram
+    if len(prog.functions) != 1 and not spec.description.defaultFunctionName:
+        raise UnsupportedError(f"{what}: the program has {len(prog.functions)} functions; split works on "
+                               "single-function ML Programs (extract one function first)")
+    return P.get_function(spec)
+
+
+def _closure(ops, producer_idx, targets, stop: set) -> set:
+    """Indexes of ops needed to compute ``targets``, not crossing ``stop`` values."""
+    need, todo = set(), [t for t in targets if t not in stop]
+    while todo:
+        name = todo.pop()
+        i = producer_idx.get(name)
+        if i is None or i in need:
+            continue
+        need.add(i)
+        op = ops[i]
+        reads = [n for _, n in P.input_names(op)]
+        for sub in op.blocks:
+            reads += [n for inner in P.iter_ops(sub) for _, n in P.input_names(inner)]
+        todo.extend(n for n in reads if n not in stop)
+    return need
+
+
+def _feature_for(name, value_type, where) -> "Model_pb2.FeatureDescription":
+    fd = Model_pb2.FeatureDescription()
+    fd.name = name
+    dt = P.tensor_dtype(value_type)
+    shape = P.tensor_shape(value_type)
+    if dt not in MIL_TO_ARRAY or shape is None:
+        raise UnsupportedError(f"{where}: cut value {name!r} is {P.describe_value_type(value_type)}; a cut "
+                               "value must be a float32, float16 or int32 tensor")
+    ma = fd.type.multiArrayType
+    ma.dataType = MIL_TO_ARRAY[MIL_pb2.FLOAT32 if dt == MIL_pb2.FLOAT16 else dt]
+    if None in shape:
+        for d in shape:
+            r = ma.shapeRange.sizeRanges.add()
+            r.lowerBound, r.upperBound = (1, -1) if d is None else (d, d)
+            ma.shape.append(1 if d is None else d)
+    else:
+        ma.shape.extend(shape)
+    return fd
+
+
+def _rename_reads(block, old: str, new: str) -> None:
+    for op in P.iter_ops(block):
+        for arg in op.inputs.values():
+            for b in arg.arguments:
+                if b.WhichOneof("binding") == "name" and b.name == old:
+                    b.name = new
+    for i, name in enumerate(block.outputs):
+        if name == old:
+            block.outputs[i] = new
+
+
+def _cast_op(x: str, out_name: str, dtype: str, out_type) -> "MIL_pb2.Operation":
+    op = MIL_pb2.Operation()
+    op.type = "cast"
+    op.inputs["x"].arguments.add().name = x
+    op.inputs["dtype"].arguments.add().value.CopyFrom(P.numpy_to_value(np.array(dtype)))
+    o = op.outputs.add()
+    o.name = out_name
+    o.type.CopyFrom(out_type)
+    op.attributes["name"].CopyFrom(P.numpy_to_value(np.array(out_name)))
+    return op
+
+
+def _fresh(name: str, taken: set) -> str:
+    cand, i = name, 0
+    while cand in taken:
+        i += 1
+        cand = f"{name}_{i}"
+    taken.add(cand)
+    return cand
+
+
+def _new_program_spec(spec, fname, fn, ops, inputs, outputs, *, keep_classifier: bool):
+    """A copy of ``spec`` whose program has one function ``fname`` made of ``ops``."""
+    out = Model_pb2.Model()
+    out.specificationVersion = spec.specificationVersion
+    out.description.metadata.CopyFrom(spec.description.metadata)
+    out.mlProgram.version = spec.mlProgram.version
+    for k, v in spec.mlProgram.attributes.items():
+        out.mlProgram.attributes[k].CopyFrom(v)
+    nf = out.mlProgram.functions[fname]
+    nf.opset = fn.opset
+    for k, v in fn.attributes.items():
+        nf.attributes[k].CopyFrom(v)
+    for nvt in inputs:
+        nf.inputs.add().CopyFrom(nvt)
+    block = nf.block_specializations[fn.opset]
+    for op in ops:
+        block.operations.add().CopyFrom(op)
+    block.outputs.extend(outputs)
+    if keep_classifier:
+        out.description.predictedFeatureName = spec.description.predictedFeatureName
+        out.description.predictedProbabilitiesName = spec.description.predictedProbabilitiesName
+    return out
+
+
+def split_program(model, values: Sequence[str]) -> tuple[MLPackage, MLPackage]:
+    """(backbone, head) MLPackages of an ML Program cut at ``values`` (value names)."""
+    src = _as_package(model)
+    spec = src.spec
+    values = [values] if isinstance(values, str) else list(values)
+    if not values:
+        raise SpecSurgeryError("split: name at least one value to cut at")
+    fname, fn = _single_function(spec, "split")
+    block = P.main_block(fn)
+    ops = list(block.operations)
+    producer_idx = {o.name: i for i, op in enumerate(ops) for o in op.outputs}
+    fn_inputs = {i.name: i for i in fn.inputs}
+    known = list(producer_idx) + list(fn_inputs)
+    missing = [v for v in values if v not in producer_idx and v not in fn_inputs]
+    if missing:
+        raise NotFoundError(missing_message("value", missing,
+                                            [n for n in producer_idx if not _is_const(ops[producer_idx[n]])],
+                                            "the ML Program"))
+    at_input = [v for v in values if v in fn_inputs]
+    if at_input:
+        raise SpecSurgeryError(f"split: {', '.join(map(repr, at_input))} "
+                               f"{'are function inputs' if len(at_input) > 1 else 'is a function input'}; "
+                               "cut at a value some op computes")
+    at_const = [v for v in values if _is_const(ops[producer_idx[v]])]
+    if at_const:
+        raise SpecSurgeryError(f"split: {', '.join(map(repr, at_const))} "
+                               f"{'are consts' if len(at_const) > 1 else 'is a const'}; cut at a computed value")
+    outputs = list(block.outputs)
+    stop = set(values) | set(fn_inputs)
+    bb_idx = _closure(ops, producer_idx, values, set(fn_inputs))
+    head_idx = _closure(ops, producer_idx, outputs, stop)
+    shared = sorted(i for i in bb_idx & head_idx if not _is_const(ops[i]))
+    if shared:
+        op = ops[shared[0]]
+        out = next((o for o in outputs if shared[0] in _closure(ops, producer_idx, [o], stop)), outputs[0])
+        raise SpecSurgeryError(
+            f"split: the cut {', '.join(values)} does not separate the program: {op.type} "
+            f"{P.op_name(op)!r} (producing {op.outputs[0].name!r}) is needed by the backbone and, bypassing "
+            f"the cut, by output {out!r}; add {op.outputs[0].name!r} (or a later value on that path) to the cut")
+    head_real = [i for i in head_idx if not _is_const(ops[i])]
+    if not head_real:
+        raise SpecSurgeryError(f"split: cutting at {', '.join(values)} leaves the head empty (the cut values "
+                               "are the outputs); cut earlier")
+    bb_outputs_missing = [o for o in outputs if o in producer_idx and producer_idx[o] in bb_idx
+                          and o not in values]
+    if bb_outputs_missing:
+        raise SpecSurgeryError(f"split: output{'s' if len(bb_outputs_missing) > 1 else ''} "
+                               f"{', '.join(map(repr, bb_outputs_missing))} computed before the cut; add "
+                               "them to the cut values")
+    value_types = {o.name: o.type for op in ops for o in op.outputs}
+    # --- backbone
+    bb_ops = [ops[i] for i in sorted(bb_idx)]
+    bb_inputs_used = _reads(bb_ops) & set(fn_inputs)
+    bb_in = [fn_inputs[n] for n in fn_inputs if n in bb_inputs_used]
+    backbone = _new_program_spec(spec, fname, fn, bb_ops, bb_in, values, keep_classifier=False)
+    bblock = backbone.mlProgram.functions[fname].block_specializations[fn.opset]
+    taken = set(producer_idx) | set(fn_inputs)
+    for f in spec.description.input:
+        if f.name in bb_inputs_used:
+            backbone.description.input.add().CopyFrom(f)
+    for v in values:
+        backbone.description.output.add().CopyFrom(_feature_for(v, value_types[v], "split"))
+        if P.tensor_dtype(value_types[v]) == MIL_pb2.FLOAT16:
+            inner = _fresh(v + FP16_SUFFIX, taken)
+            for op in bblock.operations:
+                for o in op.outputs:
+                    if o.name == v:
+                        o.name = inner
+            _rename_reads(bblock, v, inner)
+            bblock.outputs[list(bblock.outputs).index(inner)] = v
+            t32 = P.tensor_type(MIL_pb2.FLOAT32, P.tensor_shape(value_types[v]))
+            bblock.operations.add().CopyFrom(_cast_op(inner, v, "fp32", t32))
+    # --- head
+    head_ops = [ops[i] for i in sorted(head_idx)]
+    head_reads = _reads(head_ops)
+    head_in = []
+    pre_ops = []
+    for v in values:
+        if v not in head_reads:
+            continue
+        nvt = MIL_pb2.NamedValueType()
+        nvt.name = v
+        if P.tensor_dtype(value_types[v]) == MIL_pb2.FLOAT16:
+            nvt.type.CopyFrom(P.tensor_type(MIL_pb2.FLOAT32, P.tensor_shape(value_types[v])))
+            inner = _fresh(v + FP16_SUFFIX, taken)
+            pre_ops.append((v, inner))
+        else:
+            nvt.type.CopyFrom(value_types[v])
+        head_in.append(nvt)
+    unused = [v for v in values if v not in head_reads]
+    if unused:
+        raise SpecSurgeryError(f"split: the head does not read cut value{'s' if len(unused) > 1 else ''} "
+                               f"{', '.join(map(repr, unused))}; drop {'them' if len(unused) > 1 else 'it'} "
+                               "from the cut")
+    head_in += [fn_inputs[n] for n in fn_inputs if n in head_reads]
+    is_classifier = bool(spec.description.predictedFeatureName)
+    head = _new_program_spec(spec, fname, fn, head_ops, head_in, outputs, keep_classifier=is_classifier)
+    hblock = head.mlProgram.functions[fname].block_specializations[fn.opset]
+    for v, inner in pre_ops:
+        _rename_reads(hblock, v, inner)
+        t16 = value_types[v]
+        cast = _cast_op(v, inner, "fp16", t16)
+        new_ops = [cast] + [MIL_pb2.Operation.FromString(o.SerializeToString()) for o in hblock.operations]
+        del hblock.operations[:]
+        for o in new_ops:
+            hblock.operations.add().CopyFrom(o)
+    for v in values:
+        if v in head_reads:
+            head.description.input.add().CopyFrom(_feature_for(v, value_types[v], "split"))
+    for f in spec.description.input:
+        if f.name in head_reads:
+            head.description.input.add().CopyFrom(f)
+    for f in spec.description.output:
+        head.description.output.add().CopyFrom(f)
+    return _package(backbone, src), _package(head, src)
+
+
+def _reads(ops) -> set:
+    out = set()
+    for op in ops:
+        out |= {n for _, n in P.input_names(op)}
+        for sub in op.blocks:
+            out |= {n for inner in P.iter_ops(sub) for _, n in P.input_names(inner)}
+    return out
+
+
+def _package(spec, source: MLPackage) -> MLPackage:
+    """``spec`` as a package whose weight file holds exactly the blobs it reads."""
+    writer = B.rewrite_blobs(spec, source)
+    pkg = MLPackage(spec, {}, None, {})
+    if writer.count:
+        pkg.weights = {"weights/weight.bin": writer.to_weight_file()}
+    return pkg
+
+
+def suggest_cuts(model, path: str = ""):
+    """Values where one cut splits the (single-function) program in two, in op order.
+
+    A value qualifies when, right after the op that computes it, it is the only
+    computed value (or function input) still needed later.
+    """
+    from .cuts import Cut
+
+    src = _as_package(model)
+    spec = src.spec
+    fname, fn = _single_function(spec, "suggest-cuts")
+    block = P.main_block(fn)
+    ops = list(block.operations)
+    last_use: dict[str, int] = {}
+    for i, op in enumerate(ops):
+        for n in _reads([op]):
+            last_use[n] = i
+    for n in block.outputs:
+        last_use[n] = len(ops)
+    sizes = {}
+    for _, op, _, value in P.blob_refs(spec):
+        try:
+            sizes[id(op)] = sizes.get(id(op), 0) + B.read_record(
+                src.weight_file(value.blobFileValue.fileName), value.blobFileValue.offset).size
+        except B.BlobError:
+            pass
+    total = sum(sizes.values())
+    live: set = {i.name for i in fn.inputs if i.name in last_use}
+    real = [i for i, op in enumerate(ops) if not _is_const(op)]
+    weight_before = 0
+    out = []
+    consts = {o.name for op in ops if _is_const(op) for o in op.outputs}
+    for pos, i in enumerate(real):
+        op = ops[i]
+        for n in [n for n in live if last_use.get(n, -1) <= i]:
+            live.discard(n)
+        for o in op.outputs:
+            if last_use.get(o.name, -1) > i:
+                live.add(o.name)
+        before_idx = _closure(ops, {o.name: k for k, x in enumerate(ops) for o in x.outputs},
+                              [o.name for o in op.outputs], {x.name for x in fn.inputs})
+        weight_before = sum(sizes.get(id(ops[k]), 0) for k in before_idx)
+        live_real = {n for n in live if n not in consts}
+        if len(live_real) == 1 and pos < len(real) - 1:
+            (v,) = live_real
+            if v in {o.name for o in op.outputs} and v not in block.outputs:
+                shape = P.tensor_shape(op.outputs[[o.name for o in op.outputs].index(v)].type)
+                out.append(Cut(v, None if shape is None else [d if d is not None else -1 for d in shape],
+                               pos + 1, len(real) - pos - 1, weight_before, total))
+    return out
+
+
+__all__ = ["split_program", "suggest_cuts"]
