@@ -187,6 +187,38 @@ def check_graph(spec, kind: str, nn, out: Findings) -> None:
             pass
     _check_mappings(spec, nn, out)
     _check_preprocessing(spec, nn, out)
+    _check_tensor_hints(spec, nn, out)
+
+
+def _check_tensor_hints(spec, nn, out: Findings) -> None:
+    """inputTensor/outputTensor: one entry per blob, ranks consistent everywhere."""
+    ranks: dict = {}
+    if nn.arrayInputShapeMapping == 1:
+        for f in spec.description.input:
+            if f.type.WhichOneof("Type") == "multiArrayType" and len(f.type.multiArrayType.shape):
+                ranks[f.name] = (len(f.type.multiArrayType.shape), f"model input '{f.name}'")
+    for layer in _all_layers(nn):
+        where = f"layer:{layer.name}"
+        for field, blobs in (("inputTensor", layer.input), ("outputTensor", layer.output)):
+            hints = getattr(layer, field)
+            if not len(hints):
+                continue
+            if len(hints) != len(blobs):
+                out.error(where, "nn.tensor-hint",
+                          f"layer '{layer.name}' has {len(hints)} {field} entries for {len(blobs)} "
+                          f"{'inputs' if field == 'inputTensor' else 'outputs'}; give one per blob or none")
+                continue
+            for blob, hint in zip(blobs, hints):
+                if len(hint.dimValue) and len(hint.dimValue) != hint.rank:
+                    out.error(where, "nn.tensor-hint",
+                              f"layer '{layer.name}' {field} for '{blob}' has rank {hint.rank} but "
+                              f"{len(hint.dimValue)} dimValue entries")
+                if blob in ranks and ranks[blob][0] != hint.rank:
+                    out.error(where, "nn.tensor-hint",
+                              f"layer '{layer.name}' says '{blob}' has rank {hint.rank} but "
+                              f"{ranks[blob][1]} says rank {ranks[blob][0]}")
+                else:
+                    ranks.setdefault(blob, (hint.rank, f"layer '{layer.name}'"))
 
 
 def _check_mappings(spec, nn, out: Findings) -> None:
@@ -443,6 +475,19 @@ def check_weights(nn, out: Findings) -> None:
                 out.error(where, "nn.conv-groups",
                           f"convolution '{name}': outputChannels {params.outputChannels} is not "
                           f"divisible by nGroups {params.nGroups}")
+        if kind == "custom" and not params.className:
+            out.error(where, "nn.custom-no-class",
+                      f"custom layer '{name}' has no className; name the Swift/Objective-C class "
+                      "that implements it")
+        if kind in ("innerProduct", "batchedMatmul") and params.int8DynamicQuantize \
+                and storage_kind(params.weights) != "int8":
+            out.error(f"{where}.weights", "weights.int8-dynamic",
+                      f"layer '{name}' sets int8DynamicQuantize but its weights are "
+                      f"{storage_kind(params.weights)}; store int8RawValue with linear quantization")
+        if kind in ("innerProduct", "batchedMatmul") and params.int8DynamicQuantize and params.hasBias \
+                and storage_kind(params.bias) not in ("float32", "empty"):
+            out.error(f"{where}.bias", "weights.int8-dynamic",
+                      f"layer '{name}' is int8 dynamic-quantized; its bias must stay float32")
         if kind == "scale":
             for field in ("shapeScale", "shapeBias"):
                 shape = getattr(params, field)
