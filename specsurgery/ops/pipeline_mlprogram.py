@@ -1,0 +1,126 @@
+"""Pipelines with ML Program stages.
+
+``pipeline_mlprogram(stages, names=None, kind="auto", coerce=False,
+prefixes=None, interface=None) -> MLPackage`` (``make_pipeline`` in
+``ops/pipeline.py`` sends ML Program stages here).
+
+The pipeline's description is computed by the neuralNetwork ``make_pipeline``
+itself: every ML Program stage takes part through a stand-in (a linkedModel
+stub with the stage's description), then the real stages are put back.  So
+interface rules, names, kinds and the original-interface adoption are the
+same for both model kinds.
+
+Weights: a pipeline package holds one weight file per ML Program stage,
+``weights/<i>-weight.bin`` (``<i>-<j>-weight.bin`` inside a nested pipeline),
+and each stage's ``blobFileValue.fileName`` is rewritten to
+``@model_path/weights/<i>-weight.bin``, as ``ct.utils.make_pipeline`` does.
+Each file is written by :class:`~specsurgery.mil.blobs.BlobWriter` with
+exactly the blobs that stage reads (duplicates within a stage stored once).
+We do not merge all stages into one file: Core ML's compiler copies the weight
+file each stage references into that stage's compiled folder (coremltools
+#1818), so a merged file would be copied once per stage.
+
+A pipeline with ML Program stages needs spec version 6 (iOS 15) or more.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from .. import spec as S
+from .._proto import Model_pb2
+from ..errors import SpecSurgeryError, UnsupportedError
+from ..io import MLPackage, copy_spec, load, split_model
+from ..mil import blobs as B
+
+MLPROGRAM_MIN_VERSION = 6
+
+
+def has_program(spec) -> bool:
+    return any(S.model_type(i.model) == "mlProgram" for i in S.iter_models(spec))
+
+
+def _stand_in(spec) -> "Model_pb2.Model":
+    stub = Model_pb2.Model()
+    stub.description.CopyFrom(spec.description)
+    del stub.description.trainingInput[:]
+    lf = stub.linkedModel.linkedModelFile
+    lf.linkedModelFileName.defaultValue = "__specsurgery_stand_in__.mlmodelc"
+    stub.specificationVersion = max(spec.specificationVersion, 4)
+    return stub
+
+
+def weight_tag(index) -> str:
+    return "-".join(str(i) for i in index)
+
+
+def pack_weights(spec, sources: dict) -> dict:
+    """Rewrite every ML Program in pipeline ``spec`` to its own weight file.
+
+    ``sources`` maps a top-level stage index to the MLPackage its blobs come
+    from (the spec itself when it is a program: key None).  Returns the new
+    ``weights`` mapping; ``spec`` is edited in place.
+    """
+    weights = {}
+    for info in S.iter_models(spec):
+        if S.model_type(info.model) != "mlProgram":
+            continue
+        src = sources.get(info.index[0] if info.index else None)
+        tag = weight_tag(info.index) if info.index else ""
+        file_name = f"@model_path/weights/{tag + '-' if tag else ''}weight.bin"
+        writer = B.rewrite_blobs(info.model, src, B.BlobWriter(), file_name=file_name,
+                                 programs=[info.model.mlProgram])
+        if writer.count:
+            weights[file_name[len("@model_path/"):]] = writer.to_weight_file()
+    return weights
+
+
+def pipeline_mlprogram(stages, names=None, kind: str = "auto", coerce: bool = False, prefixes=None,
+                       interface=None) -> MLPackage:
+    from .pipeline import make_pipeline
+
+    loaded = [load(s) for s in stages]
+    if not loaded:
+        raise SpecSurgeryError("make_pipeline: give at least one stage")
+    specs, packages = [], {}
+    for i, m in enumerate(loaded):
+        spec, pkg = split_model(m)
+        specs.append(spec)
+        if pkg is not None:
+            packages[i] = pkg
+    program_stages = [i for i, s in enumerate(specs) if has_program(s)]
+    if prefixes is not None and any(prefixes[i] for i in program_stages if i < len(prefixes)):
+        raise UnsupportedError("make_pipeline: output prefixes on ML Program stages are not supported; "
+                               "rename the features on the other stages instead")
+    stand_ins = [(_stand_in(s) if i in program_stages else s) for i, s in enumerate(specs)]
+    last = specs[-1]
+    if kind == "auto" and S.model_type(last) == "mlProgram":
+        if last.description.predictedProbabilitiesName or last.description.predictedFeatureName:
+            kind = "classifier" if any(f.name == last.description.predictedFeatureName and
+                                       f.type.WhichOneof("Type") in ("stringType", "int64Type")
+                                       for f in last.description.output) else "regressor"
+    before = [s.description.SerializeToString() for s in stand_ins]
+    out = make_pipeline(stand_ins, names=names, kind=kind, coerce=coerce, prefixes=prefixes,
+                        interface=interface)
+    pipe = S.pipeline_of(out)
+    for i in program_stages:
+        if pipe.models[i].description.SerializeToString() != before[i]:
+            raise UnsupportedError(
+                f"make_pipeline: the interface of ML Program stage {S.stage_names(pipe)[i]!r} would have to "
+                "change (coerce); ML Program stages are not coerced, fix the other stage instead")
+        pipe.models[i].CopyFrom(specs[i])
+    out.specificationVersion = max(out.specificationVersion, MLPROGRAM_MIN_VERSION,
+                                   *(s.specificationVersion for s in specs))
+    weights = pack_weights(out, packages)
+    return MLPackage(out, weights, None, {})
+
+
+make_pipeline = pipeline_mlprogram
+
+
+def split_pipeline(original, backbone, head, *, names=("backbone", "head")) -> MLPackage:
+    """[backbone, head] as a pipeline package with ``original``'s interface."""
+    return pipeline_mlprogram([backbone, head], names=list(names), interface=original)
+
+
+__all__ = ["pipeline_mlprogram", "make_pipeline", "split_pipeline", "pack_weights", "has_program"]
