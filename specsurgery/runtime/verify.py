@@ -1,0 +1,275 @@
+"""Seeded random inputs and output-by-output comparison of two models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from .. import spec as _spec
+from .._proto import FeatureTypes_pb2
+from ..errors import VerifyError
+from .engine import GRAY_SPACES, Source, _run
+
+INT32 = FeatureTypes_pb2.ArrayFeatureType.INT32
+
+# layers through which an index input passes unchanged on its way to a lookup
+_PASS = {"squeeze", "expandDims", "reshapeStatic", "reshapeDynamic", "reshapeLike", "flattenTo2D",
+         "copy", "transpose", "rankPreservingReshape", "sliceStatic", "sliceDynamic", "reshape",
+         "flatten", "permute", "splitND", "split"}
+
+
+def _index_bounds(spec) -> dict:
+    """{input name: exclusive upper bound} for inputs that index an embedding/gather."""
+    bounds: dict = {}
+    for info in _spec.iter_models(spec):
+        nn_msg = _spec.nn_of(info.model)
+        if nn_msg is None:
+            continue
+        consts = {}
+        for layer in nn_msg.layers:
+            if layer.WhichOneof("layer") == "loadConstantND":
+                consts[layer.output[0]] = tuple(int(s) for s in layer.loadConstantND.shape)
+        for f in info.model.description.input:
+            frontier, seen = {f.name}, set()
+            while frontier:
+                blob = frontier.pop()
+                seen.add(blob)
+                for layer in nn_msg.layers:
+                    if blob not in layer.input:
+                        continue
+                    kind = layer.WhichOneof("layer")
+                    bound = None
+                    if kind == "embeddingND":
+                        bound = int(layer.embeddingND.vocabSize)
+                    elif kind == "embedding":
+                        bound = int(layer.embedding.inputDim)
+                    elif kind == "gather" and len(layer.input) > 1 and layer.input[1] == blob:
+                        shape = consts.get(layer.input[0])
+                        if shape:
+                            bound = shape[int(layer.gather.axis)]
+                    elif kind in _PASS:
+                        frontier.update(o for o in layer.output if o not in seen)
+                    if bound is not None:
+                        bounds[f.name] = min(bounds.get(f.name, bound), bound)
+    return bounds
+
+
+def random_inputs(model, seed: int = 0, int_range: Optional[tuple] = None) -> dict:
+    """Seeded inputs drawn from the model's input description.
+
+    Images: uniform uint8 HxWx3 (HxW for grayscale).  Multiarrays: standard
+    normal float32, or integers in ``int_range`` (default: below the smallest
+    embedding/gather size the input feeds, else 0..9) for INT32 arrays and
+    inputs that index a lookup.  Flexible inputs take their default shape.
+    """
+    spec = Source(model).spec if not hasattr(model, "description") else model
+    rng = np.random.default_rng(seed)
+    bounds = _index_bounds(spec)
+    out = {}
+    for f in spec.description.input:
+        t = f.type.WhichOneof("Type")
+        if t == "imageType":
+            img = f.type.imageType
+            h, w = int(img.height), int(img.width)
+            if (h, w) == (0, 0) or _spec.is_flexible(f.type):
+                flex = img.WhichOneof("SizeFlexibility")
+                if (h, w) == (0, 0) and flex == "enumeratedSizes" and len(img.enumeratedSizes.sizes):
+                    h, w = img.enumeratedSizes.sizes[0].height, img.enumeratedSizes.sizes[0].width
+                elif (h, w) == (0, 0) and flex == "imageSizeRange":
+                    h = img.imageSizeRange.heightRange.lowerBound
+                    w = img.imageSizeRange.widthRange.lowerBound
+            shape = (h, w) if img.colorSpace in GRAY_SPACES else (h, w, 3)
+            out[f.name] = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        elif t == "multiArrayType":
+            shape = tuple(_spec.feature_shape(f.type) or (1,))
+            is_int = f.type.multiArrayType.dataType == INT32 or f.name in bounds
+            if is_int or int_range is not None and f.name in bounds:
+                lo, hi = int_range if int_range is not None else (0, bounds.get(f.name, 10))
+                out[f.name] = rng.integers(lo, hi, size=shape).astype(
+                    np.int32 if f.type.multiArrayType.dataType == INT32 else np.float32)
+            else:
+                out[f.name] = rng.standard_normal(shape).astype(np.float32)
+        elif t == "int64Type":
+            lo, hi = int_range if int_range is not None else (0, 10)
+            out[f.name] = int(rng.integers(lo, hi))
+        elif t == "doubleType":
+            out[f.name] = float(rng.standard_normal())
+        elif t == "stringType":
+            out[f.name] = "sample"
+        else:
+            raise VerifyError(f"input {f.name!r}: cannot draw random values for type {t}")
+    return out
+
+
+@dataclass
+class OutputReport:
+    name: str
+    kind: str = "array"              # array | label | dict | scalar
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    mismatches: int = 0              # elements (or labels/keys) that failed
+    total: int = 0
+    ok: bool = True
+    note: str = ""
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "max_abs": self.max_abs, "max_rel": self.max_rel,
+                "mismatches": self.mismatches, "total": self.total, "ok": self.ok, "note": self.note}
+
+
+@dataclass
+class VerifyReport:
+    samples: int
+    seed: int
+    rtol: float
+    atol: float
+    outputs: list = field(default_factory=list)
+    interface: list = field(default_factory=list)    # interface differences (strings)
+
+    @property
+    def ok(self) -> bool:
+        return not self.interface and bool(self.outputs) and all(o.ok for o in self.outputs)
+
+    def output(self, name) -> OutputReport:
+        for o in self.outputs:
+            if o.name == name:
+                return o
+        raise KeyError(name)
+
+    def to_json(self) -> dict:
+        return {"ok": self.ok, "samples": self.samples, "seed": self.seed, "rtol": self.rtol,
+                "atol": self.atol, "interface": list(self.interface),
+                "outputs": [o.to_json() for o in self.outputs]}
+
+    def summary(self) -> str:
+        lines = [f"{'output':<28} {'kind':<6} {'max abs err':>12} {'max rel err':>12} "
+                 f"{'mismatch':>10}  result"]
+        for o in self.outputs:
+            lines.append(f"{o.name:<28} {o.kind:<6} {o.max_abs:>12.3g} {o.max_rel:>12.3g} "
+                         f"{o.mismatches:>4}/{o.total:<5}  {'ok' if o.ok else 'MISMATCH'}"
+                         + (f"  ({o.note})" if o.note else ""))
+        for d in self.interface:
+            lines.append(f"interface: {d}")
+        lines.append(f"{'OK' if self.ok else 'FAILED'}: {self.samples} sample(s), seed {self.seed}, "
+                     f"rtol {self.rtol:g}, atol {self.atol:g}")
+        return "\n".join(lines)
+
+
+def _compare_arrays(rep: OutputReport, a, b, rtol, atol):
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        if a.size == b.size:
+            rep.note = f"shapes {a.shape} vs {b.shape} (same size, compared flat)"
+            b = b.reshape(a.shape)
+        else:
+            rep.ok = False
+            rep.note = f"shape {a.shape} vs {b.shape}"
+            rep.mismatches += max(a.size, b.size)
+            rep.total += max(a.size, b.size)
+            return
+    diff = np.abs(a - b)
+    both_nan = np.isnan(a) & np.isnan(b)
+    diff = np.where(both_nan, 0.0, diff)
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    rel = diff / np.maximum(np.abs(a), 1e-30)
+    if diff.size:
+        rep.max_abs = max(rep.max_abs, float(diff.max()))
+        rep.max_rel = max(rep.max_rel, float(np.where(diff == 0, 0.0, rel).max()))
+    bad = int((diff > atol + rtol * np.abs(np.nan_to_num(a))).sum())
+    rep.mismatches += bad
+    rep.total += a.size
+    if bad:
+        rep.ok = False
+
+
+def _compare(rep: OutputReport, a, b, rtol, atol):
+    if isinstance(a, dict) or isinstance(b, dict):
+        rep.kind = "dict"
+        if not (isinstance(a, dict) and isinstance(b, dict)):
+            rep.ok = False
+            rep.note = "one side is not a dictionary"
+            return
+        if set(a) != set(b):
+            rep.ok = False
+            extra = sorted(map(str, set(b) - set(a)))[:5]
+            gone = sorted(map(str, set(a) - set(b)))[:5]
+            rep.note = f"keys differ (missing {gone}, extra {extra})"
+            rep.mismatches += len(set(a) ^ set(b))
+            rep.total += len(set(a) | set(b))
+            return
+        keys = list(a)
+        _compare_arrays(rep, [a[k] for k in keys], [b[k] for k in keys], rtol, atol)
+        return
+    if isinstance(a, (str, bytes)) or isinstance(b, (str, bytes)) or \
+            (isinstance(a, (int, np.integer)) and isinstance(b, (int, np.integer))
+             and rep.kind == "label"):
+        rep.kind = "label"
+        rep.total += 1
+        if a != b:
+            rep.ok = False
+            rep.mismatches += 1
+            rep.note = f"{a!r} vs {b!r}"
+        return
+    if np.isscalar(a) and np.isscalar(b):
+        rep.kind = "scalar"
+    _compare_arrays(rep, a, b, rtol, atol)
+
+
+def _iface(spec) -> tuple[dict, dict]:
+    return ({f.name: f for f in spec.description.input}, {f.name: f for f in spec.description.output})
+
+
+def verify(reference, candidate, *, samples: int = 3, seed: int = 0, rtol: float = 1e-4,
+           atol: float = 1e-5, search_path: Optional[str] = None, bundle=None, bundle_ids=None,
+           int_range: Optional[tuple] = None) -> VerifyReport:
+    """Run both models on the same seeded random inputs and compare every common
+    output: an element passes when ``|a - b| <= atol + rtol * |a|`` (a from the
+    reference); labels and dictionary keys must match exactly."""
+    ref, cand = Source(reference), Source(candidate)
+    rin, rout = _iface(ref.spec)
+    cin, cout = _iface(cand.spec)
+    report = VerifyReport(samples=samples, seed=seed, rtol=rtol, atol=atol)
+    unfed = [n for n, f in cin.items() if n not in rin and not f.type.isOptional]
+    if unfed:
+        raise VerifyError(f"the candidate needs input(s) {', '.join(map(repr, unfed))} which the "
+                          f"reference does not describe (reference inputs: {', '.join(rin)}); "
+                          "random inputs come from the reference, so these models cannot be compared")
+    for n in rin:
+        if n not in cin:
+            report.interface.append(f"input {n!r} only in the reference")
+        elif _spec.describe_type(rin[n].type) != _spec.describe_type(cin[n].type):
+            report.interface.append(f"input {n!r}: {_spec.describe_type(rin[n].type)} vs "
+                                    f"{_spec.describe_type(cin[n].type)}")
+    for n in rout:
+        if n not in cout:
+            report.interface.append(f"output {n!r} only in the reference")
+        elif _spec.describe_type(rout[n].type) != _spec.describe_type(cout[n].type):
+            report.interface.append(f"output {n!r}: {_spec.describe_type(rout[n].type)} vs "
+                                    f"{_spec.describe_type(cout[n].type)}")
+    for n in cout:
+        if n not in rout:
+            report.interface.append(f"output {n!r} only in the candidate")
+    common = [n for n in rout if n in cout]
+    if not common:
+        raise VerifyError("the models share no output feature (reference: "
+                          f"{', '.join(rout)}; candidate: {', '.join(cout)})")
+    reps = {n: OutputReport(n) for n in common}
+    for n in common:
+        if rout[n].type.WhichOneof("Type") in ("stringType", "int64Type") and \
+                n == ref.spec.description.predictedFeatureName:
+            reps[n].kind = "label"
+    bundle_r = bundle if bundle is not None else ref.base_dir
+    bundle_c = bundle if bundle is not None else cand.base_dir
+    for i in range(samples):
+        inputs = random_inputs(ref.spec, seed=seed + i, int_range=int_range)
+        ra = _run(ref.spec, ref.package, dict(inputs), ref.base_dir, search_path, bundle_r,
+                  bundle_ids or {}, None, "")
+        cb = _run(cand.spec, cand.package, {k: v for k, v in inputs.items() if k in cin},
+                  cand.base_dir, search_path, bundle_c, bundle_ids or {}, None, "")
+        for n in common:
+            _compare(reps[n], ra[n], cb[n], rtol, atol)
+    report.outputs = [reps[n] for n in common]
+    return report
