@@ -82,6 +82,13 @@ def check_target(spec, out: Findings, search_path, base_dir, bundle=None, bundle
                  "offline; interface not compared")
         return
     _compare(spec, target, out, found)
+    from . import check as check_model
+
+    bad = [f for f in check_model(target) if f.severity == "error"]
+    if bad:
+        out.error("linkedModel", "linked.target-invalid",
+                  f"linked target {found} fails check with {len(bad)} error(s): "
+                  + "; ".join(str(f) for f in bad[:5]) + ("; ..." if len(bad) > 5 else ""))
 
 
 def _load_target(found):

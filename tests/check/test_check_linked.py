@@ -60,3 +60,11 @@ def test_cli_search_path(tmp_path, capsys):
     assert main(["check", str(path)]) == 0
     assert main(["check", "--search-path", "models", str(path)]) == 1
     assert "[linked.interface-mismatch]" in capsys.readouterr().out
+
+
+def test_invalid_target_is_reported(tmp_path):
+    target = b.tiny_nn()
+    target.neuralNetwork.layers[0].innerProduct.weights.floatValue.append(0.0)
+    path = _bundle(tmp_path, target)
+    [f] = [f for f in check(path, search_path="models") if f.rule == "linked.target-invalid"]
+    assert "weights.count-mismatch" in f.message
