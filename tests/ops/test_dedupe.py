@@ -390,6 +390,47 @@ def test_rewritten_models_verify_through_the_linked_backbone(tmp_path):
     assert saved["totals"]["saving_share_of_best"] > 0.9
 
 
+def test_fine_tuned_and_odd_one_out_end_to_end(tmp_path):
+    # base and tuned share all but the last stage; other shares nothing and is copied unchanged
+    _require_surgery()
+    originals = {"base": classifier(), "tuned": segmenter(stage2_seed=99),
+                 "other": embedder(seeds=(7, 8, 9), stage2_seed=10)}
+    paths = save_all(tmp_path, originals)
+    out = tmp_path / "out"
+    report = dedupe_files(paths, out)
+    (group,) = report["backbones"]
+    assert group["members"] == ["base", "tuned"] and group["outputs"] == ["block_relu_out"]
+    other = next(m for m in report["models"] if m["name"] == "other")
+    assert other["backbone"] is None and "shares no weights" in other["reason"]
+    assert (out / "other.mlmodel").read_bytes() == paths[2].read_bytes()
+    check_all(out)
+    verify_all(out, originals, ["base", "tuned"])
+
+
+def test_cut_over_several_blobs_and_name_clash(tmp_path):
+    # the head reads two trunk blobs (a skip across the cut), and one model uses the
+    # reference's cut-blob name for one of its own head blobs
+    _require_surgery()
+    a = trunk(Net("neuralNetwork"))
+    a.add("mix", "stage2_relu_out", "stage2_relu_out").conv("head_a", 16, 2, 40, k=1)
+    a = a.output(a.last, "out_a").spec
+    b = trunk(Net("neuralNetwork", name_prefix="b_"))
+    b.conv("head_b", 16, 8, 41, k=1, src="b_stage2_relu_out")
+    b.add("skip", b.last, "b_block_relu_out")    # reads a blob from before the cut too
+    b.nn.layers[-1].output[0] = "stage2_relu_out"  # clash: a's cut-blob name, another blob here
+    b.last = "stage2_relu_out"
+    b = b.output("stage2_relu_out", "out_b").spec
+    originals = {"a": a, "b": b}
+    plan = plan_dedupe(originals)
+    group = plan.groups[0]
+    assert len(group.outputs) == 2 and "Backbone_stage2_relu_out" in group.outputs
+    paths = save_all(tmp_path, originals)
+    out = tmp_path / "out"
+    dedupe_files(paths, out)
+    check_all(out)
+    verify_all(out, originals)
+
+
 def test_nothing_shared_writes_nothing(tmp_path):
     paths = save_all(tmp_path, {"a": classifier(), "b": segmenter(seeds=(5, 6, 7), stage2_seed=8)})
     out = tmp_path / "out"
