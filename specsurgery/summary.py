@@ -56,42 +56,29 @@ def _metadata(spec) -> dict:
 
 
 def _resolve(stub_spec, path: str, search_path, bundle, base) -> dict:
-    """Resolution of one linked stub through specsurgery.linked (None when not found)."""
+    """Resolution of one linked stub through :mod:`specsurgery.linked` (never raises)."""
     lm = stub_spec.linkedModel
     info = {"path": path, "file_name": "", "search_path": "", "resolved": None}
     if lm.WhichOneof("LinkType") == "linkedModelFile":
         info["file_name"] = lm.linkedModelFile.linkedModelFileName.defaultValue
         info["search_path"] = lm.linkedModelFile.linkedModelSearchPath.defaultValue
     try:
-        from . import linked
-    except ImportError:
-        info["note"] = "linked-model resolution not available"
-        return info
-    resolve = getattr(linked, "resolve_linked", None)
-    if resolve is None:
-        info["note"] = "linked-model resolution not available"
-        return info
-    try:
-        found = _call_resolve(resolve, stub_spec, search_path, bundle, base)
-    except Exception as exc:  # NotFound and friends: report, never fail inspect
+        found, tried = resolve_stub(stub_spec, search_path=search_path, base_dir=base, bundle=bundle)
+    except Exception as exc:  # a bad search path must not break inspect
         info["note"] = " ".join(str(exc).split())
         return info
     if found is not None:
-        info["resolved"] = str(getattr(found, "path", found))
+        info["resolved"] = str(found)
+    else:
+        info["tried"] = tried
     return info
 
 
-def _call_resolve(resolve, stub_spec, search_path, bundle, base):
-    """Call resolve_linked with the keywords it accepts (the API is the runtime helper's)."""
-    import inspect as _inspect
+def resolve_stub(stub_spec, *, search_path=None, base_dir=None, bundle=None):
+    """(path or None, places tried) of a linked stub's target (see specsurgery.linked)."""
+    from .linked import resolve_linked
 
-    params = _inspect.signature(resolve).parameters
-    kwargs = {}
-    for name, value in (("search_path", search_path), ("bundle", bundle), ("base", base),
-                        ("base_dir", base), ("model_dir", base)):
-        if name in params and value is not None:
-            kwargs[name] = value
-    return resolve(stub_spec, **kwargs)
+    return resolve_linked(stub_spec, search_path=search_path, base_dir=base_dir, bundle=bundle)
 
 
 def _program_summary(spec, package: Optional[MLPackage]) -> dict:
@@ -397,7 +384,9 @@ def format_summary(s: dict) -> str:
         lines += ["    " + line for line in _tree_lines(tree)]
     for lk in s.get("linked", []):
         state = f"resolved to {lk['resolved']}" if lk.get("resolved") else "not resolved"
-        note = f" ({lk['note']})" if lk.get("note") and not lk.get("resolved") else ""
+        note = f" ({lk['note']})" if lk.get("note") else ""
+        if lk.get("tried"):
+            note = f" (tried {'; '.join(lk['tried'][:6])}{'; ...' if len(lk['tried']) > 6 else ''})"
         lines.append(f"  linked stage {lk['path']!r}: {lk['file_name']} via {lk['search_path'] or '.'!r}: {state}{note}")
     if "layer_list" in s:
         lines.append("  layer list:")
