@@ -278,15 +278,13 @@ def input_variants(spec) -> list[dict]:
             hi = [int(r.upperBound) if r.upperBound >= 0 else int(max(r.lowerBound, 1)) * 2 + 3 for r in rngs]
             variants += [{f.name: lo}, {f.name: hi}]
         elif ft.imageType.WhichOneof("SizeFlexibility") == "enumeratedSizes":
-            c = S.feature_shape(ft)[0]
             for s in ft.imageType.enumeratedSizes.sizes:
-                variants.append({f.name: [c, int(s.height), int(s.width)]})
+                variants.append({f.name: [int(s.height), int(s.width)]})
         else:
-            c = S.feature_shape(ft)[0]
             w, h = ft.imageType.imageSizeRange.widthRange, ft.imageType.imageSizeRange.heightRange
-            lo = [c, max(int(h.lowerBound), 1), max(int(w.lowerBound), 1)]
-            hi = [c, int(h.upperBound) if h.upperBound > 0 else lo[1] * 2 + 3,
-                  int(w.upperBound) if w.upperBound > 0 else lo[2] * 2 + 3]
+            lo = [max(int(h.lowerBound), 1), max(int(w.lowerBound), 1)]
+            hi = [int(h.upperBound) if h.upperBound > 0 else lo[0] * 2 + 3,
+                  int(w.upperBound) if w.upperBound > 0 else lo[1] * 2 + 3]
             variants += [{f.name: lo}, {f.name: hi}]
     return variants
 
@@ -304,41 +302,98 @@ def _unbounded_dims(spec) -> bool:
     return False
 
 
-def blob_shapes(spec, blobs: Sequence[str]) -> tuple[dict, dict]:
-    """(default shapes, flexibility) of ``blobs`` as declared MultiArray
-    shapes.  Shapes come from the runtime's shape inference; flexibility is
-    mapped by running it on the alternative input shapes: a blob whose shape
-    changes gets enumerated shapes (enumerated inputs) or a range (ranged
-    inputs) over the dims that change."""
+def shape_probe(spec, blobs: Sequence[str]) -> "Model_pb2.Model":
+    """``spec`` reduced to the layers needed to compute ``blobs``: shape
+    inference on it never touches layers after the cut (a custom layer, or a
+    huge tail, further down does not matter)."""
+    nn = S.nn_of(spec)
+    cl = closure(nn, blobs, model_inputs=[f.name for f in spec.description.input])
+    probe = Model_pb2.Model()
+    probe.specificationVersion = spec.specificationVersion
+    probe.description.input.extend(spec.description.input)
+    kind = S.model_type(spec)
+    pnn = probe.neuralNetwork
+    pnn.arrayInputShapeMapping = nn.arrayInputShapeMapping
+    pnn.imageInputShapeMapping = nn.imageInputShapeMapping
+    pnn.preprocessing.extend(nn.preprocessing)
+    for i in sorted(cl.layers):
+        pnn.layers.add().CopyFrom(nn.layers[i])
+    return probe
+
+
+#: shape inference holds every blob; refuse probes whose rough size passes this
+INFERENCE_BUDGET_BYTES = 8 << 30
+
+
+def inference_cost(probe) -> int:
+    """A rough upper guess of the bytes shape inference holds for ``probe``:
+    input elements x 4 bytes x layers x 8 (channel growth)."""
+    elements = 0
+    for f in probe.description.input:
+        shape = S.feature_shape(f.type) or [1]
+        n = 1
+        for d in shape:
+            n *= max(int(d), 1)
+        elements += n
+    return elements * 4 * max(len(S.nn_of(probe).layers), 1) * 8
+
+
+def _infer(probe, blobs, variant=None) -> dict:
     from ..runtime import infer_shapes
 
-    nn = S.nn_of(spec)
-    legacy = nn.arrayInputShapeMapping == 0
-    base = infer_shapes(spec)
-    shapes, flex = {}, {}
-    missing = [b for b in blobs if b not in base]
+    cost = inference_cost(probe)
+    if cost > INFERENCE_BUDGET_BYTES:
+        raise SpecSurgeryError(
+            f"cannot type the cut blob(s) {', '.join(map(repr, blobs))}: shape inference over "
+            f"{len(S.nn_of(probe).layers)} layers at this input size would hold about {cost >> 30} GiB; "
+            "pass their shapes explicitly (shapes={blob: [dims]})")
+    try:
+        got = infer_shapes(probe, variant) if variant else infer_shapes(probe)
+    except SpecSurgeryError as exc:
+        where = f" for flexible input shape {variant}" if variant else ""
+        raise SpecSurgeryError(
+            f"cannot type the cut blob(s) {', '.join(map(repr, blobs))}: shape inference failed{where} "
+            f"({exc}); pass their shapes explicitly (shapes={{blob: [dims]}})") from None
+    missing = [b for b in blobs if b not in got]
     if missing:
         raise SpecSurgeryError(
             "shape inference gave no shape for blob(s) " + ", ".join(repr(b) for b in missing)
-            + "; the runtime does not know a layer on their path, so their interface cannot be typed")
+            + "; pass their shapes explicitly (shapes={blob: [dims]})")
+    return got
+
+
+def blob_shapes(spec, blobs: Sequence[str], given: Optional[dict] = None) -> tuple[dict, dict]:
+    """(default shapes, flexibility) of ``blobs`` as declared MultiArray
+    shapes.  Shapes come from the runtime's shape inference (on the layers
+    that compute the blobs only), unless ``given`` names them; flexibility is
+    mapped by running inference on the alternative input shapes: a blob whose
+    shape changes gets enumerated shapes (enumerated inputs) or a range
+    (ranged inputs; unbounded where an input is) over the dims that change."""
+    given = dict(given or {})
+    nn = S.nn_of(spec)
+    legacy = nn.arrayInputShapeMapping == 0
+    shapes, flex = {}, {}
     for b in blobs:
+        if b in given:
+            shapes[b] = [int(d) for d in given[b]]
+    todo = [b for b in blobs if b not in shapes]
+    if not todo:
+        return shapes, flex
+    probe = shape_probe(spec, todo)
+    base = _infer(probe, todo)
+    for b in todo:
         shapes[b] = declared_shape(base[b], legacy, b)
     variants = input_variants(spec)
     if not variants:
         return shapes, flex
-    results = []
-    for v in variants:
-        try:
-            got = infer_shapes(spec, v)
-        except SpecSurgeryError as exc:
-            raise SpecSurgeryError(f"shape inference failed for flexible input shape {v}: {exc}") from exc
-        results.append({b: declared_shape(got[b], legacy, b) for b in blobs})
+    results = [{b: declared_shape(got[b], legacy, b) for b in todo}
+               for got in (_infer(probe, todo, v) for v in variants)]
     enumerated = not any(
         f.type.WhichOneof("Type") == "multiArrayType" and f.type.multiArrayType.WhichOneof("ShapeFlexibility") == "shapeRange"
         or f.type.WhichOneof("Type") == "imageType" and f.type.imageType.WhichOneof("SizeFlexibility") == "imageSizeRange"
         for f in spec.description.input if S.is_flexible(f.type))
     unbounded = _unbounded_dims(spec)
-    for b in blobs:
+    for b in todo:
         seen = [shapes[b]] + [r[b] for r in results]
         if all(s == shapes[b] for s in seen):
             continue
@@ -353,10 +408,7 @@ def blob_shapes(spec, blobs: Sequence[str]) -> tuple[dict, dict]:
             for axis in range(len(shapes[b])):
                 vals = [s[axis] for s in seen]
                 lo, hi = min(vals), max(vals)
-                if lo == hi:
-                    ranges.append((lo, lo))
-                else:
-                    ranges.append((lo, -1 if unbounded else hi))
+                ranges.append((lo, lo) if lo == hi else (lo, -1 if unbounded else hi))
             flex[b] = ("range", ranges)
     return shapes, flex
 

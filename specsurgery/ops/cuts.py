@@ -53,10 +53,17 @@ def suggest_cuts(spec, path: str = "") -> list[Cut]:
     blobs = build_graph(root).articulation_blobs(path)
     model_inputs = [f.name for f in target.description.input]
     total = _nn.total_weight_bytes(nn)
-    try:
-        shapes, _ = _nn.blob_shapes(target, blobs) if blobs else ({}, {})
-    except (SpecSurgeryError, ImportError):
-        shapes = {}
+    shapes = {}
+    if blobs:
+        try:
+            shapes, _ = _nn.blob_shapes(target, blobs)
+        except (SpecSurgeryError, ImportError):
+            # some blob cannot be typed (custom layer, huge input): type the ones before it
+            for b in blobs:
+                try:
+                    shapes.update(_nn.blob_shapes(target, [b])[0])
+                except (SpecSurgeryError, ImportError):
+                    break
     out = []
     for b in blobs:
         cl = _nn.closure(nn, [b], model_inputs=model_inputs)

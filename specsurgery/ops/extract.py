@@ -55,7 +55,7 @@ def interface_targets(spec) -> tuple[list[str], list[str]]:
     return blobs, synthetic
 
 
-def typed_features(spec, blobs: Sequence[str], *, role: str) -> list:
+def typed_features(spec, blobs: Sequence[str], *, role: str, shapes=None) -> list:
     """FeatureDescriptions for ``blobs``: the original's description where the
     blob is a model input/output with a full type, else a MultiArray typed by
     shape inference (the original dtype kept for original outputs)."""
@@ -68,7 +68,8 @@ def typed_features(spec, blobs: Sequence[str], *, role: str) -> list:
         f = originals.get(b)
         if f is None or (f.type.WhichOneof("Type") == "multiArrayType" and not S.feature_shape(f.type)):
             need_shape.append(b)
-    shapes, flex = _nn.blob_shapes(spec, need_shape) if need_shape else ({}, {})
+    given = shapes
+    shapes, flex = _nn.blob_shapes(spec, need_shape, given) if need_shape else ({}, {})
     out = []
     for b in blobs:
         fd = Model_pb2.FeatureDescription()
@@ -89,10 +90,12 @@ def typed_features(spec, blobs: Sequence[str], *, role: str) -> list:
     return out
 
 
-def extract(spec, inputs, outputs, *, inplace: bool = False):
+def extract(spec, inputs, outputs, *, shapes=None, inplace: bool = False):
     """The sub-network computing ``outputs`` from ``inputs`` (blob names, a
     list or "a,b").  The result is a neuralNetwork, or a classifier/regressor
-    when the outputs include the original's predicted feature."""
+    when the outputs include the original's predicted feature.  ``shapes``
+    ({blob: declared shape}) types blobs that shape inference cannot (after
+    custom layers)."""
     model = load(spec)
     if S.model_type(getattr(model, "spec", model)) == "mlProgram":
         raise UnsupportedError("mlProgram surgery (extract): not supported yet; extract works on "
@@ -134,8 +137,9 @@ def extract(spec, inputs, outputs, *, inplace: bool = False):
             f"{', '.join(map(repr, leaks))}, which is not among the inputs "
             f"{', '.join(map(repr, inputs)) or '(none)'} (path: {'; '.join(paths)}); add it to --inputs")
 
-    in_feats = typed_features(spec, inputs, role="input")
-    out_feats = typed_features(spec, targets if not synthetic else [o for o in outputs if o not in synthetic], role="output")
+    in_feats = typed_features(spec, inputs, role="input", shapes=shapes)
+    out_feats = typed_features(spec, targets if not synthetic else [o for o in outputs if o not in synthetic],
+                               role="output", shapes=shapes)
     if synthetic:
         by_name = {f.name: f for f in desc.output}
         for o in synthetic:

@@ -239,8 +239,9 @@ def make_pipeline(stages, names=None, kind: str = "auto", coerce: bool = False, 
                 other = "a pipeline input" if producer is None else _stage_label(producer, labels)
                 problems.append(
                     f"{_stage_label(i, labels)} output {f.name!r} collides with {other} of the same name; "
-                    f"Core ML would silently shadow it. Pass prefixes= (e.g. prefixes=[None]*{i} + "
-                    f"['{labels[i]}_'] + ...) or rename_feature one of them")
+                    f"Core ML would silently shadow it. Pass prefixes= to prefix a stage's output names "
+                    f"(e.g. prefixes={[None] * i + [labels[i] + '_'] + [None] * (n - i - 1)}) or "
+                    "rename_feature one of them")
                 continue
             table[f.name] = (f.type, i)
     if problems:

@@ -37,8 +37,14 @@ __all__ = ["split_at", "split_pipeline", "split_model", "DEFAULT_SEARCH_PATH"]
 DEFAULT_SEARCH_PATH = ".:$BUNDLE_MAIN"
 
 
-def split_at(spec, blobs, *, inplace: bool = False):
+def split_at(spec, blobs, *, shapes=None, freeze_backbone: bool = False, inplace: bool = False):
     """(backbone, head) of ``spec`` cut at ``blobs`` (a name, "a,b" or a list).
+
+    ``shapes`` ({blob: declared shape}) types cut blobs that shape inference
+    cannot (behind custom layers).  For an updatable model the updatable
+    layers must all lie after the cut (only a pipeline's last stage may be
+    updatable); ``freeze_backbone=True`` instead marks the backbone's layers
+    not updatable (on-device training then updates the head only).
 
     Errors: a blob not in the network (with near matches), a cut at a model
     input, a cut that does not separate the graph (naming a path that
@@ -88,21 +94,27 @@ def split_at(spec, blobs, *, inplace: bool = False):
         raise SpecSurgeryError(
             f"split: cutting at {', '.join(map(repr, cuts))} leaves the head without layers; cut "
             "before the last layer")
+    frozen = []
     if spec.isUpdatable:
-        updatable = [nn.layers[i].name for i in backbone_cl.layers if nn.layers[i].isUpdatable]
-        if updatable:
+        frozen = [nn.layers[i].name for i in sorted(backbone_cl.layers) if nn.layers[i].isUpdatable]
+        if frozen and not freeze_backbone:
             raise UnsupportedError(
-                f"split: updatable layer(s) {', '.join(map(repr, updatable))} would go to the backbone; "
-                "in an updatable pipeline only the last stage may be updatable, so cut after them")
+                f"split: updatable layer(s) {', '.join(map(repr, frozen))} would go to the backbone; "
+                "in an updatable pipeline only the last stage may be updatable: cut after them, or pass "
+                "freeze_backbone=True (--freeze-backbone) so on-device training updates the head only")
 
     # ---- backbone: inputs it reads, the cut blobs as MultiArray outputs
-    cut_feats = typed_features(spec, cuts, role="output")
+    cut_feats = typed_features(spec, cuts, role="output", shapes=shapes)
     for f in cut_feats:
         if f.type.WhichOneof("Type") != "multiArrayType":
             raise UnsupportedError(f"split: blob {f.name!r} is a {S.describe_type(f.type)} model output; "
                                    "only MultiArray blobs can cross a cut")
     bb_inputs = [f for f in desc.input if f.name in backbone_cl.inputs]
     backbone = _nn.sub_network(spec, backbone_cl.layers, bb_inputs, cut_feats, kind="neuralNetwork")
+    if frozen:
+        _freeze(backbone)
+        _nn.note(f"split: froze updatable layer(s) {', '.join(map(repr, frozen))} in the backbone; "
+                 "on-device training now updates the head only")
     _nn.set_min_version(backbone, spec.specificationVersion)
 
     # ---- head: cut blobs it reads + original inputs it reads; original semantics
@@ -117,10 +129,27 @@ def split_at(spec, blobs, *, inplace: bool = False):
     head.description.predictedFeatureName = desc.predictedFeatureName
     head.description.predictedProbabilitiesName = desc.predictedProbabilitiesName
     if spec.isUpdatable:
-        _fix_training_inputs(spec, head)
+        if not any(l.isUpdatable for l in S.nn_of(head).layers):
+            head.isUpdatable = False
+            S.nn_of(head).ClearField("updateParams")
+            del head.description.trainingInput[:]
+            _nn.note("split: no updatable layer is left after the cut, so the head (and the pipeline) "
+                     "is not updatable")
+        else:
+            _fix_training_inputs(spec, head)
     _nn.fit_shape_mapping(head)
     _nn.set_min_version(head, spec.specificationVersion)
     return backbone, head
+
+
+def _freeze(model) -> None:
+    """Mark every layer and weight of ``model`` not updatable."""
+    from ..weights import layer_weights
+
+    for layer in S.nn_of(model).layers:
+        layer.isUpdatable = False
+        for _, wp in layer_weights(layer):
+            wp.isUpdatable = False
 
 
 def _fix_training_inputs(spec, head) -> None:
@@ -171,11 +200,16 @@ def split_pipeline(original, backbone, head, *, names: Sequence[str] = ("backbon
     outputs and their order, descriptions, metadata, updatability)."""
     from .pipeline import make_pipeline
 
-    return make_pipeline([backbone, head], names=list(names), interface=original)
+    pipe = make_pipeline([backbone, head], names=list(names), interface=original)
+    if not head.isUpdatable and pipe.isUpdatable:
+        pipe.isUpdatable = False
+        del pipe.description.trainingInput[:]
+    return pipe
 
 
 def split_model(model, blobs, out_dir, *, name: Optional[str] = None, link: bool = False,
-                search_path: str = DEFAULT_SEARCH_PATH, check_search_path: Optional[str] = None) -> dict:
+                search_path: str = DEFAULT_SEARCH_PATH, check_search_path: Optional[str] = None,
+                shapes=None, freeze_backbone: bool = False) -> dict:
     """Split ``model`` (a path or spec) at ``blobs`` and write
     ``out_dir/<N>Backbone.mlmodel``, ``<N>Head.mlmodel`` and ``<N>.mlmodel``
     (the pipeline; with ``link`` its backbone stage is a stub naming
@@ -190,7 +224,7 @@ def split_model(model, blobs, out_dir, *, name: Optional[str] = None, link: bool
             raise SpecSurgeryError("split_model: give name= when the model is not a file path")
     out = Path(out_dir)
     original = load(model)
-    backbone, head = split_at(original, blobs)
+    backbone, head = split_at(original, blobs, shapes=shapes, freeze_backbone=freeze_backbone)
     pipe = split_pipeline(original, backbone, head)
     if link:
         pipe = link_stage(pipe, "backbone", file_name=f"{name}Backbone.mlmodelc", search_path=search_path)
