@@ -265,9 +265,11 @@ def _check_blobs(spec, package, out):
         return
     if package is None:
         names = sorted({v.blobFileValue.fileName for _, _, _, v in refs})
-        out.error("mlProgram", "mlprogram.blob-no-package",
-                  f"the program reads {len(refs)} blob(s) from {', '.join(names)} but no weight files "
-                  "came with it; load or save it as an .mlpackage")
+        # a bare spec (e.g. pkg.spec): the blobs cannot be checked, which is not
+        # by itself an error (io.save refuses to write such a spec as .mlmodel)
+        out.warning("mlProgram", "mlprogram.blob-no-package",
+                    f"the program reads {len(refs)} blob(s) from {', '.join(names)} but no weight files "
+                    "came with this spec, so they were not checked; check the .mlpackage instead")
         return
     by_file: dict[str, list] = {}
     for ref in refs:
