@@ -26,6 +26,7 @@ def run(args) -> int:
 
     failed = False
     report = []
+    n_failed = 0
     for path in args.models:
         try:
             search_path = args.search_path
@@ -34,6 +35,7 @@ def run(args) -> int:
             findings = check(path, search_path=search_path, bundle=args.bundle)
         except SpecSurgeryError as exc:
             failed = True
+            n_failed += 1
             message = " ".join(str(exc).split())
             if message.startswith(f"{path}: "):  # load errors already name the file
                 message = message[len(path) + 2:]
@@ -46,6 +48,7 @@ def run(args) -> int:
         n_warn = sum(f.severity == "warning" for f in findings)
         bad = n_err > 0 or (args.warnings_as_errors and n_warn > 0)
         failed = failed or bad
+        n_failed += bool(bad)
         if args.json:
             report.append({"model": path, "ok": not bad, "errors": n_err, "warnings": n_warn,
                            "findings": [f.to_json() for f in findings]})
@@ -60,4 +63,6 @@ def run(args) -> int:
                   f"{n_warn} warning{'s' * (n_warn != 1)})")
     if args.json:
         print_json({"ok": not failed, "models": report})
+    elif len(args.models) > 1 and not args.quiet:
+        print(f"{len(args.models)} models checked: {len(args.models) - n_failed} ok, {n_failed} failed")
     return 1 if failed else 0
