@@ -31,10 +31,17 @@ def configure(parser) -> None:
 
 def run(args) -> int:
     from ..ops.dedupe import dedupe_files
+    from ._common import Progress
 
-    report = dedupe_files(args.models, args.output, backbone_name=args.backbone_name,
-                          search_path=args.search_path, min_share=args.min_share,
-                          allow_fp16_match=args.allow_fp16_match, dry_run=args.dry_run)
+    # read + hash each model, rewrite each member, write the set
+    bar = Progress(2 * len(args.models) + 1, "dedupe")
+    try:
+        report = dedupe_files(args.models, args.output, backbone_name=args.backbone_name,
+                              search_path=args.search_path, min_share=args.min_share,
+                              allow_fp16_match=args.allow_fp16_match, dry_run=args.dry_run,
+                              progress=bar.step)
+    finally:
+        bar.close()
     if args.json:
         print_json({k: v for k, v in report.items() if k != "table"})
         return 0

@@ -676,7 +676,7 @@ def _normalise_inputs(models) -> list[tuple[str, object, str]]:
 
 def plan_dedupe(models, *, backbone_name: str = "Backbone", min_share: float = 0.2,
                 allow_fp16_match: bool = False, search_path: str = DEFAULT_SEARCH_PATH,
-                _loaded: Optional[dict] = None) -> DedupePlan:
+                progress=None, _loaded: Optional[dict] = None) -> DedupePlan:
     """Decide which models share which backbone and where each is cut (no output built)."""
     if not 0.0 <= min_share <= 1.0:
         raise SpecSurgeryError(f"min_share {min_share} is outside 0..1 (it is a share of a model's weight bytes)")
@@ -693,6 +693,8 @@ def plan_dedupe(models, *, backbone_name: str = "Backbone", min_share: float = 0
     loaded = {} if _loaded is None else _loaded
     plans, canons = [], []
     for name, source, label in items:
+        if progress is not None:
+            progress(f"read {name}")
         model = io.load(source)
         loaded[name] = model
         spec, pkg = io.split_model(model)
@@ -804,7 +806,7 @@ def _build_member(group: BackboneGroup, member: str, spec, stub, split_at, make_
     return new
 
 
-def _build(plan: DedupePlan, loaded: dict, search_path: str) -> tuple[dict, dict]:
+def _build(plan: DedupePlan, loaded: dict, search_path: str, progress=None) -> tuple[dict, dict]:
     split_at, make_pipeline, make_linked_stub, rename_feature = _ops()
     backbones, outputs = {}, {}
     for group in plan.groups:
@@ -813,6 +815,8 @@ def _build(plan: DedupePlan, loaded: dict, search_path: str) -> tuple[dict, dict
         backbones[group.name] = backbone
         stub = make_linked_stub(backbone, file_name=f"{group.name}.mlmodelc", search_path=search_path)
         for member in group.members:
+            if progress is not None:
+                progress(f"rewrite {member}")
             outputs[member] = _build_member(group, member, io.load_spec(loaded[member]), stub,
                                             split_at, make_pipeline, rename_feature)
     for p in plan.models:
@@ -850,6 +854,19 @@ def _mlprogram_module():
     return dedupe_mlprogram
 
 
+def _call_accepting(fn, *args, **kwargs):
+    """Call ``fn`` with the keyword arguments it declares (the ML Program dedupe may take fewer)."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return fn(*args, **kwargs)
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return fn(*args, **kwargs)
+    return fn(*args, **{k: v for k, v in kwargs.items() if k in params})
+
+
 def _route(models) -> Optional[str]:
     """'mlprogram' when every input is an ML Program, None when none is; mixed is an error."""
     sources = list(models.values()) if isinstance(models, dict) else list(models)
@@ -865,7 +882,8 @@ def _route(models) -> Optional[str]:
 
 
 def dedupe(models, *, backbone_name: str = "Backbone", search_path: str = DEFAULT_SEARCH_PATH,
-           min_share: float = 0.2, allow_fp16_match: bool = False, build: bool = True) -> DedupeResult:
+           min_share: float = 0.2, allow_fp16_match: bool = False, build: bool = True,
+           progress=None) -> DedupeResult:
     """Plan the shared backbones of ``models`` and build the rewritten specs.
 
     ``models`` is a list of model-likes (paths name the outputs after their
@@ -874,15 +892,16 @@ def dedupe(models, *, backbone_name: str = "Backbone", search_path: str = DEFAUL
     (``result.backbones`` and ``result.models`` empty).  Nothing is written.
     """
     if _route(models) == "mlprogram":
-        return _mlprogram_module().dedupe(models, backbone_name=backbone_name, search_path=search_path,
-                                          min_share=min_share, allow_fp16_match=allow_fp16_match)
+        return _call_accepting(_mlprogram_module().dedupe, models, backbone_name=backbone_name,
+                               search_path=search_path, min_share=min_share, allow_fp16_match=allow_fp16_match)
     t0 = time.perf_counter()
     loaded: dict = {}
     plan = plan_dedupe(models, backbone_name=backbone_name, min_share=min_share,
-                       allow_fp16_match=allow_fp16_match, search_path=search_path, _loaded=loaded)
+                       allow_fp16_match=allow_fp16_match, search_path=search_path, progress=progress,
+                       _loaded=loaded)
     backbones, outputs = ({}, {})
     if build and plan.shares_anything:
-        backbones, outputs = _build(plan, loaded, search_path)
+        backbones, outputs = _build(plan, loaded, search_path, progress)
     formats = {}
     items = list(models.items()) if isinstance(models, dict) else [(p.name, m) for p, m in zip(plan.models, models)]
     for name, source in items:
@@ -939,7 +958,8 @@ def _write_set(result: DedupeResult, sources: dict, out_dir: Path, search_path: 
 
 
 def dedupe_files(paths, out_dir, *, backbone_name: str = "Backbone", search_path: str = DEFAULT_SEARCH_PATH,
-                 min_share: float = 0.2, allow_fp16_match: bool = False, dry_run: bool = False) -> dict:
+                 min_share: float = 0.2, allow_fp16_match: bool = False, dry_run: bool = False,
+                 progress=None) -> dict:
     """Dedupe model files into ``out_dir``; returns the report (a dict).
 
     Writes ``<backbone_name>.mlmodel`` (and ``<backbone_name>2``... when several
@@ -949,16 +969,16 @@ def dedupe_files(paths, out_dir, *, backbone_name: str = "Backbone", search_path
     """
     paths = [Path(p) for p in paths]
     if _route(paths) == "mlprogram":
-        return _mlprogram_module().dedupe_files(paths, out_dir, backbone_name=backbone_name,
-                                                search_path=search_path, min_share=min_share,
-                                                allow_fp16_match=allow_fp16_match, dry_run=dry_run)
+        return _call_accepting(_mlprogram_module().dedupe_files, paths, out_dir, backbone_name=backbone_name,
+                               search_path=search_path, min_share=min_share,
+                               allow_fp16_match=allow_fp16_match, dry_run=dry_run, progress=progress)
     out_dir = Path(out_dir)
     for p in paths:
         if out_dir.resolve() == p.resolve().parent and not dry_run:
             raise SpecSurgeryError(f"output folder {out_dir} holds the input {p.name}; choose another -o folder "
                                    "(the rewritten model keeps the input's name)")
     result = dedupe(paths, backbone_name=backbone_name, search_path=search_path, min_share=min_share,
-                    allow_fp16_match=allow_fp16_match, build=not dry_run)
+                    allow_fp16_match=allow_fp16_match, build=not dry_run, progress=progress)
     report = result.to_json()
     report["dry_run"] = dry_run
     report["out_dir"] = str(out_dir)
@@ -966,6 +986,8 @@ def dedupe_files(paths, out_dir, *, backbone_name: str = "Backbone", search_path
     if dry_run or not result.plan.shares_anything:
         return report | {"table": result.plan.table()}
     sources = {p.name: path for p, path in zip(result.plan.models, paths)}
+    if progress is not None:
+        progress(f"write {out_dir}")
     written = _write_set(result, sources, out_dir, search_path)
     report["written"] = [str(p) for p in written]
     report["table"] = result.plan.table()

@@ -532,3 +532,15 @@ def test_cli_nothing_shared_exit_0(tmp_path, capsys):
     assert main(["dedupe", *map(str, paths), "-o", str(tmp_path / "out")]) == 0
     assert "share nothing" in capsys.readouterr().out
     assert not (tmp_path / "out").exists()
+
+
+def test_greedy_grouping_beyond_the_exact_limit(monkeypatch):
+    from specsurgery.ops import dedupe as mod
+
+    models = {"a": classifier(), "b": regressor(), "c": segmenter(seeds=(30, 31, 32), stage2_seed=33),
+              "d": embedder(seeds=(30, 31, 32), stage2_seed=33), "e": segmenter(seeds=(50, 51, 52))}
+    exact = plan_dedupe(models)
+    monkeypatch.setattr(mod, "EXACT_LIMIT", 2)
+    greedy = plan_dedupe(models)
+    assert sorted(sorted(g.members) for g in greedy.groups) == sorted(sorted(g.members) for g in exact.groups) \
+        == [["a", "b"], ["c", "d"]]
