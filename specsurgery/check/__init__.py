@@ -102,9 +102,16 @@ def _check_model(spec, path: str, ctx: _Context, sink: list) -> None:
     version = spec.specificationVersion
     _check_version(spec, kind, version, out)
     if kind is None:
-        out.error("", "model.no-type",
-                  "no model type set (the Type oneof is empty, or uses a type number these tools do "
-                  "not know); set neuralNetwork, pipeline, mlProgram, ...")
+        unknown = _unknown_fields(spec)
+        if unknown:
+            out.error("", "model.no-type",
+                      "no known model type: the model carries field number(s) "
+                      + ", ".join(str(n) for n in unknown) + " that this Core ML format version does "
+                      "not know (a newer or pre-release model type); convert it with matching tools")
+        else:
+            out.error("", "model.no-type",
+                      "no model type set (the Type oneof is empty); set neuralNetwork, pipeline, "
+                      "mlProgram, ...")
     if spec.isUpdatable and kind not in UPDATABLE_TYPES and kind != "linkedModel":
         out.error("", "model.updatable-type",
                   f"{kind} models cannot be updatable; only neural networks, kNN classifiers and "
@@ -153,6 +160,16 @@ def _check_model(spec, path: str, ctx: _Context, sink: list) -> None:
         pipe = pipeline_of(spec)
         for name, stage in zip(stage_names(pipe), pipe.models):
             _check_model(stage, join(path, name), ctx, sink)
+
+
+def _unknown_fields(spec) -> list[int]:
+    """Top-level field numbers the protobuf classes do not know (sorted)."""
+    try:
+        from google.protobuf import unknown_fields
+
+        return sorted({f.field_number for f in unknown_fields.UnknownFieldSet(spec)})
+    except Exception:  # older protobuf without the module: just say "no type"
+        return []
 
 
 def _check_version(spec, kind, version: int, out: Findings) -> None:

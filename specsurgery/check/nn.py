@@ -581,7 +581,20 @@ def check_updatable(spec, nn, out: Findings) -> None:
                       f"{opt} lacks {', '.join(missing)}")
     if not up.HasField("epochs"):
         out.error("updateParams", "nn.update-epochs", "an updatable network needs updateParams.epochs")
+    produced = {b for l in layers for b in l.output}
     training = {f.name for f in spec.description.trainingInput}
+    for loss in up.lossLayers:
+        which = loss.WhichOneof("LossLayerType")
+        if which is None:
+            continue
+        params = getattr(loss, which)
+        if params.input and params.input not in produced:
+            out.error("updateParams", "nn.update-loss",
+                      f"loss layer '{loss.name}' reads '{params.input}', which no layer produces")
+        if training and params.target and params.target not in training:
+            out.error("trainingInput", "nn.training-input",
+                      f"loss target '{params.target}' of loss layer '{loss.name}' is not a training "
+                      "input; add it to description.trainingInput")
     if not training:
         out.error("trainingInput", "nn.training-input",
                   "an updatable model needs description.trainingInput (an input plus the loss target)")

@@ -317,6 +317,12 @@ def test_updatable_network_complete_passes():
     assert not errors(spec), [str(f) for f in check(spec)]
     layer.innerProduct.weights.isUpdatable = False
     assert "weights.updatable" in errors(spec)
+    layer.innerProduct.weights.isUpdatable = True
+    loss.categoricalCrossEntropyLossLayer.target = "truth"
+    assert "nn.training-input" in errors(spec)
+    loss.categoricalCrossEntropyLossLayer.target = "classLabel"
+    loss.categoricalCrossEntropyLossLayer.input = "logitz"
+    assert "nn.update-loss" in errors(spec)
 
 
 def test_package_manifest_and_missing_weight_file(corpus, tmp_path):
@@ -332,3 +338,13 @@ def test_package_manifest_and_missing_weight_file(corpus, tmp_path):
     manifest = dst / "Manifest.json"
     manifest.write_text(manifest.read_text().replace('"1.0.0"', '"2.0.0"'))
     assert "package.manifest-version" in errors(load(dst))
+
+
+def test_unknown_model_type_number_is_named():
+    spec = b.tiny_nn()
+    spec.ClearField("neuralNetwork")
+    raw = spec.SerializeToString() + bytes([0x82, 0xFA, 0x01, 0x00])  # field 4000, empty bytes
+    parsed = Model_pb2.Model()
+    parsed.ParseFromString(raw)
+    [f] = [f for f in check(parsed) if f.rule == "model.no-type"]
+    assert "4000" in f.message
