@@ -254,7 +254,10 @@ class _Canon:
         return sum(self.layer_bytes[i] for i in layer_ids)
 
     def children(self) -> dict:
+        if getattr(self, "_children", None) is not None:
+            return self._children
         out: dict[str, set] = {}
+        self._children = out
         for lid, inputs in self.layer_inputs.items():
             for bid in inputs:
                 prod = self.producer.get(bid)
