@@ -107,13 +107,51 @@ def private_tempdir():
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def quiet_coremltools(enabled: bool = True):
+    """Silence coremltools' progress bars and info/warning logs for one conversion.
+
+    coremltools prints a tqdm bar per conversion stage and logs notes such as
+    "Tuple detected at graph output"; the CLI and the examples print their own
+    summary instead.  The bars are module-level ``tqdm`` names, swapped for a
+    disabled one and put back on exit; errors still propagate.
+    """
+    if not enabled:
+        yield
+        return
+    import functools
+    import importlib
+    import logging
+
+    patched = []
+    for mod_name, attr in (("coremltools.converters.mil.frontend.torch.ops", "_tqdm"),
+                           ("coremltools.converters.mil.mil.passes.pass_pipeline", "tqdm"),
+                           ("coremltools.converters.mil.backend.nn.op_mapping", "_tqdm")):
+        try:
+            mod = importlib.import_module(mod_name)
+            original = getattr(mod, attr)
+        except (ImportError, AttributeError):
+            continue
+        setattr(mod, attr, functools.partial(original, disable=True))
+        patched.append((mod, attr, original))
+    logger = logging.getLogger("coremltools")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        for mod, attr, original in patched:
+            setattr(mod, attr, original)
+
+
 # --------------------------------------------------------------------------- main entry
 
 def from_torch(module, example_inputs, *, image_input=None, mean=None, std=None,
                color_layout: str = "RGB", inputs=None, output_names=None, class_labels=None,
                backend: str = "neuralnetwork", minimum_deployment_target=None,
                script: bool = False, metadata: Optional[Mapping] = None, save_to=None,
-               flexible: Optional[Mapping] = None, check: bool = True):
+               flexible: Optional[Mapping] = None, check: bool = True, quiet: bool = True):
     """Convert a PyTorch module (or ``torch.export`` program) to Core ML.
 
     Parameters
@@ -145,6 +183,7 @@ def from_torch(module, example_inputs, *, image_input=None, mean=None, std=None,
         :class:`Range`, or an :class:`Enumerated` (or coremltools' Shape /
         EnumeratedShapes).
     check: run the offline validator on the result (default True).
+    quiet: hide coremltools' progress bars and notes (errors still show).
     """
     if backend not in BACKENDS:
         raise ConvertError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
@@ -181,7 +220,7 @@ def from_torch(module, example_inputs, *, image_input=None, mean=None, std=None,
         if labels is not None:
             _check_labels(labels, out_names, eager if not exported else None)
         mlmodel = _run_coremltools(source, names, examples, image_specs, flexible, out_names,
-                                   labels, backend, minimum_deployment_target)
+                                   labels, backend, minimum_deployment_target, quiet)
     _apply_metadata(mlmodel, metadata, labels)
 
     from .. import io as ssio
@@ -483,6 +522,8 @@ def _wrapper_class():
             for i in self.scaled:
                 args[i] = args[i] * getattr(self, f"channel_scale_{i}")
             out = self.inner(*args)
+            if len(self.paths) == 1:  # one tensor: no tuple, so no "tuple output" note
+                return _get(out, self.paths[0])
             return tuple(_get(out, p) for p in self.paths)
 
     return _Wrapper
@@ -506,20 +547,23 @@ _DATA_DEPENDENT = re.compile(r"Converting a tensor to a Python (boolean|index|in
                              r"might cause the trace to be incorrect", re.I)
 
 
-def _probe_inputs(examples):
+def _probe_inputs(examples, seed: int):
     """Inputs of the same shapes and dtypes as the examples but other values."""
     import torch
 
-    gen = torch.Generator().manual_seed(1234)
+    gen = torch.Generator().manual_seed(1234 + seed)
     probes = []
     for x in examples:
         if x.dtype.is_floating_point:
-            probes.append(-3.0 * x - 1.0 + 0.1 * torch.randn(x.shape, generator=gen, dtype=x.dtype))
+            sign = -1.0 if seed % 2 == 0 else 1.0
+            noise = torch.randn(x.shape, generator=gen, dtype=x.dtype)
+            probes.append(sign * (3.0 * x + 1.0) + 0.5 * noise)
         elif x.dtype == torch.bool:
-            probes.append(~x)
+            probes.append(~x if seed == 0 else torch.rand(x.shape, generator=gen) > 0.5)
         else:
+            lo = int(x.min()) if x.numel() else 0
             hi = int(x.max()) + 1 if x.numel() else 1
-            probes.append(torch.randint(0, max(hi, 2), x.shape, generator=gen, dtype=x.dtype))
+            probes.append(torch.randint(min(lo, 0), max(hi, 2), x.shape, generator=gen, dtype=x.dtype))
     return tuple(probes)
 
 
@@ -574,23 +618,35 @@ def _trace_or_script(wrapped, module, examples, script: bool):
                 "follow Python control flow that depends on tensor values (if/while on a tensor, "
                 "loops whose length is a tensor). Use script=True for such a module, or make "
                 "forward take and return tensors only") from exc
-    suspicious = [str(w.message) for w in caught if _DATA_DEPENDENT.search(str(w.message))]
+    suspicious = [w for w in caught if _DATA_DEPENDENT.search(str(w.message))]
     if suspicious:
         # The trace turned a tensor into a Python value (an if, a loop count).
-        # That is fine when it only depends on shapes; check on other values.
-        probes = _probe_inputs(examples)
-        with torch.no_grad():
-            try:
-                expected = wrapped(*probes)
-                got = traced(*probes)
-            except Exception:
-                expected, got = None, ()
-        if not _same(expected, got):
-            raise ConvertError(
-                f"tracing {name} recorded data-dependent control flow: forward turns a tensor "
-                f"into a Python value ({suspicious[0].split('.')[0]}), so the trace baked in the "
-                "branch or loop count of the example inputs and gives wrong results for other "
-                "inputs. Use script=True (TorchScript keeps if/while/for as control flow)")
+        # That is fine when it only depends on shapes: compare the trace with
+        # eager forward on inputs of the same shapes but other values.
+        first = suspicious[0]
+        where = f"{first.filename}:{first.lineno}"
+        what = str(first.message).split(".")[0]
+        for seed in range(4):
+            probes = _probe_inputs(examples, seed)
+            with torch.no_grad():
+                try:
+                    expected = wrapped(*probes)
+                except Exception:
+                    continue  # the eager module cannot run on these values: no evidence
+                try:
+                    got = traced(*probes)
+                except Exception:
+                    got = None
+            if not _same(expected, got):
+                raise ConvertError(
+                    f"tracing {name} recorded data-dependent control flow: forward turns a tensor "
+                    f"into a Python value ({what}, at {where}), so the trace baked in the branch or "
+                    "loop count of the example inputs and gives wrong results for other inputs. "
+                    "Use script=True (TorchScript keeps if/while/for as control flow)")
+        warnings.warn(
+            f"tracing {name}: {what} at {where}. The trace agreed with forward on other input "
+            "values, so this looks shape-dependent only; if the branch or loop count depends on "
+            "tensor values, convert with script=True", ConvertWarning, stacklevel=4)
     return traced
 
 
@@ -712,7 +768,7 @@ def _shape_for(ct, name, example_shape, flexible):
 
 
 def _run_coremltools(source, names, examples, image_specs, flexible, out_names, labels, backend,
-                     minimum_deployment_target):
+                     minimum_deployment_target, quiet=True):
     import numpy as np
     import torch
 
@@ -749,7 +805,7 @@ def _run_coremltools(source, names, examples, image_specs, flexible, out_names, 
         if backend == "mlprogram":
             kwargs["compute_precision"] = ct.precision.FLOAT32
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), quiet_coremltools(quiet):
                 warnings.filterwarnings("ignore", module="coremltools")
                 warnings.filterwarnings("ignore", category=DeprecationWarning)
                 mlmodel = ct.convert(source, **kwargs)
