@@ -125,7 +125,7 @@ def _check_model(spec, path: str, ctx: _Context, sink: list) -> None:
 
         nn = getattr(spec, kind)
         check_graph(spec, kind, nn, out)
-        check_weights(nn, out)
+        check_weights(nn, out, spec)
         check_updatable(spec, nn, out)
     if kind in CLASSIFIERS:
         from .classifier import check_classifier

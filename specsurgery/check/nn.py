@@ -455,7 +455,23 @@ def _expected(layer, kind):
     return {}
 
 
-def check_weights(nn, out: Findings) -> None:
+def _input_channels(spec) -> dict:
+    """Channel count of fixed-shape model inputs: images by colour space,
+    multiarrays of rank >= 3 by their C axis (third from the end)."""
+    out = {}
+    for f in spec.description.input:
+        t = f.type.WhichOneof("Type")
+        if t == "imageType":
+            out[f.name] = 1 if f.type.imageType.colorSpace in (10, 40) else 3
+        elif t == "multiArrayType":
+            arr = f.type.multiArrayType
+            if arr.WhichOneof("ShapeFlexibility") is None and len(arr.shape) >= 3:
+                out[f.name] = int(arr.shape[-3])
+    return out
+
+
+def check_weights(nn, out: Findings, spec=None) -> None:
+    channels = _input_channels(spec) if spec is not None else {}
     for index, layer in enumerate(_all_layers(nn)):
         kind = layer.WhichOneof("layer")
         if kind is None:
@@ -475,6 +491,14 @@ def check_weights(nn, out: Findings) -> None:
                 out.error(where, "nn.conv-groups",
                           f"convolution '{name}': outputChannels {params.outputChannels} is not "
                           f"divisible by nGroups {params.nGroups}")
+            src = layer.input[0] if len(layer.input) else None
+            if src in channels and not params.isDeconvolution and len(layer.input) == 1:
+                c, groups = channels[src], params.nGroups or 1
+                if params.kernelChannels * groups != c:
+                    out.error(where, "nn.conv-channels",
+                              f"convolution '{name}' reads model input '{src}' with {c} channels but "
+                              f"kernelChannels {params.kernelChannels} x nGroups {groups} = "
+                              f"{params.kernelChannels * groups}; make kernelChannels {c // groups}")
         if kind == "custom" and not params.className:
             out.error(where, "nn.custom-no-class",
                       f"custom layer '{name}' has no className; name the Swift/Objective-C class "

@@ -348,3 +348,13 @@ def test_unknown_model_type_number_is_named():
     parsed.ParseFromString(raw)
     [f] = [f for f in check(parsed) if f.rule == "model.no-type"]
     assert "4000" in f.message
+
+
+def test_conv_channels_against_model_input():
+    assert not errors(b.tiny_conv(c_in=4, groups=2))
+    spec = b.tiny_conv(c_in=3)
+    spec.description.input[0].type.multiArrayType.shape[0] = 5
+    assert "nn.conv-channels" in errors(spec)
+    gray = b.tiny_conv(c_in=3, image=True)
+    gray.description.input[0].type.imageType.colorSpace = 10
+    assert "nn.conv-channels" in errors(gray)
