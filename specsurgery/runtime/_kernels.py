@@ -74,20 +74,30 @@ def conv2d(x: np.ndarray, w: np.ndarray, bias, stride, dilation, pads, groups: i
         og = o // groups
         cg = c // groups
         wm = w.reshape(o, kc * kh * kw)
+        pointwise = kh == 1 and kw == 1 and sh == 1 and sw == 1
+        # im2col in bands of output rows so the column buffer stays below ~32 MiB
+        band = max(1, min(ho, (8 << 20) // max(1, cg * kh * kw * wo)))
         for b in range(n):
             for g in range(groups):
                 src = xp[b, g * cg: (g + 1) * cg]
-                if kh == 1 and kw == 1 and sh == 1 and sw == 1:
-                    cols = src.reshape(cg, ho * wo)
-                else:
-                    cols = np.empty((cg, kh, kw, ho, wo), dtype=np.float32)
+                dst = out[b, g * og: (g + 1) * og]
+                wg = wm[g * og: (g + 1) * og]
+                if pointwise:
+                    np.matmul(wg, src.reshape(cg, ho * wo), out=dst.reshape(og, ho * wo))
+                    continue
+                for r0 in range(0, ho, band):
+                    r1 = min(ho, r0 + band)
+                    nr = r1 - r0
+                    cols = np.empty((cg, kh, kw, nr, wo), dtype=np.float32)
                     for i in range(kh):
+                        top = i * dh + r0 * sh
                         for j in range(kw):
-                            cols[:, i, j] = src[:, i * dh: i * dh + sh * (ho - 1) + 1: sh,
+                            cols[:, i, j] = src[:, top: top + sh * (nr - 1) + 1: sh,
                                                 j * dw: j * dw + sw * (wo - 1) + 1: sw]
-                    cols = cols.reshape(cg * kh * kw, ho * wo)
-                np.matmul(wm[g * og: (g + 1) * og], cols,
-                          out=out[b, g * og: (g + 1) * og].reshape(og, ho * wo))
+                    if nr == ho:
+                        np.matmul(wg, cols.reshape(cg * kh * kw, nr * wo), out=dst.reshape(og, ho * wo))
+                    else:
+                        dst[:, r0:r1] = (wg @ cols.reshape(cg * kh * kw, nr * wo)).reshape(og, nr, wo)
     if bias is not None:
         out += bias.reshape(1, -1, 1, 1)
     return out

@@ -92,7 +92,7 @@ def _image_rank5(nn_msg) -> bool:
 
 # --------------------------------------------------------------------------- inputs
 
-def _load_image(value, ft, name):
+def _load_image(value, ft, name, strict=True):
     """PIL image, path or uint8 array -> float32 [C, H, W] in the model's channel order."""
     img_t = ft.imageType
     gray = img_t.colorSpace in GRAY_SPACES
@@ -130,7 +130,7 @@ def _load_image(value, ft, name):
         if img_t.colorSpace == BGR:
             planes = planes[::-1]
     h, w = planes.shape[1:]
-    if not _spec.is_flexible(ft) and (img_t.height, img_t.width) != (0, 0) \
+    if strict and not _spec.is_flexible(ft) and (img_t.height, img_t.width) != (0, 0) \
             and (h, w) != (img_t.height, img_t.width):
         raise SpecSurgeryError(f"input {name!r}: image is {w}x{h}, the model takes "
                                f"{img_t.width}x{img_t.height} (width x height); resize it first")
@@ -160,13 +160,20 @@ def _preprocess(nn_msg, name, planes, colorspace):
     return planes.astype(np.float32)
 
 
-def _array_input(value, ft, name, rank5):
+def _array_input(value, ft, name, rank5, strict=True):
     arr = np.asarray(value)
     if arr.dtype == object:
         raise SpecSurgeryError(f"input {name!r}: expected a numeric array")
     arr = arr.astype(np.float32)
     shape = _spec.feature_shape(ft)
-    if shape and not _spec.is_flexible(ft) and tuple(arr.shape) != tuple(shape):
+    if rank5 and arr.ndim == 5 and shape and len(shape) in (1, 3):
+        # legacy networks may be fed [Seq, Batch, C, H, W] directly
+        tail = tuple(shape) + (1, 1) if len(shape) == 1 else tuple(shape)
+        if tuple(arr.shape[2:]) == tail or not strict:
+            return arr
+    if not strict:
+        pass
+    elif shape and not _spec.is_flexible(ft) and tuple(arr.shape) != tuple(shape):
         if arr.size == int(np.prod(shape)):
             arr = arr.reshape(shape)
         else:
@@ -184,7 +191,7 @@ def _array_input(value, ft, name, rank5):
     return arr
 
 
-def feed(spec, nn_msg, inputs: Mapping) -> dict:
+def feed(spec, nn_msg, inputs: Mapping, strict: bool = True) -> dict:
     """Model inputs -> blobs as the network holds them."""
     blobs = {}
     described = {f.name: f for f in spec.description.input}
@@ -199,11 +206,11 @@ def feed(spec, nn_msg, inputs: Mapping) -> dict:
         value = inputs[name]
         kind = f.type.WhichOneof("Type")
         if kind == "imageType":
-            planes = _load_image(value, f.type, name)
+            planes = _load_image(value, f.type, name, strict)
             planes = _preprocess(nn_msg, name, planes, f.type.imageType.colorSpace)
             blobs[name] = planes.reshape(((1, 1) if _image_rank5(nn_msg) else (1,)) + planes.shape)
         elif kind == "multiArrayType":
-            blobs[name] = _array_input(value, f.type, name, rank5)
+            blobs[name] = _array_input(value, f.type, name, rank5, strict)
         elif kind in ("int64Type", "doubleType"):
             blobs[name] = np.asarray(value, np.float32).reshape(1)
         else:
@@ -289,26 +296,32 @@ def collect(spec, nn_msg, blobs, net) -> dict:
 
 def predict(model, inputs: Mapping, *, search_path: Optional[str] = None, bundle=None,
             bundle_ids: Optional[Mapping] = None, function: Optional[str] = None,
-            base_dir=None) -> dict:
+            base_dir=None, strict: bool = True) -> dict:
     """Run ``model`` on ``inputs`` and return its outputs by feature name.
 
     ``model``: a path (its folder is ``.`` for linked stubs), a spec, an
     MLPackage or a coremltools MLModel.  Multiarray outputs are numpy arrays,
     a classifier's label a str/int and its probabilities a ``{label: p}`` dict.
+    ``strict=False`` accepts input shapes other than the declared ones (e.g. a
+    small image for a fully convolutional model); Core ML itself would refuse.
     """
     src = Source(model, base_dir)
     bundle = Path(bundle) if bundle is not None else src.base_dir
     return _run(src.spec, src.package, dict(inputs), src.base_dir, search_path, bundle,
-                bundle_ids or {}, function, where="")
+                bundle_ids or {}, function, where="", strict=strict)
 
 
-def _run(spec, package, inputs, base_dir, search_path, bundle, bundle_ids, function, where):
+def _run(spec, package, inputs, base_dir, search_path, bundle, bundle_ids, function, where,
+         strict=True):
     kind = _spec.model_type(spec)
     if kind in _spec.NN_TYPES:
         nn_msg = _spec.nn_of(spec)
         net = compiled(spec)
-        blobs = feed(spec, nn_msg, inputs)
-        net.run(blobs)
+        blobs = feed(spec, nn_msg, inputs, strict)
+        keep = {f.name for f in spec.description.output}
+        if _spec.model_type(spec) == "neuralNetworkClassifier" and len(nn_msg.layers):
+            keep.add(nn_msg.labelProbabilityLayerName or nn_msg.layers[len(nn_msg.layers) - 1].output[0])
+        net.run(blobs, keep=keep)
         return collect(spec, nn_msg, blobs, net)
     if kind in _spec.PIPELINE_TYPES:
         pipe = _spec.pipeline_of(spec)
@@ -323,7 +336,7 @@ def _run(spec, package, inputs, base_dir, search_path, bundle, bundle_ids, funct
                 raise NotFoundError(missing_message("feature", missing, list(table),
                                                     f"the features available to stage {sub_where!r}"))
             res = _run(stage, package, stage_inputs, base_dir, search_path, bundle, bundle_ids,
-                       None, sub_where + "/")
+                       None, sub_where + "/", strict)
             table.update(res)
         outs = {}
         for f in spec.description.output:
@@ -338,7 +351,7 @@ def _run(spec, package, inputs, base_dir, search_path, bundle, bundle_ids, funct
                                 bundle_ids=bundle_ids, where=f"linked model {where.rstrip('/') or '(top)'}")
         src = Source(str(target))
         res = _run(src.spec, src.package, inputs, src.base_dir, None, bundle, bundle_ids, function,
-                   where)
+                   where, strict)
         return {f.name: res[f.name] for f in spec.description.output if f.name in res} or res
     if kind == "mlProgram":
         try:

@@ -135,11 +135,22 @@ class Net:
                     "does not support (see docs/runtime.md for the supported kinds)")
             self.steps.append((layer.name, kind, fn, getattr(layer, kind), tuple(layer.input),
                                tuple(layer.output)))
+        # blob liveness (top-level networks without control flow only): after the
+        # step that reads a blob last, the blob can be dropped to bound memory
+        self.last_use: dict[str, int] = {}
+        if root is None and not any(k in _NEEDS_BLOBS for _, k, *_ in self.steps):
+            for i, step in enumerate(self.steps):
+                for b in step[4]:
+                    self.last_use[b] = i
 
-    def run(self, blobs: dict, shape_only: bool = False, trace: Optional[Callable] = None) -> dict:
+    def run(self, blobs: dict, shape_only: bool = False, trace: Optional[Callable] = None,
+            keep: Optional[set] = None) -> dict:
+        """Run every layer, updating ``blobs``.  With ``keep`` given, blobs not in
+        ``keep`` are dropped after their last reader (saves memory on big inputs)."""
         ctx = Ctx(self)
         ctx.shape_only = shape_only
-        for name, kind, fn, params, ins, outs in self.steps:
+        free = keep is not None and bool(self.last_use)
+        for step_i, (name, kind, fn, params, ins, outs) in enumerate(self.steps):
             ctx.name, ctx.kind = name, kind
             try:
                 args = [blobs[i] for i in ins]
@@ -167,6 +178,10 @@ class Net:
                 blobs[o] = v
                 if trace is not None:
                     trace(o, v)
+            if free:
+                for b in ins:
+                    if self.last_use.get(b) == step_i and b not in keep:
+                        blobs.pop(b, None)
         return blobs
 
 
