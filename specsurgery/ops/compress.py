@@ -915,6 +915,8 @@ def _compress_mlprogram(pkg, opts, selector, report):
             continue
         op_names[op] = True
     selector.check_all_used(known)
+    if not any(op_names.values()):
+        _explain_nothing_done(report)
 
     ct = _proto_coremltools()
     cto = ct.optimize.coreml
@@ -1070,6 +1072,52 @@ def dequantize(model, *, inplace: bool = False):
     return out
 
 
+def verify_outputs(original, compressed, report: Optional[CompressReport] = None, *, seed: int = 0,
+                   samples: int = 1, search_path=None) -> dict:
+    """SNR in dB of each output of ``compressed`` against ``original`` on seeded
+    random inputs, run through the reference runtime (``inf``: identical).
+    Non-numeric outputs (labels) count as exact when equal, else -inf."""
+    from ..runtime import predict, random_inputs
+
+    signal: dict = {}
+    noise: dict = {}
+    for i in range(samples):
+        inputs = random_inputs(original, seed=seed + i)
+        a = predict(original, inputs, search_path=search_path)
+        b = predict(compressed, inputs, search_path=search_path)
+        for name, va in a.items():
+            vb = b.get(name)
+            if isinstance(va, dict) and isinstance(vb, dict) and va.keys() == vb.keys():
+                keys = sorted(va, key=str)    # class probabilities: compare as a vector
+                va = np.array([float(va[k]) for k in keys])
+                vb = np.array([float(vb[k]) for k in keys])
+            if isinstance(va, dict) or isinstance(va, str) or not isinstance(va, np.ndarray) \
+                    or not np.issubdtype(np.asarray(va).dtype, np.number):
+                same = _same_value(va, vb)
+                signal.setdefault(name, 1.0)
+                noise[name] = noise.get(name, 0.0) + (0.0 if same else math.inf)
+                continue
+            va64 = np.asarray(va, dtype=np.float64).reshape(-1)
+            vb64 = np.asarray(vb, dtype=np.float64).reshape(-1)
+            signal[name] = signal.get(name, 0.0) + float(va64 @ va64)
+            d = va64 - vb64
+            noise[name] = noise.get(name, 0.0) + float(d @ d)
+    out = {}
+    for name in signal:
+        n = noise[name]
+        out[name] = (math.inf if n == 0 else -math.inf if math.isinf(n) or signal[name] == 0
+                     else 10.0 * math.log10(signal[name] / n))
+    if report is not None:
+        report.outputs.update(out)
+    return out
+
+
+def _same_value(a, b) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(abs(float(a[k]) - float(b[k])) < 1e-6 for k in a)
+    return a == b
+
+
 def compress_file(source, output, **kwargs):
     """Path-level wrapper: load ``source``, compress, check and save to ``output``."""
     result, report = compress(source, return_report=True, **kwargs)
@@ -1077,5 +1125,5 @@ def compress_file(source, output, **kwargs):
     return report
 
 
-__all__ = ["compress", "compress_file", "dequantize", "CompressReport", "LayerReport", "Skipped",
+__all__ = ["compress", "compress_file", "dequantize", "verify_outputs", "CompressReport", "LayerReport", "Skipped",
            "prune_magnitude", "linear_quantize", "palettize", "snr_db", "MODES"]

@@ -39,6 +39,10 @@ from ..errors import SpecSurgeryError
 
 #: Most atoms the exact DP runs on; more unique values are grouped into runs.
 MAX_ATOMS = 4096
+#: Up to this many clusters the result is refined by DP around its boundaries.
+REFINE_MAX_K = 32
+REFINE_ROUNDS = 2
+REFINE_START_ATOMS = 1024
 
 
 @dataclass
@@ -123,9 +127,26 @@ def kmeans1d(values, k: int, *, weights=None, seed: int = 0, method: str = "auto
         bounds = _bounds_from_centroids(xc, centroids)
         used = "kmeans++"
     else:
-        bounds = _dp_bounds(xc, w, P0, P1, P2, k, max_atoms)
+        # With the boundary refinement below, a coarser first DP is enough.
+        first = min(max_atoms, REFINE_START_ATOMS) if 1 < k <= REFINE_MAX_K else max_atoms
+        bounds = _dp_bounds(xc, w, P0, P1, P2, k, first if n > max_atoms else max_atoms)
         used = "dp-exact" if n <= max_atoms and w is not None else "dp-atoms"
     bounds, iterations = _lloyd(xc, P0, P1, bounds, max_iter)
+    if method != "kmeans++" and used == "dp-atoms" and 1 < k <= REFINE_MAX_K:
+        # Lloyd stops at the nearest local optimum.  An exact DP on atoms that
+        # are single values near the current boundaries (and ever wider runs
+        # further away) escapes it; repeat while it helps.
+        best = _sse_of_bounds(P0, P1, P2, bounds, n)
+        for _ in range(REFINE_ROUNDS):
+            cand = _dp_on_edges(_refine_edges(bounds, n), P0, P1, P2, k)
+            cand, more = _lloyd(xc, P0, P1, cand, max_iter)
+            iterations += more
+            err = _sse_of_bounds(P0, P1, P2, cand, n)
+            if err >= best * (1 - 1e-12) or np.array_equal(cand, bounds):
+                if err < best:
+                    bounds, best = cand, err
+                break
+            bounds, best = cand, err
 
     starts = np.concatenate(([0], bounds))
     ends = np.concatenate((bounds, [n]))
@@ -251,6 +272,16 @@ def _lloyd(x, P0, P1, bounds, max_iter):
     return bounds, max_iter
 
 
+def _sse_of_bounds(P0, P1, P2, bounds, n) -> float:
+    starts = np.concatenate(([0], bounds))
+    ends = np.concatenate((bounds, [n]))
+    s0 = P0[ends] - P0[starts]
+    s1 = P1[ends] - P1[starts]
+    s2 = P2[ends] - P2[starts]
+    ok = s0 > 0
+    return float(np.sum(s2[ok] - s1[ok] * s1[ok] / s0[ok]))
+
+
 def _kmeanspp_init(x, w, k, seed):
     """Weighted k-means++ seeding on the unique values."""
     rng = np.random.default_rng(seed)
@@ -287,7 +318,27 @@ def _atom_edges(x, P0, max_atoms):
 
 def _dp_bounds(x, w, P0, P1, P2, k, max_atoms):
     """Boundaries of the optimal k runs of atoms (exact when atoms = values)."""
-    edges = _atom_edges(x, P0, max_atoms)
+    return _dp_on_edges(_atom_edges(x, P0, max_atoms), P0, P1, P2, k)
+
+
+def _refine_edges(bounds, n, fine=16, ratio=1.4):
+    """Atom edges dense around each boundary (every value within ``fine``
+    positions, then geometrically wider steps) so a DP can move every
+    boundary far, yet land on any single value near its current place."""
+    steps = list(range(1, fine + 1))
+    step = float(fine)
+    while step < n:
+        step *= ratio
+        steps.append(int(step))
+    off = np.asarray(steps, dtype=np.intp)
+    off = np.concatenate((-off[::-1], [0], off))
+    edges = (np.asarray(bounds, dtype=np.intp)[:, None] + off[None, :]).reshape(-1)
+    edges = np.concatenate(([0, n], edges[(edges > 0) & (edges < n)]))
+    return np.unique(edges)
+
+
+def _dp_on_edges(edges, P0, P1, P2, k):
+    """Optimal k runs of the atoms between consecutive ``edges``."""
     m = edges.size - 1                      # number of atoms
     A0, A1, A2 = P0[edges], P1[edges], P2[edges]
     k = min(k, m)
