@@ -384,6 +384,13 @@ def _expected(layer, kind):
         if p.hasBias:
             exp["bias"] = (p.outputChannels, p.outputChannels, True)
         return exp
+    if kind == "convolution3d":
+        groups = p.nGroups or 1
+        n = p.outputChannels * (p.inputChannels // groups) * p.kernelDepth * p.kernelHeight * p.kernelWidth
+        exp = {"weights": (n, p.outputChannels, True)}
+        if p.hasBias:
+            exp["bias"] = (p.outputChannels, p.outputChannels, True)
+        return exp
     if kind == "innerProduct":
         exp = {"weights": (p.inputChannels * p.outputChannels, p.outputChannels, True)}
         if p.hasBias:

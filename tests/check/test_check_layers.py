@@ -101,6 +101,13 @@ def gru(layer, n_rec=9):
         getattr(p, gate + "GateRecursionMatrix").floatValue.extend(_floats(n_rec))
 
 
+def conv3d(layer, n=2 * 4 * 8):
+    c = layer.convolution3d
+    c.outputChannels, c.inputChannels, c.nGroups = 2, 4, 1
+    c.kernelDepth = c.kernelHeight = c.kernelWidth = 2
+    c.weights.floatValue.extend(_floats(n))
+
+
 def prelu(layer, n=4):
     layer.activation.PReLU.alpha.floatValue.extend(_floats(n))
 
@@ -115,6 +122,7 @@ LAYERS = [
     ("batchedMatmul", batched_matmul, dict(n=11), (2, 4)),
     ("uniDirectionalLSTM", lstm, dict(n_bias=4), (4,)),
     ("gru", gru, dict(n_rec=8), (4,)),
+    ("convolution3d", conv3d, dict(n=63), (1, 4, 3, 3, 3)),
 ]
 
 
