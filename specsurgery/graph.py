@@ -506,9 +506,11 @@ class GraphIndex:
             oid = f"op:{fpath}/{first}"
             if oid in g:
                 oid = f"{oid}#{bpath}{k}"
-            nbytes, storages, blob_bytes = 0, set(), 0
+            nbytes, storages, blob_bytes, files = 0, set(), 0, set()
             for _, value in _iter_op_constants(op):
                 b, dtype, where = mil_value_bytes(value)
+                if where == "blob":
+                    files.add(value.blobFileValue.fileName)
                 if op.type.startswith(("const", "constexpr")) or where == "blob" or b >= 64:
                     nbytes += b
                     if where == "blob":
@@ -521,7 +523,7 @@ class GraphIndex:
                 out_shapes[o.name] = shape
             g.add_node(oid, type="op", path=path, name=first, kind=op.type, function=fname,
                        block=bpath, category=mil_category(op.type), weight_bytes=nbytes,
-                       blob_bytes=blob_bytes, storage=",".join(sorted(storages)),
+                       blob_bytes=blob_bytes, blob_files=sorted(files), storage=",".join(sorted(storages)),
                        inputs=[b.name for a in op.inputs.values() for b in a.arguments
                                if b.WhichOneof("binding") == "name"],
                        outputs=[o.name for o in op.outputs], shapes=out_shapes)

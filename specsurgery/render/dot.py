@@ -102,6 +102,12 @@ class _Drawing:
         self.models = {p: info.model for p, info in gi.models.items()}
         self.nets = {p: gi.net(p) for p in gi.nn_paths}
         self.linked_info: dict[str, dict] = {}
+        self.missing_files = set()
+        if gi.package is not None:
+            for n, d in gi.g.nodes(data=True):
+                for f in d.get("blob_files", ()):
+                    if gi.package.weight_file(f).missing:
+                        self.missing_files.add(f)
         self._resolve_linked(search_path, bundle, expand_linked)
         self.order = {n: i for i, n in enumerate(self.g.nodes)}
         self.shapes = {p: _infer(self.models[p]) for p in self.nets} if shapes else {}
@@ -257,19 +263,31 @@ class _Drawing:
             sig = [tuple(self.gi.layer(n, path).WhichOneof("layer") for n in seg) for seg in segments]
             i = 0
             while i < len(segments):
-                j = i
-                while j + 1 < len(segments) and sig[j + 1] == sig[i]:
-                    j += 1
-                if j > i and len(segments[i]) > 1:
-                    first = segments[i][0]
-                    gid = f"group:{q(path, first)}"
-                    members = [m for seg in segments[i:j + 1] for m in seg]
-                    self.extra_nodes[gid] = {"path": path, "members": [f"layer:{q(path, m)}" for m in members],
-                                             "repeat": j - i + 1, "kinds": sig[i],
-                                             "first": segments[i][0], "last": segments[j][-1]}
-                    for m in members:
-                        out[f"layer:{q(path, m)}"] = gid
-                i = j + 1
+                # the period (in segments) whose repetition from i covers the most segments;
+                # a unit must hold a real block (a segment of 2+ layers, i.e. with a branch)
+                best_p, best_k = 0, 1
+                for p in range(1, 5):
+                    unit = sig[i:i + p]
+                    if len(unit) < p or not any(len(u) > 1 for u in unit):
+                        continue
+                    k = 1
+                    while sig[i + k * p:i + (k + 1) * p] == unit:
+                        k += 1
+                    if k >= 2 and k * p > best_k * best_p:
+                        best_p, best_k = p, k
+                if not best_p:
+                    i += 1
+                    continue
+                run = segments[i:i + best_k * best_p]
+                members = [m for seg in run for m in seg]
+                gid = f"group:{q(path, members[0])}"
+                kinds = tuple(k for u in sig[i:i + best_p] for k in u)
+                self.extra_nodes[gid] = {"path": path, "members": [f"layer:{q(path, m)}" for m in members],
+                                         "repeat": best_k, "kinds": kinds,
+                                         "first": members[0], "last": members[-1]}
+                for m in members:
+                    out[f"layer:{q(path, m)}"] = gid
+                i += best_k * best_p
         return out
 
     # ------------------------------------------------------------------ cut and highlight
@@ -298,6 +316,8 @@ class _Drawing:
         view = self.gi.net(path)
         self.gi._check_blobs(view, blobs)
         backbone = set(self.gi.between(view.inputs, blobs, path))
+        # the head must be computable from the cut blobs alone (raises naming the un-cut path)
+        self.gi.between(blobs, view.outputs, path)
         self.cut_blobs = set(blobs)
         self.cut_path = path
         sizes = Counter()
@@ -372,6 +392,8 @@ class _Drawing:
                                     hl = True
                                 stack.append(y)
                 shape = self._blob_shape(label_node, blob)
+                if not shape and g.nodes[u].get("type") in ("input", "output"):
+                    shape = _shape_text(g.nodes[u].get("shape"))
                 is_cut = self._is_cut(label_node, blob)
                 for v in targets:
                     rv = self.rep[v]
@@ -452,6 +474,10 @@ class _Drawing:
                     shape = _shape_text(s)
                     break
                 lines.append(f"{shape + ' ' if shape else ''}{_human(d['weight_bytes'])} {d.get('storage', '')}".strip())
+            gone = [f for f in d.get("blob_files", ()) if f in self.missing_files]
+            if gone:
+                lines.append("weights MISSING: " + ", ".join(f.rsplit("/", 1)[-1] for f in gone))
+                attrs.update({"color": HIGHLIGHT, "style": "rounded,filled,dashed"})
             attrs["label"] = "\n".join(lines)
         if n in self.highlight_nodes:
             attrs.update({"color": HIGHLIGHT, "penwidth": "3"})
@@ -561,8 +587,11 @@ class _Drawing:
         lines = ["digraph model {"]
         gattrs = {"rankdir": self.rankdir, "fontname": "Helvetica", "compound": "true",
                   "newrank": "true", "nodesep": "0.25", "ranksep": "0.35"}
-        if self.title:
-            gattrs.update({"label": self.title, "labelloc": "t", "fontsize": "14"})
+        title = self.title or ""
+        if self.missing_files:
+            title += ("\n" if title else "") + "missing weight files: " + ", ".join(sorted(self.missing_files))
+        if title:
+            gattrs.update({"label": title, "labelloc": "t", "fontsize": "14"})
         if n_nodes > 400:  # big graphs: cheaper crossing minimisation keeps dot fast
             gattrs.update({"mclimit": "0.3", "nslimit": "2", "nslimit1": "2", "remincross": "false"})
         lines.append(f"  graph {_attrs(gattrs)};")
