@@ -1,0 +1,99 @@
+"""``specsurgery run MODEL --input NAME=FILE ... -o OUT.npz``: the reference runtime."""
+
+from __future__ import annotations
+
+from ._common import add_bundle, add_json, add_search_path
+
+
+def configure(parser) -> None:
+    parser.add_argument("model", metavar="MODEL", help=".mlmodel, .mlpackage or .pbtxt file")
+    parser.add_argument("--input", "-i", action="append", default=[], metavar="NAME=FILE",
+                        help="an input feature: .npy array, or .png/.jpg image (repeatable)")
+    add_search_path(parser)
+    add_bundle(parser)
+    parser.add_argument("--function", default=None, help="ML Program function to run")
+    parser.add_argument("-o", "--output", metavar="OUT.npz", default=None,
+                        help="write outputs here: one array per output; a label as a one-element "
+                             "string array; a dictionary as <name>.keys and <name>.values")
+    add_json(parser)
+
+
+def _read_inputs(pairs):
+    import numpy as np
+
+    from ..errors import SpecSurgeryError
+
+    inputs = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SpecSurgeryError(f"--input {pair!r}: expected NAME=FILE")
+        name, path = pair.split("=", 1)
+        low = path.lower()
+        try:
+            if low.endswith(".npy"):
+                inputs[name] = np.load(path, allow_pickle=False)
+            elif low.endswith((".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")):
+                from PIL import Image
+
+                with Image.open(path) as im:
+                    im.load()
+                    inputs[name] = im.copy()
+            else:
+                raise SpecSurgeryError(f"--input {name}={path}: use a .npy array or a .png/.jpg image")
+        except OSError as exc:
+            raise SpecSurgeryError(f"--input {name}={path}: cannot read ({exc})") from None
+    return inputs
+
+
+def to_arrays(outputs: dict) -> dict:
+    """Runtime outputs -> flat {key: np.ndarray} as written to the .npz file."""
+    import numpy as np
+
+    arrays = {}
+    for name, value in outputs.items():
+        if isinstance(value, dict):
+            keys = list(value)
+            arrays[f"{name}.keys"] = np.asarray(keys)
+            arrays[f"{name}.values"] = np.asarray([value[k] for k in keys], dtype=np.float64)
+        elif isinstance(value, str):
+            arrays[name] = np.asarray([value])
+        else:
+            arrays[name] = np.asarray(value)
+    return arrays
+
+
+def run(args) -> int:
+    import sys
+
+    import numpy as np
+
+    from .. import io as _io
+    from ..runtime import predict
+    from ._common import print_json
+
+    inputs = _read_inputs(args.input)
+    outputs = predict(args.model, inputs, search_path=args.search_path, bundle=args.bundle,
+                      function=args.function)
+    arrays = to_arrays(outputs)
+    if args.output:
+        import io as _pyio
+
+        buf = _pyio.BytesIO()
+        np.savez(buf, **arrays)
+        _io.atomic_write_bytes(args.output, buf.getvalue())
+    if args.json:
+        print_json({k: (v.tolist() if v.size <= 10000 else {"shape": list(v.shape)})
+                    for k, v in arrays.items()})
+        return 0
+    for name, arr in arrays.items():
+        if arr.dtype.kind in "US":
+            desc = ", ".join(map(str, arr.tolist()[:8])) + (" ..." if arr.size > 8 else "")
+        else:
+            flat = arr.astype(np.float64).reshape(-1) if arr.size else arr.reshape(-1)
+            stats = (f" min {flat.min():.4g} max {flat.max():.4g} mean {flat.mean():.4g}"
+                     if flat.size else "")
+            desc = f"{arr.dtype}{list(arr.shape)}{stats}"
+        print(f"{name}: {desc}")
+    if args.output:
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0

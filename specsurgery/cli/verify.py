@@ -1,0 +1,46 @@
+"""``specsurgery verify REFERENCE CANDIDATE``: same outputs on seeded random inputs?"""
+
+from __future__ import annotations
+
+from ._common import add_bundle, add_json, add_search_path
+
+
+def configure(parser) -> None:
+    parser.add_argument("reference", metavar="REFERENCE", help="the model inputs are drawn for")
+    parser.add_argument("candidate", metavar="CANDIDATE", help="the model compared against it")
+    add_search_path(parser)
+    add_bundle(parser)
+    parser.add_argument("--samples", type=int, default=3, metavar="N", help="random samples (default 3)")
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="first seed (default 0)")
+    parser.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance (default 1e-4)")
+    parser.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance (default 1e-5)")
+    parser.add_argument("--int-range", default=None, metavar="LO,HI",
+                        help="integer inputs are drawn from [LO, HI) (default: below the "
+                             "vocabulary size they index)")
+    add_json(parser)
+
+
+def run(args) -> int:
+    from ..errors import SpecSurgeryError
+    from ..runtime import verify
+    from ._common import print_json
+
+    int_range = None
+    if args.int_range:
+        try:
+            lo, hi = (int(v) for v in args.int_range.split(","))
+        except ValueError:
+            raise SpecSurgeryError(f"--int-range {args.int_range!r}: expected LO,HI (two integers)") from None
+        if hi <= lo:
+            raise SpecSurgeryError(f"--int-range {args.int_range!r}: HI must be greater than LO")
+        int_range = (lo, hi)
+    if args.samples < 1:
+        raise SpecSurgeryError("--samples must be at least 1")
+    report = verify(args.reference, args.candidate, samples=args.samples, seed=args.seed,
+                    rtol=args.rtol, atol=args.atol, search_path=args.search_path,
+                    bundle=args.bundle, int_range=int_range)
+    if args.json:
+        print_json(report.to_json())
+    else:
+        print(report.summary())
+    return 0 if report.ok else 1
