@@ -304,7 +304,7 @@ def rewrite_blobs(spec, packages: Union[MLPackage, Mapping[int, MLPackage], None
     packages.  Blobs are copied raw (dtype, padding bits and bytes kept), and a
     blob already in ``writer`` (same content) is not stored again.
     """
-    from ..io import iter_all_models, iter_blob_values
+    from ..io import iter_all_models
 
     writer = writer or BlobWriter()
     if programs is None:
@@ -312,7 +312,7 @@ def rewrite_blobs(spec, packages: Union[MLPackage, Mapping[int, MLPackage], None
     cache: dict[tuple[int, str, int], int] = {}
     for program in programs:
         pkg = packages.get(id(program)) if isinstance(packages, Mapping) else packages
-        for value in iter_blob_values(program):
+        for value in iter_program_blobs(program):
             bfv = value.blobFileValue
             key = (id(pkg), bfv.fileName, bfv.offset)
             if key not in cache:
@@ -321,6 +321,28 @@ def rewrite_blobs(spec, packages: Union[MLPackage, Mapping[int, MLPackage], None
             bfv.offset = cache[key]
             bfv.fileName = file_name
     return writer
+
+
+def iter_program_blobs(program):
+    """Every blobFileValue of a program in a deterministic order: functions by
+    name, ops in block order, attributes then inputs by sorted key (protobuf
+    map order is not stable, and the file layout should be)."""
+    def walk(block):
+        for op in block.operations:
+            for key in sorted(op.attributes):
+                if op.attributes[key].WhichOneof("value") == "blobFileValue":
+                    yield op.attributes[key]
+            for key in sorted(op.inputs):
+                for b in op.inputs[key].arguments:
+                    if b.WhichOneof("binding") == "value" and b.value.WhichOneof("value") == "blobFileValue":
+                        yield b.value
+            for sub in op.blocks:
+                yield from walk(sub)
+
+    for name in sorted(program.functions):
+        fn = program.functions[name]
+        for opset in sorted(fn.block_specializations):
+            yield from walk(fn.block_specializations[opset])
 
 
 def repack(package: MLPackage, *, file_name: str = WEIGHT_FILE_NAME) -> MLPackage:

@@ -287,15 +287,19 @@ def const_value(op, package=None) -> np.ndarray:
 
 
 def blob_refs(spec):
-    """(function, op, attribute/argument name, Value) for every blobFileValue."""
-    for fname, fn in iter_functions(spec):
-        for block in fn.block_specializations.values():
-            for op in iter_ops(block):
-                for key, value in op.attributes.items():
+    """(function, op, attribute/argument name, Value) for every blobFileValue,
+    in a stable order (functions by name, ops in order, keys sorted)."""
+    prog = program_of(spec)
+    for fname in sorted(prog.functions):
+        fn = prog.functions[fname]
+        for opset in sorted(fn.block_specializations):
+            for op in iter_ops(fn.block_specializations[opset]):
+                for key in sorted(op.attributes):
+                    value = op.attributes[key]
                     if value.WhichOneof("value") == "blobFileValue":
                         yield fname, op, key, value
-                for key, arg in op.inputs.items():
-                    for b in arg.arguments:
+                for key in sorted(op.inputs):
+                    for b in op.inputs[key].arguments:
                         if b.WhichOneof("binding") == "value" and b.value.WhichOneof("value") == "blobFileValue":
                             yield fname, op, key, b.value
 

@@ -163,9 +163,9 @@ def torch_forward(name, inputs):
     return out.numpy()
 
 
-def converted(name, precision="fp32") -> Path:
+def converted(name, precision="fp32", deployment="iOS16") -> Path:
     """Path of the cached .mlpackage of model ``name`` (precision fp32 or fp16)."""
-    target = CACHE / f"{name}_{precision}.mlpackage"
+    target = CACHE / f"{name}_{precision}_{deployment}.mlpackage"
     if target.is_dir():
         return target
     import torch
@@ -181,7 +181,7 @@ def converted(name, precision="fp32") -> Path:
     mlmodel = ct.convert(
         traced, inputs=inputs, outputs=[ct.TensorType(name="out")], convert_to="mlprogram",
         compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
-        minimum_deployment_target=ct.target.iOS16)
+        minimum_deployment_target=getattr(ct.target, deployment))
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=CACHE))
     mlmodel.save(str(tmp / "m.mlpackage"))
