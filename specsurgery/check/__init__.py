@@ -19,7 +19,7 @@ import importlib
 from pathlib import Path
 
 from ..errors import CheckError
-from ..spec import NN_TYPES, PIPELINE_TYPES, iter_models, pipeline_of, stage_names
+from ..spec import NN_TYPES, PIPELINE_TYPES, pipeline_of
 from .findings import Finding, Findings, errors, join
 from .versions import NEWEST, min_spec_version, own_needs, version_needs
 
@@ -153,12 +153,12 @@ def _check_model(spec, path: str, ctx: _Context, sink: list) -> None:
                       f"the ML Program checker failed: {type(exc).__name__}: {exc}")
     sink.extend(out)
     if kind in PIPELINE_TYPES:
-        from .pipeline import check_pipeline
+        from .pipeline import check_pipeline, stage_labels
 
         check_pipeline(spec, out := Findings(path))
         sink.extend(out)
         pipe = pipeline_of(spec)
-        for name, stage in zip(stage_names(pipe), pipe.models):
+        for name, stage in zip(stage_labels(pipe), pipe.models):
             _check_model(stage, join(path, name), ctx, sink)
 
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ..errors import near_matches
-from ..spec import describe_type, pipeline_of
+from ..spec import describe_type, pipeline_of, stage_names
 from .features import COLOR_SPACES, DTYPES
 from .findings import Findings
 
@@ -72,9 +72,10 @@ def check_pipeline(spec, out: Findings) -> None:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         out.error("pipeline.names", "pipeline.names-duplicate",
-                  "stage names " + ", ".join(f"'{n}'" for n in dup) + " are used more than once; "
-                  "stage names must be unique")
-    labels = names if len(names) == len(models) else [f"model{i}" for i in range(len(models))]
+                  ("stage name " if len(dup) == 1 else "stage names ") + ", ".join(f"'{n}'" for n in dup)
+                  + (" is" if len(dup) == 1 else " are") + " used by more than one stage; stage names "
+                  "must be unique (Core ML scopes parameters by them)")
+    labels = stage_labels(pipe)
     table = {f.name: (f.type, "pipeline input") for f in desc.input}
     for i, (stage, label) in enumerate(zip(models, labels)):
         where = f"stage:{label}"
@@ -137,6 +138,13 @@ def check_pipeline(spec, out: Findings) -> None:
                 out.error(f"stage:{labels[i]}", "pipeline.updatable",
                           f"stage {i} '{labels[i]}' is updatable but the pipeline is not; set the "
                           "pipeline's isUpdatable (only the last stage may be updatable)")
+
+
+def stage_labels(pipe) -> list[str]:
+    """Stage names as Core ML scopes them, made unique for reporting: a repeated
+    name gets ``#index`` (``backbone#1``) so every finding points at one stage."""
+    names = stage_names(pipe)
+    return [n if names.count(n) == 1 else f"{n}#{i}" for i, n in enumerate(names)]
 
 
 def _float_width_only(a, b, diffs) -> bool:

@@ -564,3 +564,11 @@ def test_finding_json_and_str():
     assert f.to_json() == {"severity": "error", "path": "head/layer:fc", "rule": "nn.undefined-blob",
                            "message": "layer 'fc' consumes 'q'"}
     assert str(f) == "head/layer:fc: error: layer 'fc' consumes 'q' [nn.undefined-blob]"
+
+
+def test_duplicate_stage_names_get_distinct_paths():
+    spec = b.tiny_pipeline()
+    spec.pipeline.names[1] = "backbone"
+    spec.pipeline.models[1].neuralNetwork.layers[0].input[0] = "nope"
+    paths = {f.path for f in check(spec) if f.rule == "nn.undefined-blob"}
+    assert paths == {"backbone#1/layer:head_fc"}
