@@ -51,17 +51,41 @@ def mlprogram_dispatch(module: str, function: str, operation: str):
 
 def layer_reads(layer) -> list[str]:
     """Blobs a layer reads: its inputs plus outer blobs its nested networks
-    (branch / loop bodies) consume."""
+    (branch / loop condition and body, taken in order) consume."""
     reads = list(layer.input)
+    kind = layer.WhichOneof("layer")
+    if kind in _CONTROL_FLOW_NETS:
+        msg = getattr(layer, kind)
+        produced: set = set()
+        for sub in _CONTROL_FLOW_NETS[kind]:
+            if not msg.HasField(sub):
+                continue
+            for inner in getattr(msg, sub).layers:
+                for b in layer_reads(inner):
+                    if b not in produced and b not in reads:
+                        reads.append(b)
+                produced.update(layer_writes(inner))
+            if kind == "branch":
+                produced = set()      # the two branches are alternatives
+        if kind == "loop" and msg.conditionVar and msg.conditionVar not in produced \
+                and msg.conditionVar not in reads:
+            reads.append(msg.conditionVar)
+    return reads
+
+
+def layer_writes(layer) -> list[str]:
+    """Blobs a layer writes: its outputs plus, for branch and loop layers,
+    every blob their nested networks write (loop bodies update outer blobs
+    through ``copy`` layers and list no outputs of their own)."""
+    writes = list(layer.output)
     kind = layer.WhichOneof("layer")
     if kind in _CONTROL_FLOW_NETS:
         msg = getattr(layer, kind)
         for sub in _CONTROL_FLOW_NETS[kind]:
             if msg.HasField(sub):
-                reads += [b for b in outer_reads(getattr(msg, sub)) if b not in reads]
-        if kind == "loop" and msg.conditionVar and msg.conditionVar not in reads:
-            reads.append(msg.conditionVar)
-    return reads
+                for inner in getattr(msg, sub).layers:
+                    writes += [b for b in layer_writes(inner) if b not in writes]
+    return writes
 
 
 def outer_reads(nn) -> list[str]:
@@ -71,7 +95,7 @@ def outer_reads(nn) -> list[str]:
         for b in layer_reads(layer):
             if b not in produced and b not in out:
                 out.append(b)
-        produced.update(layer.output)
+        produced.update(layer_writes(layer))
     return out
 
 
@@ -80,7 +104,7 @@ def producers(nn) -> dict[str, list[int]]:
     re-writes inside control flow)."""
     out: dict[str, list[int]] = {}
     for i, layer in enumerate(nn.layers):
-        for b in layer.output:
+        for b in layer_writes(layer):
             out.setdefault(b, []).append(i)
     return out
 
