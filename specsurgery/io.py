@@ -368,7 +368,7 @@ def save(model, path: Union[str, os.PathLike], *, check: bool = True, search_pat
     if check:
         from .check import assert_valid
 
-        assert_valid(model, search_path=search_path, where=str(path))
+        assert_valid(model, search_path=search_path, where=str(path), base_dir=path.resolve().parent)
     suffix = path.suffix
     if suffix == ".mlpackage":
         if pkg is None:

@@ -51,7 +51,7 @@ def _program_checker():
     return getattr(module, "check_program", None)
 
 
-def check(model, search_path=None, *, bundle=None, bundle_ids=None) -> list[Finding]:
+def check(model, search_path=None, *, bundle=None, bundle_ids=None, base_dir=None) -> list[Finding]:
     """Every finding about ``model`` (a spec, path, bytes, MLPackage or MLModel).
 
     With ``search_path`` (a ':'-separated string like a linkedModel's; it
@@ -61,17 +61,19 @@ def check(model, search_path=None, *, bundle=None, bundle_ids=None) -> list[Find
     ``bundle_ids`` maps ``$BUNDLE_IDENTIFIER(id)`` ids to folders) and its
     interface compared with the stub's.  Without ``search_path`` linked stubs
     are checked for syntax only: their targets are compiled models that need
-    not be present.
+    not be present.  ``base_dir`` is the folder relative search-path entries
+    start from; it defaults to the model file's folder (for a spec in memory:
+    the current directory).
     """
     from ..io import load, split_model
 
-    base_dir = None
-    if isinstance(model, (str, Path)):
-        base_dir = Path(model).resolve().parent
     loaded = load(model)
     spec, package = split_model(loaded)
-    if package is not None and package.path is not None:
-        base_dir = package.path.resolve().parent
+    if base_dir is None:
+        if isinstance(model, (str, Path)):
+            base_dir = Path(model).resolve().parent
+        elif package is not None and package.path is not None:
+            base_dir = package.path.resolve().parent
     ctx = _Context(package, search_path, base_dir, bundle, bundle_ids)
     out: list[Finding] = []
     _check_model(spec, "", ctx, out)
@@ -84,9 +86,12 @@ def check(model, search_path=None, *, bundle=None, bundle_ids=None) -> list[Find
     return out
 
 
-def assert_valid(model, search_path=None, where=None) -> None:
-    """Raise :class:`CheckError` listing every error of ``model`` (warnings pass)."""
-    found = errors(check(model, search_path=search_path))
+def assert_valid(model, search_path=None, where=None, *, base_dir=None) -> None:
+    """Raise :class:`CheckError` listing every error of ``model`` (warnings pass).
+
+    ``where`` (usually the file about to be written) prefixes the message.
+    """
+    found = errors(check(model, search_path=search_path, base_dir=base_dir))
     if found:
         head = f"{where}: " if where else ""
         plural = "s" if len(found) != 1 else ""

@@ -3,6 +3,8 @@ interface compared with the stub's."""
 
 from __future__ import annotations
 
+import pytest
+
 import nnbuild as b
 from specsurgery.check import check
 from specsurgery.cli import main
@@ -68,3 +70,16 @@ def test_invalid_target_is_reported(tmp_path):
     path = _bundle(tmp_path, target)
     [f] = [f for f in check(path, search_path="models") if f.rule == "linked.target-invalid"]
     assert "weights.count-mismatch" in f.message
+
+
+def test_save_resolves_relative_search_path_from_the_target_folder(tmp_path, monkeypatch):
+    from specsurgery.errors import CheckError
+    from specsurgery.io import save
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "Backbone.mlmodel").write_bytes(serialize(b.tiny_nn()))
+    monkeypatch.chdir(tmp_path / "models")  # cwd must not matter
+    stub_pipeline = b.tiny_pipeline([b.tiny_linked(search_path="models"), b.tiny_head()])
+    save(stub_pipeline, tmp_path / "App.mlmodel", search_path="models")
+    with pytest.raises(CheckError, match="linked.not-found"):
+        save(stub_pipeline, tmp_path / "other" / "App.mlmodel", search_path="models")
