@@ -301,6 +301,7 @@ class BackboneGroup:
     inputs: list                   # backbone input names
     outputs: list                  # backbone output names (after collision renames)
     cuts: dict                     # member -> {its blob name: backbone output name}
+    head_cuts: dict = field(default_factory=dict)   # member -> its blob names its head reads
     why: str = ""
 
     def to_json(self) -> dict:
@@ -308,7 +309,7 @@ class BackboneGroup:
                 "members": self.members, "reference": self.reference,
                 "shared_layers": self.shared_layers, "shared_bytes": self.shared_bytes,
                 "saving_estimate": self.saving, "inputs": self.inputs, "outputs": self.outputs,
-                "cuts": self.cuts, "why": self.why}
+                "cuts": self.cuts, "head_inputs": self.head_cuts, "why": self.why}
 
 
 @dataclass
@@ -563,13 +564,16 @@ def _group_layout(cand: Candidate, canons: dict, name: str) -> BackboneGroup:
     ref = members[0]
     shared = cand.shared
     cut_ids: set = set()
+    used: dict = {}
     for canon in members:
+        mine = used.setdefault(canon.name, set())
         for lid in canon.layer_ids:
             if lid in shared:
                 continue
             for bid in canon.layer_inputs[lid]:
                 if canon.producer.get(bid) in shared:
                     cut_ids.add(bid)
+                    mine.add(bid)
     ordered = sorted(cut_ids, key=lambda b: (ref.index_of[ref.producer[b]], b))
     taken = set().union(*(c.names for c in members))
     out_names: dict[str, str] = {}
@@ -588,8 +592,9 @@ def _group_layout(cand: Candidate, canons: dict, name: str) -> BackboneGroup:
             out_names[bid] = name_ref
     used_inputs = sorted({ref.blob_name[b] for lid in shared for b in ref.layer_inputs[lid] if b.startswith("in:")})
     cuts = {c.name: {c.blob_name[b]: out_names[b] for b in ordered} for c in members}
+    head_cuts = {c.name: [c.blob_name[b] for b in ordered if b in used[c.name]] for c in members}
     return BackboneGroup(name, list(cand.members), ref.name, cand.shared_layers, cand.shared_bytes,
-                         cand.saving, used_inputs, [out_names[b] for b in ordered], cuts)
+                         cand.saving, used_inputs, [out_names[b] for b in ordered], cuts, head_cuts)
 
 
 def _explain(group: BackboneGroup, cand: Candidate, scored: list, canons: dict) -> str:
@@ -777,14 +782,19 @@ class DedupeResult:
 
 
 def _ops():
-    from . import link, pipeline, rename, split  # noqa: F401  (H4's surgery modules)
+    # the surgery operations (modules by full name: the package's lazy map binds the
+    # short names, e.g. "extract", to functions)
+    import importlib
 
-    return split.split_at, pipeline.make_pipeline, link.make_linked_stub, rename.rename_feature
+    mod = lambda name: importlib.import_module(f"specsurgery.ops.{name}")  # noqa: E731
+    return (mod("split").split_at, mod("extract").extract, mod("pipeline").make_pipeline,
+            mod("link").make_linked_stub, mod("rename").rename_feature)
 
 
-def _build_backbone(group: BackboneGroup, ref_spec, split_at, rename_feature):
-    cut_ref = list(group.cuts[group.reference])
-    backbone, _ = split_at(ref_spec, cut_ref)
+def _build_backbone(group: BackboneGroup, ref_spec, extract, rename_feature):
+    # extract, not split_at: the backbone outputs every member's cut blobs, also those
+    # the reference's own head does not read
+    backbone = extract(ref_spec, group.inputs, list(group.cuts[group.reference]))
     for old, new in group.cuts[group.reference].items():
         if old != new:
             backbone = rename_feature(backbone, old, new)
@@ -797,7 +807,7 @@ def _build_backbone(group: BackboneGroup, ref_spec, split_at, rename_feature):
 
 def _build_member(group: BackboneGroup, member: str, spec, stub, split_at, make_pipeline, rename_feature):
     cuts = group.cuts[member]
-    _, head = split_at(spec, list(cuts))
+    _, head = split_at(spec, group.head_cuts[member])
     for old, new in cuts.items():
         if old != new and any(f.name == old for f in head.description.input):
             head = rename_feature(head, old, new)
@@ -810,11 +820,11 @@ def _build_member(group: BackboneGroup, member: str, spec, stub, split_at, make_
 
 
 def _build(plan: DedupePlan, loaded: dict, search_path: str, progress=None) -> tuple[dict, dict]:
-    split_at, make_pipeline, make_linked_stub, rename_feature = _ops()
+    split_at, extract, make_pipeline, make_linked_stub, rename_feature = _ops()
     backbones, outputs = {}, {}
     for group in plan.groups:
         ref_spec = io.load_spec(loaded[group.reference])
-        backbone = _build_backbone(group, ref_spec, split_at, rename_feature)
+        backbone = _build_backbone(group, ref_spec, extract, rename_feature)
         backbones[group.name] = backbone
         stub = make_linked_stub(backbone, file_name=f"{group.name}.mlmodelc", search_path=search_path)
         for member in group.members:
