@@ -567,6 +567,82 @@ def _probe_inputs(examples, seed: int):
     return tuple(probes)
 
 
+_TO_PYTHON = {"__bool__": "bool(tensor)", "__int__": "int(tensor)", "__index__": "tensor used as an index or range()",
+              "__float__": "float(tensor)", "item": "tensor.item()", "tolist": "tensor.tolist()"}
+# ops whose result depends on an input's shape only, never on its values
+_SHAPE_ONLY = {"zeros_like", "ones_like", "empty_like", "full_like", "new_zeros", "new_ones",
+               "new_empty", "new_full", "size", "dim", "numel"}
+
+
+def find_data_dependence(module, examples):
+    """Run ``module`` eagerly and report the first tensor *computed from the
+    inputs' values* that Python turns into a bool/int/float (an ``if`` on a
+    tensor, a loop count, ``.item()``): ``(what, "file:line")`` or None.
+
+    Values are followed with a ``TorchFunctionMode``: every op output with an
+    input-derived operand is input-derived; sizes are Python ints in eager
+    mode, so shape-only logic never counts.
+    """
+    import traceback
+
+    import torch
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._pytree import tree_flatten
+
+    tainted: dict[int, object] = {}  # id -> tensor (kept alive so ids stay unique)
+    found: list = []
+    here = os.path.abspath(__file__)
+
+    def mark(value):
+        for t in tree_flatten(value)[0]:
+            if isinstance(t, torch.Tensor):
+                tainted[id(t)] = t
+
+    def is_tainted(args, kwargs):
+        flat = tree_flatten((args, kwargs or {}))[0]
+        return any(isinstance(t, torch.Tensor) and id(t) in tainted for t in flat)
+
+    class _Follow(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            name = getattr(func, "__name__", "")
+            dependent = is_tainted(args, kwargs) and name not in _SHAPE_ONLY
+            if dependent and name in _TO_PYTHON and not found:
+                frames = [f for f in traceback.extract_stack()[:-1]
+                          if os.sep + "torch" + os.sep not in f.filename
+                          and os.path.abspath(f.filename) != here]
+                where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+                found.append((_TO_PYTHON[name], where))
+            out = func(*args, **(kwargs or {}))
+            if dependent:
+                mark(out)
+            return out
+
+    mark(examples)
+    with torch.no_grad(), _Follow():
+        module(*examples)
+    return found[0] if found else None
+
+
+def _probe_disagreement(wrapped, traced, examples, warning):
+    """Fallback check: does the trace disagree with eager forward on other values?"""
+    import torch
+
+    for seed in range(4):
+        probes = _probe_inputs(examples, seed)
+        with torch.no_grad():
+            try:
+                expected = wrapped(*probes)
+            except Exception:
+                continue
+            try:
+                got = traced(*probes)
+            except Exception:
+                got = None
+        if not _same(expected, got):
+            return str(warning.message).split(".")[0], f"{warning.filename}:{warning.lineno}"
+    return None
+
+
 def _same(a, b) -> bool:
     import torch
 
@@ -621,32 +697,20 @@ def _trace_or_script(wrapped, module, examples, script: bool):
     suspicious = [w for w in caught if _DATA_DEPENDENT.search(str(w.message))]
     if suspicious:
         # The trace turned a tensor into a Python value (an if, a loop count).
-        # That is fine when it only depends on shapes: compare the trace with
-        # eager forward on inputs of the same shapes but other values.
-        first = suspicious[0]
-        where = f"{first.filename}:{first.lineno}"
-        what = str(first.message).split(".")[0]
-        for seed in range(4):
-            probes = _probe_inputs(examples, seed)
-            with torch.no_grad():
-                try:
-                    expected = wrapped(*probes)
-                except Exception:
-                    continue  # the eager module cannot run on these values: no evidence
-                try:
-                    got = traced(*probes)
-                except Exception:
-                    got = None
-            if not _same(expected, got):
-                raise ConvertError(
-                    f"tracing {name} recorded data-dependent control flow: forward turns a tensor "
-                    f"into a Python value ({what}, at {where}), so the trace baked in the branch or "
-                    "loop count of the example inputs and gives wrong results for other inputs. "
-                    "Use script=True (TorchScript keeps if/while/for as control flow)")
-        warnings.warn(
-            f"tracing {name}: {what} at {where}. The trace agreed with forward on other input "
-            "values, so this looks shape-dependent only; if the branch or loop count depends on "
-            "tensor values, convert with script=True", ConvertWarning, stacklevel=4)
+        # Harmless when the value only depends on shapes (tracing turns sizes
+        # into tensors); wrong for every other input when it depends on values.
+        try:
+            found = find_data_dependence(wrapped, examples)
+        except Exception:  # the analysis itself failed: compare on other values instead
+            found = _probe_disagreement(wrapped, traced, examples, suspicious[0])
+        if found:
+            what, where = found
+            raise ConvertError(
+                f"tracing {name} recorded data-dependent control flow: forward turns a tensor "
+                f"computed from the inputs into a Python value ({what} at {where}), so the trace "
+                "baked in the branch or loop count of the example inputs and would give wrong "
+                "results for other inputs. Use script=True (TorchScript keeps if/while/for as "
+                "control flow)")
     return traced
 
 
