@@ -16,7 +16,7 @@ as is.  A head that gains a MultiArray input next to RANK4 images switches its
 array mapping to exact rank, which is the mode the network already runs in.
 
 ``split_model`` writes ``<N>Backbone.mlmodel``, ``<N>Head.mlmodel`` and
-``<N>.mlmodel``: a pipeline of both with the original interface (the backbone
+``<N>.mlmodel`` (``.mlpackage`` for ML Programs): a pipeline of both with the original interface (the backbone
 optionally a linked stub naming ``<N>Backbone.mlmodelc``).
 """
 
@@ -28,7 +28,7 @@ from typing import Optional, Sequence
 
 from .. import spec as S
 from ..errors import NotFoundError, SpecSurgeryError, UnsupportedError, missing_message
-from ..io import load
+from ..io import copy_spec, load
 from . import _nn
 from .extract import _names, interface_targets, typed_features
 
@@ -37,14 +37,17 @@ __all__ = ["split_at", "split_pipeline", "split_model", "DEFAULT_SEARCH_PATH"]
 DEFAULT_SEARCH_PATH = ".:$BUNDLE_MAIN"
 
 
-def split_at(spec, blobs, *, shapes=None, freeze_backbone: bool = False, inplace: bool = False):
+def split_at(spec, blobs, *, shapes=None, freeze_backbone: bool = False, drop_updatable: bool = False,
+             inplace: bool = False):
     """(backbone, head) of ``spec`` cut at ``blobs`` (a name, "a,b" or a list).
 
     ``shapes`` ({blob: declared shape}) types cut blobs that shape inference
     cannot (behind custom layers).  For an updatable model the updatable
     layers must all lie after the cut (only a pipeline's last stage may be
     updatable); ``freeze_backbone=True`` instead marks the backbone's layers
-    not updatable (on-device training then updates the head only).
+    not updatable (on-device training then updates the head only), and
+    ``drop_updatable=True`` makes both halves plain prediction models
+    (predictions are unchanged; on-device training is gone).
 
     Errors: a blob not in the network (with near matches), a cut at a model
     input, a cut that does not separate the graph (naming a path that
@@ -57,6 +60,15 @@ def split_at(spec, blobs, *, shapes=None, freeze_backbone: bool = False, inplace
         return fn(model, _names(blobs))
     spec = root
     nn = S.require_nn(spec, "split")
+    if drop_updatable and spec.isUpdatable:
+        spec = copy_spec(spec)
+        spec.isUpdatable = False
+        del spec.description.trainingInput[:]
+        _freeze(spec)
+        S.nn_of(spec).ClearField("updateParams")
+        nn = S.nn_of(spec)
+        _nn.note("split: dropped on-device training (isUpdatable, update parameters, training inputs); "
+                 "predictions are unchanged")
     cuts = _names(blobs)
     if not cuts:
         raise SpecSurgeryError("split: give at least one blob to cut at")
@@ -201,20 +213,21 @@ def split_pipeline(original, backbone, head, *, names: Sequence[str] = ("backbon
     from .pipeline import make_pipeline
 
     pipe = make_pipeline([backbone, head], names=list(names), interface=original)
-    if not head.isUpdatable and pipe.isUpdatable:
-        pipe.isUpdatable = False
-        del pipe.description.trainingInput[:]
+    pspec, hspec = getattr(pipe, "spec", pipe), getattr(head, "spec", head)
+    if not hspec.isUpdatable and pspec.isUpdatable:
+        pspec.isUpdatable = False
+        del pspec.description.trainingInput[:]
     return pipe
 
 
 def split_model(model, blobs, out_dir, *, name: Optional[str] = None, link: bool = False,
                 search_path: str = DEFAULT_SEARCH_PATH, check_search_path: Optional[str] = None,
-                shapes=None, freeze_backbone: bool = False) -> dict:
+                shapes=None, freeze_backbone: bool = False, drop_updatable: bool = False) -> dict:
     """Split ``model`` (a path or spec) at ``blobs`` and write
     ``out_dir/<N>Backbone.mlmodel``, ``<N>Head.mlmodel`` and ``<N>.mlmodel``
     (the pipeline; with ``link`` its backbone stage is a stub naming
     ``<N>Backbone.mlmodelc`` on ``search_path``).  Returns the paths."""
-    from ..io import save
+    from ..io import MLPackage, save
     from .link import link_stage
 
     if name is None:
@@ -224,14 +237,18 @@ def split_model(model, blobs, out_dir, *, name: Optional[str] = None, link: bool
             raise SpecSurgeryError("split_model: give name= when the model is not a file path")
     out = Path(out_dir)
     original = load(model)
-    backbone, head = split_at(original, blobs, shapes=shapes, freeze_backbone=freeze_backbone)
+    backbone, head = split_at(original, blobs, shapes=shapes, freeze_backbone=freeze_backbone,
+                              drop_updatable=drop_updatable)
     pipe = split_pipeline(original, backbone, head)
     if link:
         pipe = link_stage(pipe, "backbone", file_name=f"{name}Backbone.mlmodelc", search_path=search_path)
+    def ext(m):   # ML Programs keep their weights in a package
+        return ".mlpackage" if isinstance(m, MLPackage) else ".mlmodel"
+
     paths = {
-        "backbone": out / f"{name}Backbone.mlmodel",
-        "head": out / f"{name}Head.mlmodel",
-        "pipeline": out / f"{name}.mlmodel",
+        "backbone": out / f"{name}Backbone{ext(backbone)}",
+        "head": out / f"{name}Head{ext(head)}",
+        "pipeline": out / f"{name}{ext(pipe)}",
     }
     save(backbone, paths["backbone"])
     save(head, paths["head"])

@@ -1,0 +1,396 @@
+"""split_at / split_model: every NN in the corpus and the torch zoo, split at
+early, middle and late cut points, checks and verifies (embedded and linked
+backbone); plus the shape-mapping, flexibility, classifier and bad-input cases."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import surgery_models as sm
+from conftest import CORPUS, MANIFEST, corpus_id
+from specsurgery import spec as S
+from specsurgery.check import check
+from specsurgery.cli import main
+from specsurgery.errors import NotFoundError, SpecSurgeryError, UnsupportedError
+from specsurgery.io import load, load_spec, save
+from specsurgery.ops import split_at, suggest_cuts
+from specsurgery.ops._nn import SurgeryNote
+from specsurgery.ops.split import split_model, split_pipeline
+from specsurgery.runtime import predict, random_inputs, verify
+from specsurgery.weights import layer_weights, weight_nbytes
+
+NN_CORPUS = [CORPUS / row["file"] for row in MANIFEST
+             if row["model_type"] in S.NN_TYPES and not row["file"].startswith("invalid/")]
+
+# corpus models that cannot take the standard test, and what they get instead
+ONE_LAYER = {"real/Image2Image.mlmodel", "real/s4tf_model.mlmodel", "real/keras_model_personalization.mlmodel"}
+CUSTOM_LAYERS = {"real/FastStyleTransferVanGoghStarryNight.mlmodel"}   # runtime cannot run 'custom'
+SEQUENCE_INPUT = {"real/TestGloVe_model.mlmodel"}                       # runtime cannot run it either
+HUGE = {"real/carn.mlmodel"}                                            # 3x1000x1000: tested shrunk
+UPDATABLE = {"real/newcoreml.mlmodel"}
+
+
+def errors(model):
+    return [f for f in check(model) if f.severity == "error"]
+
+
+def three_cuts(model) -> list[str]:
+    """Early, middle and last articulation blob (the last one sits before the head)."""
+    cuts = [c.blob for c in suggest_cuts(model)]
+    assert len(cuts) >= 3, cuts
+    picks = [cuts[0], cuts[len(cuts) // 2], cuts[-1]]
+    assert len(set(picks)) == 3
+    return picks
+
+
+def split_and_verify(model, blob, tmp_path, *, samples=2, **kw):
+    """Embedded and linked pipelines both verify against the original."""
+    for link in (False, True):
+        out = tmp_path / f"{'linked' if link else 'embedded'}_{abs(hash(blob))}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SurgeryNote)
+            paths = split_model(model, blob, out, name="M", link=link, **kw)
+        for p in paths.values():
+            assert p.exists()
+            assert not errors(p), (p, errors(p))
+        pipe = load_spec(paths["pipeline"])
+        stage0 = S.pipeline_of(pipe).models[0]
+        if link:
+            assert S.model_type(stage0) == "linkedModel"
+            assert stage0.linkedModel.linkedModelFile.linkedModelFileName.defaultValue == "MBackbone.mlmodelc"
+            assert stage0.linkedModel.linkedModelFile.linkedModelSearchPath.defaultValue == ".:$BUNDLE_MAIN"
+            assert pipe.specificationVersion >= 4
+        else:
+            assert S.model_type(stage0) == "neuralNetwork"
+        report = verify(model, paths["pipeline"], search_path=str(out), samples=samples)
+        assert report.ok, report.summary()
+
+
+# --------------------------------------------------------------------------- corpus
+
+@pytest.mark.parametrize("path", [p for p in NN_CORPUS
+                                  if corpus_id(p) not in ONE_LAYER | CUSTOM_LAYERS | SEQUENCE_INPUT | HUGE],
+                         ids=corpus_id)
+def test_corpus_split_verifies(path, tmp_path):
+    # newcoreml's own update parameters are invalid (no loss layer): split it as a prediction model
+    kw = {"drop_updatable": True} if corpus_id(path) in UPDATABLE else {}
+    for blob in three_cuts(path):
+        split_and_verify(path, blob, tmp_path, samples=1, **kw)
+
+
+@pytest.mark.parametrize("path", [p for p in NN_CORPUS if corpus_id(p) in ONE_LAYER], ids=corpus_id)
+def test_corpus_one_layer_models_have_no_cut(path):
+    assert suggest_cuts(path) == []
+    out = load_spec(path).description.output[0].name
+    with pytest.raises(SpecSurgeryError, match="leaves the head without layers"):
+        split_at(path, S.nn_of(load_spec(path)).layers[0].output[0] if out else out)
+
+
+@pytest.mark.parametrize("path", [p for p in NN_CORPUS if corpus_id(p) in CUSTOM_LAYERS], ids=corpus_id)
+def test_corpus_custom_layers_split_before_them_and_need_shapes_after(path, tmp_path):
+    cuts = [c for c in suggest_cuts(path) if c.shape is not None]
+    assert len(cuts) >= 3
+    for c in (cuts[0], cuts[len(cuts) // 2], cuts[-1]):
+        paths = split_model(path, c.blob, tmp_path / c.blob, name="Style", link=True)
+        assert all(not errors(p) for p in paths.values())
+        bb = load_spec(paths["backbone"])
+        assert list(bb.description.output[0].type.multiArrayType.shape) == c.shape
+    with pytest.raises(SpecSurgeryError, match=r"custom.*shapes=\{blob: \[dims\]\}"):
+        split_at(path, "add_8_output")
+    # with the shape given, the cut after a custom layer works
+    backbone, head = split_at(path, "add_8_output", shapes={"add_8_output": [64, 88, 88]})
+    assert not errors(backbone) and not errors(head)
+
+
+@pytest.mark.parametrize("path", [p for p in NN_CORPUS if corpus_id(p) in SEQUENCE_INPUT], ids=corpus_id)
+def test_corpus_sequence_model_reports_untypable_cut(path):
+    # a Keras-1 sequence model: its spec declares input [1] but dense_1 expects 4 time steps, so
+    # the reference runtime cannot run it and shape inference cannot type blobs after the time fold
+    with pytest.raises(SpecSurgeryError, match="inputChannels is 400"):
+        predict(path, random_inputs(load_spec(path)))
+    with pytest.raises(SpecSurgeryError, match=r"cannot type the cut blob.*'dense_1_output'.*shapes="):
+        split_at(path, "dense_1_output")
+
+
+def shrunk_carn(n=12):
+    """carn with a n x n input: same layers and weights, reshape targets rescaled."""
+    spec = load_spec(CORPUS / "real/carn.mlmodel")
+    inp = spec.description.input[0].type.multiArrayType
+    inp.shape[1] = inp.shape[2] = n
+    out = spec.description.output[0].type.multiArrayType
+    out.shape[1] = out.shape[2] = 2 * n
+    scale = {1000: n, 1000000: n * n, 64000: 64 * n, 2000: 2 * n}
+    for layer in spec.neuralNetwork.layers:
+        if layer.WhichOneof("layer") == "reshape":
+            shape = layer.reshape.targetShape
+            for i, d in enumerate(shape):
+                shape[i] = scale.get(d, d)
+    return spec
+
+
+def test_corpus_carn_shrunk_split_verifies(tmp_path):
+    spec = shrunk_carn()
+    assert not errors(spec)
+    src = tmp_path / "carn12.mlmodel"
+    save(spec, src)
+    for blob in three_cuts(src):
+        split_and_verify(src, blob, tmp_path, samples=1)
+
+
+def test_corpus_carn_full_size_late_cut_asks_for_shapes():
+    with pytest.raises(SpecSurgeryError, match=r"would hold about \d+ GiB; pass their shapes"):
+        split_at(CORPUS / "real/carn.mlmodel", "161")
+
+
+def updatable_net():
+    """skip_net made updatable: c3 trains, with a cross-entropy loss on the softmax."""
+    spec = sm.skip_net(classifier=True)
+    spec.isUpdatable = True
+    nn = spec.neuralNetworkClassifier
+    for layer in nn.layers:
+        if layer.name == "c3":
+            layer.isUpdatable = True
+            layer.convolution.weights.isUpdatable = True
+            layer.convolution.bias.isUpdatable = True
+    loss = nn.updateParams.lossLayers.add()
+    loss.name = "loss"
+    loss.categoricalCrossEntropyLossLayer.input = "probs"
+    loss.categoricalCrossEntropyLossLayer.target = "label"
+    sgd = nn.updateParams.optimizer.sgdOptimizer
+    sgd.learningRate.defaultValue = 0.01
+    sgd.miniBatchSize.defaultValue = 1
+    nn.updateParams.epochs.defaultValue = 1
+    spec.description.trainingInput.add().CopyFrom(spec.description.input[0])
+    target = spec.description.trainingInput.add()
+    target.name = "label"
+    target.type.stringType.SetInParent()
+    return spec
+
+
+def test_updatable_model_keeps_training_on_the_head():
+    spec = updatable_net()
+    assert not errors(spec), errors(spec)
+    backbone, head = split_at(spec, "b")
+    assert not backbone.isUpdatable and head.isUpdatable
+    assert [f.name for f in head.description.trainingInput] == ["b", "label"]
+    pipe = split_pipeline(spec, backbone, head)
+    assert pipe.isUpdatable and not errors(pipe), errors(pipe)
+    with pytest.raises(UnsupportedError, match="updatable layer.*'c3'.*freeze_backbone=True"):
+        split_at(spec, "f")
+    with pytest.warns(SurgeryNote, match="froze updatable layer.*'c3'"):
+        backbone, head = split_at(spec, "f", freeze_backbone=True)
+    assert not head.isUpdatable and not backbone.isUpdatable
+    pipe = split_pipeline(spec, backbone, head)
+    assert not pipe.isUpdatable and not errors(pipe)
+
+
+def test_updatable_model_with_broken_update_params_can_drop_training():
+    path = CORPUS / "real/newcoreml.mlmodel"     # isUpdatable without a loss layer
+    with pytest.warns(SurgeryNote, match="dropped on-device training"):
+        backbone, head = split_at(path, "flatten_1_output", drop_updatable=True)
+    assert not backbone.isUpdatable and not head.isUpdatable
+    assert not errors(backbone) and not errors(head)
+
+
+# --------------------------------------------------------------------------- torch zoo
+
+ZOO_ARCHS = ["resnet", "mobilenetv2", "unet", "lstm_text", "dict_outputs", "image_classifier",
+             "flexible", "layer_mix"]
+
+
+@pytest.mark.parametrize("arch", ZOO_ARCHS)
+def test_zoo_split_verifies(arch, tmp_path):
+    zoo = pytest.importorskip("zoo")
+    try:
+        path = zoo.converted(arch)
+    except Exception as exc:  # a conversion the zoo cannot do on this torch/coremltools
+        pytest.skip(f"zoo cannot convert {arch}: {exc}")
+    for blob in three_cuts(path):
+        split_and_verify(path, blob, tmp_path, samples=1)
+
+
+# --------------------------------------------------------------------------- semantics
+
+def test_classifier_semantics_stay_on_the_head(tmp_path):
+    spec = sm.skip_net(image=True, classifier=True)
+    spec.description.metadata.author = "someone"
+    spec.description.metadata.license = "MIT"
+    backbone, head = split_at(spec, "e")
+    assert S.model_type(backbone) == "neuralNetwork"          # coremltools #601
+    assert S.model_type(head) == "neuralNetworkClassifier"
+    assert list(head.neuralNetworkClassifier.stringClassLabels.vector) == ["a", "b", "c", "d"]
+    assert head.description.predictedFeatureName == "label"
+    assert head.description.predictedProbabilitiesName == "labelProbs"
+    assert head.neuralNetworkClassifier.labelProbabilityLayerName == "probs"
+    for half in (backbone, head):
+        assert half.description.metadata.author == "someone"
+        assert half.description.metadata.license == "MIT"
+    # image input and its preprocessing stay with the backbone
+    assert backbone.description.input[0].type.WhichOneof("Type") == "imageType"
+    assert len(backbone.neuralNetwork.preprocessing) == 1
+    assert len(head.neuralNetworkClassifier.preprocessing) == 0
+    pipe = split_pipeline(spec, backbone, head)
+    assert S.model_type(pipe) == "pipelineClassifier"
+    assert pipe.description == spec.description
+    assert verify(spec, pipe).ok
+
+
+def test_no_weight_is_duplicated():
+    spec = sm.skip_net()
+    backbone, head = split_at(spec, "b,c")
+
+    def wbytes(m):
+        return sum(weight_nbytes(wp) for l in S.nn_of(m).layers for _, wp in layer_weights(l))
+
+    assert wbytes(backbone) + wbytes(head) == wbytes(spec)
+    names = [l.name for l in backbone.neuralNetwork.layers] + [l.name for l in S.nn_of(head).layers]
+    assert sorted(names) == sorted(l.name for l in spec.neuralNetwork.layers)
+
+
+def test_multi_blob_cut_across_a_skip_connection():
+    spec = sm.skip_net()
+    backbone, head = split_at(spec, ["b", "c"])
+    assert [f.name for f in backbone.description.output] == ["b", "c"]
+    assert [f.name for f in head.description.input] == ["b", "c"]
+    assert [l.name for l in head.neuralNetwork.layers] == ["add", "r2", "c3", "gp"]
+    pipe = split_pipeline(spec, backbone, head)
+    assert not errors(pipe)
+    assert verify(spec, pipe).ok
+
+
+@pytest.mark.parametrize("legacy", [True, False], ids=["rank5", "exact"])
+def test_shape_mappings_are_consistent_in_both_halves(legacy):
+    spec = sm.skip_net(legacy=legacy)
+    backbone, head = split_at(spec, "b")
+    declared = [4, 8, 8] if legacy else [1, 4, 8, 8]
+    assert list(backbone.description.output[0].type.multiArrayType.shape) == declared
+    assert list(head.description.input[0].type.multiArrayType.shape) == declared
+    for half in (backbone, head):
+        assert S.nn_of(half).arrayInputShapeMapping == (0 if legacy else 1)
+    # through the runtime: the backbone's output has the declared shape, and
+    # feeding it to the head gives the original's output
+    x = random_inputs(spec, seed=3)
+    mid = predict(backbone, x)["b"]
+    assert list(mid.shape) == declared
+    np.testing.assert_allclose(predict(head, {"b": mid})["g"], predict(spec, x)["g"], rtol=1e-5, atol=1e-6)
+
+
+def test_rank4_images_with_rank5_arrays_switch_the_head_to_exact_rank():
+    spec = sm.skip_net(image=True)
+    spec.neuralNetwork.arrayInputShapeMapping = 0       # images RANK4, arrays legacy
+    assert not errors(spec)
+    backbone, head = split_at(spec, "b")
+    assert S.nn_of(head).arrayInputShapeMapping == 1
+    assert list(head.description.input[0].type.multiArrayType.shape) == [1, 4, 8, 8]
+    assert not errors(head)
+    assert verify(spec, split_pipeline(spec, backbone, head)).ok
+
+
+def test_flexible_enumerated_input_maps_to_enumerated_cut():
+    spec = sm.skip_net(flexible="enum")
+    backbone, head = split_at(spec, "b")
+    arr = backbone.description.output[0].type.multiArrayType
+    assert [list(s.shape) for s in arr.enumeratedShapes.shapes] == [[1, 4, 8, 8], [1, 4, 12, 12]]
+    assert head.description.input[0].type == backbone.description.output[0].type
+    pipe = split_pipeline(spec, backbone, head)
+    assert not errors(pipe) and not errors(backbone) and not errors(head)
+    x = {"x": np.random.default_rng(0).standard_normal((1, 3, 12, 12)).astype(np.float32)}
+    np.testing.assert_allclose(predict(pipe, x)["g"], predict(spec, x)["g"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("image", [False, True], ids=["array", "image"])
+def test_flexible_range_input_maps_to_range_cut(image):
+    spec = sm.skip_net(flexible="range", image=image)
+    backbone, head = split_at(spec, "e")
+    arr = head.description.input[0].type.multiArrayType
+    ranges = [(r.lowerBound, r.upperBound) for r in arr.shapeRange.sizeRanges]
+    assert ranges == [(1, 1), (4, 4), (8, 16), (8, 16)]
+    pipe = split_pipeline(spec, backbone, head)
+    assert not errors(pipe)
+    assert verify(spec, pipe).ok
+
+
+def test_spec_versions_of_both_halves_and_the_link_raise(tmp_path):
+    spec = sm.skip_net(legacy=True, version=1)
+    backbone, head = split_at(spec, "e")
+    assert backbone.specificationVersion == 1 and head.specificationVersion == 1
+    with pytest.warns(SurgeryNote, match="raised the spec version.*from 1 to 4"):
+        paths = split_model(spec, "e", tmp_path, name="Net", link=True)
+    pipe = load_spec(paths["pipeline"])
+    assert pipe.specificationVersion == 4
+    assert pipe.pipeline.models[0].specificationVersion == 4
+    assert load_spec(paths["backbone"]).specificationVersion == 1
+
+
+# --------------------------------------------------------------------------- bad input
+
+def test_unknown_blob_lists_near_matches():
+    with pytest.raises(NotFoundError, match=r"unknown blobs: 'bb' \(did you mean 'b'.*'zzz_q'"):
+        split_at(sm.skip_net(), "bb,zzz_q")
+
+
+def test_cut_that_does_not_separate_names_the_bypass():
+    with pytest.raises(SpecSurgeryError,
+                       match=r"does not separate the graph: layer 'add' after the cut reads 'b'.*"
+                             r"path x -> \[c1\] -> a -> \[r1\] -> b -> \[add\] -> d.*--at c,b"):
+        split_at(sm.skip_net(), "c")
+
+
+def test_cut_at_an_input_or_the_last_blob():
+    with pytest.raises(SpecSurgeryError, match="'x' is a model input"):
+        split_at(sm.skip_net(), "x")
+    with pytest.raises(SpecSurgeryError, match="leaves the head without layers"):
+        split_at(sm.skip_net(), "g")
+
+
+def test_mlprogram_dispatches_or_says_not_supported(tmp_path):
+    pkg = CORPUS / "generated/shared_backbone_classifier.mlpackage"
+    try:
+        import specsurgery.ops.split_mlprogram  # noqa: F401
+    except ImportError:
+        with pytest.raises(UnsupportedError, match="mlProgram surgery .*not supported yet"):
+            split_at(pkg, "input_31_cast_fp16")
+        return
+    paths = split_model(pkg, "input_31_cast_fp16", tmp_path, name="P")
+    assert paths["pipeline"].suffix == ".mlpackage"
+    assert verify(pkg, paths["pipeline"], search_path=str(tmp_path), samples=1).ok
+
+
+def test_mlprogram_message_when_the_module_is_missing(monkeypatch):
+    import importlib
+
+    real = importlib.import_module
+
+    def fake(name, *a, **k):
+        if name.endswith("split_mlprogram"):
+            raise ImportError("not here")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(importlib, "import_module", fake)
+    with pytest.raises(UnsupportedError, match=r"mlProgram surgery \(split\): not supported yet"):
+        split_at(CORPUS / "generated/shared_backbone_classifier.mlpackage", "x")
+
+
+def test_not_a_neural_network():
+    with pytest.raises(UnsupportedError, match="has no neural-network layers"):
+        split_at(CORPUS / "generated/sklearn_scaler_logreg.mlmodel", "x")
+
+
+# --------------------------------------------------------------------------- CLI
+
+def test_cli_split_linked(tmp_path, capsys):
+    src = tmp_path / "Skip.mlmodel"
+    save(sm.skip_net(image=True, classifier=True), src)
+    out = tmp_path / "out"
+    assert main(["split", str(src), "--at", "e", "-o", str(out), "--link"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("SkipBackbone.mlmodel", "SkipHead.mlmodel", "Skip.mlmodel"):
+        assert (out / name).exists() and name in printed
+    stub = load_spec(out / "Skip.mlmodel").pipelineClassifier.pipeline.models[0]
+    assert stub.linkedModel.linkedModelFile.linkedModelFileName.defaultValue == "SkipBackbone.mlmodelc"
+    assert verify(src, out / "Skip.mlmodel", search_path=str(out)).ok
+    assert main(["split", str(src), "--at", "c", "-o", str(out)]) == 1
+    assert "does not separate" in capsys.readouterr().err
