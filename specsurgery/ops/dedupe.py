@@ -302,6 +302,7 @@ class BackboneGroup:
     outputs: list                  # backbone output names (after collision renames)
     cuts: dict                     # member -> {its blob name: backbone output name}
     head_cuts: dict = field(default_factory=dict)   # member -> its blob names its head reads
+    head_reads_inputs: dict = field(default_factory=dict)  # member -> model inputs its head reads
     why: str = ""
 
     def to_json(self) -> dict:
@@ -565,8 +566,10 @@ def _group_layout(cand: Candidate, canons: dict, name: str) -> BackboneGroup:
     shared = cand.shared
     cut_ids: set = set()
     used: dict = {}
+    raw_inputs: dict = {}
     for canon in members:
         mine = used.setdefault(canon.name, set())
+        raw = raw_inputs.setdefault(canon.name, [])
         for lid in canon.layer_ids:
             if lid in shared:
                 continue
@@ -574,6 +577,8 @@ def _group_layout(cand: Candidate, canons: dict, name: str) -> BackboneGroup:
                 if canon.producer.get(bid) in shared:
                     cut_ids.add(bid)
                     mine.add(bid)
+                elif bid.startswith("in:") and canon.blob_name[bid] not in raw:
+                    raw.append(canon.blob_name[bid])
     ordered = sorted(cut_ids, key=lambda b: (ref.index_of[ref.producer[b]], b))
     taken = set().union(*(c.names for c in members))
     out_names: dict[str, str] = {}
@@ -594,7 +599,8 @@ def _group_layout(cand: Candidate, canons: dict, name: str) -> BackboneGroup:
     cuts = {c.name: {c.blob_name[b]: out_names[b] for b in ordered} for c in members}
     head_cuts = {c.name: [c.blob_name[b] for b in ordered if b in used[c.name]] for c in members}
     return BackboneGroup(name, list(cand.members), ref.name, cand.shared_layers, cand.shared_bytes,
-                         cand.saving, used_inputs, [out_names[b] for b in ordered], cuts, head_cuts)
+                         cand.saving, used_inputs, [out_names[b] for b in ordered], cuts, head_cuts,
+                         raw_inputs)
 
 
 def _explain(group: BackboneGroup, cand: Candidate, scored: list, canons: dict) -> str:
@@ -805,9 +811,20 @@ def _build_backbone(group: BackboneGroup, ref_spec, extract, rename_feature):
     return backbone
 
 
-def _build_member(group: BackboneGroup, member: str, spec, stub, split_at, make_pipeline, rename_feature):
+def _build_member(group: BackboneGroup, member: str, spec, stub, split_at, extract, make_pipeline,
+                  rename_feature):
     cuts = group.cuts[member]
-    _, head = split_at(spec, group.head_cuts[member])
+    if group.head_reads_inputs.get(member):
+        # the head also reads a model input (preprocessing included): split_at handles that
+        _, head = split_at(spec, group.head_cuts[member])
+    else:
+        # extract copies only the head's layers (split_at would copy the backbone too)
+        head = extract(spec, group.head_cuts[member], [f.name for f in spec.description.output])
+        declared = {f.name: f for f in spec.description.output}
+        for f in head.description.output:      # keep the original's declared output types
+            if f.name in declared:
+                f.CopyFrom(declared[f.name])
+        head.description.metadata.CopyFrom(spec.description.metadata)
     for old, new in cuts.items():
         if old != new and any(f.name == old for f in head.description.input):
             head = rename_feature(head, old, new)
@@ -831,7 +848,7 @@ def _build(plan: DedupePlan, loaded: dict, search_path: str, progress=None) -> t
             if progress is not None:
                 progress(f"rewrite {member}")
             outputs[member] = _build_member(group, member, io.load_spec(loaded[member]), stub,
-                                            split_at, make_pipeline, rename_feature)
+                                            split_at, extract, make_pipeline, rename_feature)
     for p in plan.models:
         if p.name not in outputs:
             outputs[p.name] = loaded[p.name]

@@ -544,3 +544,19 @@ def test_greedy_grouping_beyond_the_exact_limit(monkeypatch):
     greedy = plan_dedupe(models)
     assert sorted(sorted(g.members) for g in greedy.groups) == sorted(sorted(g.members) for g in exact.groups) \
         == [["a", "b"], ["c", "d"]]
+
+
+def test_head_that_also_reads_the_image(tmp_path):
+    # a head layer reads the (preprocessed) image input besides the cut blob
+    _require_surgery()
+    a = trunk(Net("neuralNetwork"))
+    cut = a.last
+    a.conv("from_image", 3, 16, 60, k=1, src="image").add("mix", a.last, cut)
+    a = a.output(a.last, "out").spec
+    originals = {"a": a, "b": segmenter()}
+    paths = save_all(tmp_path, originals)
+    out = tmp_path / "out"
+    report = dedupe_files(paths, out)
+    assert report["backbones"][0]["members"] == ["a", "b"]
+    check_all(out)
+    verify_all(out, originals)
