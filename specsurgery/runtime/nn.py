@@ -67,7 +67,7 @@ def supported_kinds() -> list[str]:
 class Ctx:
     """What a layer function sees: its layer, the weight cache, the mode."""
 
-    __slots__ = ("net", "layer", "name", "kind", "shape_only", "rank5", "cache_key")
+    __slots__ = ("net", "layer", "name", "kind", "shape_only", "rank5", "cache_key", "trace")
 
     def __init__(self, net: "Net"):
         self.net = net
@@ -149,6 +149,7 @@ class Net:
         ``keep`` are dropped after their last reader (saves memory on big inputs)."""
         ctx = Ctx(self)
         ctx.shape_only = shape_only
+        ctx.trace = trace
         free = keep is not None and bool(self.last_use)
         for step_i, (name, kind, fn, params, ins, outs) in enumerate(self.steps):
             ctx.name, ctx.kind = name, kind
@@ -159,6 +160,20 @@ class Net:
                 raise LayerError(f"layer {self.where}{name!r} ({kind}) consumes blob(s) "
                                  f"{', '.join(map(repr, missing))} which no earlier layer or input "
                                  "produced") from None
+            if shape_only and kind in SHAPE_PRESERVING and args and max(a.size for a in args) > 4096:
+                # big elementwise result: only its shape matters (small tensors are
+                # computed for real, since loop counters and shape arithmetic need values)
+                try:
+                    shape = np.broadcast_shapes(*[a.shape for a in args])
+                except ValueError:
+                    shape = None
+                if shape is not None:
+                    zero = np.broadcast_to(F32(0), shape)
+                    for o in outs:
+                        blobs[o] = zero
+                        if trace is not None:
+                            trace(o, zero)
+                    continue
             try:
                 res = fn(ctx, params, args) if kind not in _NEEDS_BLOBS else fn(ctx, params, args, blobs, outs)
             except (SpecSurgeryError, _LoopBreak, _LoopContinue):
@@ -186,6 +201,18 @@ class Net:
 
 
 _NEEDS_BLOBS = {"branch", "loop", "copy"}
+
+#: kinds whose outputs have the broadcast shape of their inputs (shape mode shortcut)
+SHAPE_PRESERVING = {
+    "activation", "add", "multiply", "average", "max", "min", "addBroadcastable",
+    "subtractBroadcastable", "multiplyBroadcastable", "divideBroadcastable", "maxBroadcastable",
+    "minBroadcastable", "modBroadcastable", "floorDivBroadcastable", "powBroadcastable",
+    "equal", "notEqual", "lessThan", "lessEqual", "greaterThan", "greaterEqual", "logicalAnd",
+    "logicalOr", "logicalXor", "logicalNot", "ceil", "floor", "sign", "round", "exp2", "sin", "cos",
+    "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "erf", "unary",
+    "clip", "gelu", "clampedReLU", "batchnorm", "softmax", "softmaxND", "l2normalize", "lrn", "mvn",
+    "layerNormalization", "whereBroadcastable",
+}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -224,7 +251,8 @@ def _chan_bcast(vec: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def _zeros(shape) -> np.ndarray:
-    return np.zeros(tuple(int(s) for s in shape), dtype=F32)
+    """Shape-mode placeholder: a read-only zero view that allocates nothing."""
+    return np.broadcast_to(F32(0), tuple(int(s) for s in shape))
 
 
 def _ints(x) -> np.ndarray:
@@ -1810,9 +1838,9 @@ def _copy(ctx, p, ins, blobs, outs):
 def _branch(ctx, p, ins, blobs, outs):
     cond = bool(np.asarray(ins[0]).reshape(-1)[0] != 0) if ins[0].size else False
     if cond:
-        ctx.sub(p.ifBranch).run(blobs, ctx.shape_only)
+        ctx.sub(p.ifBranch).run(blobs, ctx.shape_only, ctx.trace)
     elif p.HasField("elseBranch"):
-        ctx.sub(p.elseBranch).run(blobs, ctx.shape_only)
+        ctx.sub(p.elseBranch).run(blobs, ctx.shape_only, ctx.trace)
     return None
 
 
@@ -1828,7 +1856,7 @@ def _loop(ctx, p, ins, blobs, outs):
     it = 0
     while it < limit:
         if cond_net is not None:
-            cond_net.run(blobs, ctx.shape_only)
+            cond_net.run(blobs, ctx.shape_only, ctx.trace)
             v = blobs.get(p.conditionVar)
             if v is None:
                 ctx.fail(f"condition network did not produce conditionVar {p.conditionVar!r}")
@@ -1839,7 +1867,7 @@ def _loop(ctx, p, ins, blobs, outs):
             if v is not None and not bool(np.asarray(v).reshape(-1)[0] != 0):
                 break
         try:
-            body.run(blobs, ctx.shape_only)
+            body.run(blobs, ctx.shape_only, ctx.trace)
         except _LoopBreak:
             break
         except _LoopContinue:

@@ -1,0 +1,71 @@
+"""The oracle: every zoo architecture, converted with ct.convert to the
+neuralNetwork backend, runs in the numpy runtime like torch's forward."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import zoo
+from specsurgery import io
+from specsurgery.runtime import infer_shapes, predict
+from specsurgery.runtime.engine import compiled, feed
+
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def _assert_close(name, got, exp):
+    if isinstance(exp, dict):
+        assert set(got) == set(exp), name
+        for k in exp:
+            assert abs(got[k] - exp[k]) <= ATOL + RTOL * abs(exp[k]), (name, k, got[k], exp[k])
+        return
+    if isinstance(exp, str):
+        assert got == exp, name
+        return
+    got = np.asarray(got).reshape(exp.shape)
+    err = np.abs(got - exp)
+    bad = err > ATOL + RTOL * np.abs(exp)
+    assert not bad.any(), f"{name}: {int(bad.sum())} elements off, max abs err {err.max():.3g}"
+
+
+@pytest.mark.parametrize("arch", list(zoo.ARCHS))
+def test_zoo_matches_torch(arch):
+    path = zoo.converted(arch)
+    for seed in (0, 1):
+        got = predict(path, zoo.coreml_inputs(arch, seed))
+        exp = zoo.torch_outputs(arch, seed)
+        assert set(exp) <= set(got)
+        for name, value in exp.items():
+            _assert_close(f"{arch}/{name}", got[name], value)
+
+
+def test_flexible_input_runs_at_other_sizes():
+    path = zoo.converted("flexible")
+    for shape in [(1, 3, 16, 40), (1, 3, 64, 8)]:
+        got = predict(path, zoo.coreml_inputs("flexible", 3, shape=shape))
+        exp = zoo.torch_outputs("flexible", 3, shape=shape)
+        assert got["y"].shape == exp["y"].shape
+        _assert_close("flexible", got["y"], exp["y"])
+
+
+@pytest.mark.parametrize("arch", list(zoo.ARCHS))
+def test_infer_shapes_matches_a_real_run(arch):
+    spec = io.load_spec(zoo.converted(arch))
+    shapes = infer_shapes(spec)
+    seen = {}
+    blobs = feed(spec, spec.WhichOneof("Type") and getattr(spec, spec.WhichOneof("Type")),
+                 zoo.coreml_inputs(arch))
+    seen.update({k: v.shape for k, v in blobs.items()})
+    compiled(spec).run(blobs, trace=lambda name, v: seen.__setitem__(name, np.shape(v)))
+    assert shapes == {k: tuple(v) for k, v in seen.items()}
+
+
+def test_repeated_predict_reuses_the_compiled_network():
+    path = zoo.converted("resnet")
+    spec = io.load_spec(path)
+    predict(spec, zoo.coreml_inputs("resnet"))
+    net = compiled(spec)
+    predict(spec, zoo.coreml_inputs("resnet"))
+    assert compiled(spec) is net
+    assert net.wcache, "decoded weights are cached"
