@@ -1024,6 +1024,174 @@ def _sparse_shift_scale(c):
     return mask, dense[mask != 0].astype(scale.dtype).reshape(-1)
 
 
+# --------------------------------------------------------------------------- recurrent
+
+_ACT = {
+    "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)), "tanh": np.tanh, "relu": lambda x: np.maximum(x, 0),
+    "linear": lambda x: x, "hard_sigmoid": lambda x: np.clip(0.2 * x + 0.5, 0, 1),
+    "scaled_tanh": np.tanh,
+}
+
+
+def _act(c, key, default):
+    name = str(c.scalar(key, default)).lower()
+    if name not in _ACT:
+        raise UnsupportedError(f"recurrent activation {name!r} is not supported (known: {', '.join(_ACT)})")
+    return _ACT[name]
+
+
+def _lstm_dir(x, h, cst, wih, whh, b, peep, ract, cact, act, clip, reverse):
+    hs = h.shape[-1]
+    steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
+    out = [None] * x.shape[0]
+    xw = np.einsum("tbi,gi->tbg", x, wih)
+    for t in steps:
+        g = xw[t] + h @ whh.T
+        if b is not None:
+            g = g + b
+        i, f, o, z = (g[:, k * hs:(k + 1) * hs] for k in range(4))
+        if peep is not None:
+            i = i + peep[:hs] * cst
+            f = f + peep[hs:2 * hs] * cst
+        i, f, z = ract(i), ract(f), cact(z)
+        if clip is not None:
+            z = np.clip(z, -clip, clip)
+        cst = f * cst + i * z
+        if peep is not None:
+            o = o + peep[2 * hs:] * cst
+        h = ract(o) * act(cst)
+        out[t] = h
+    return np.stack(out), h, cst
+
+
+@op("lstm")
+def _lstm(c):
+    x = _f(c["x"])
+    direction = str(c.scalar("direction", "forward"))
+    h0, c0 = _f(c["initial_h"]), _f(c["initial_c"])
+    ract, cact, act = _act(c, "recurrent_activation", "sigmoid"), _act(c, "cell_activation", "tanh"), \
+        _act(c, "activation", "tanh")
+    clip = c.scalar("clip")
+    opt = lambda k: None if c.get(k) is None else _f(c[k])  # noqa: E731
+    if direction == "bidirectional":
+        hs = h0.shape[-1] // 2
+        yf, hf, cf = _lstm_dir(x, h0[:, :hs], c0[:, :hs], _f(c["weight_ih"]), _f(c["weight_hh"]),
+                               opt("bias"), opt("peephole"), ract, cact, act, clip, False)
+        yb, hb, cb = _lstm_dir(x, h0[:, hs:], c0[:, hs:], _f(c["weight_ih_back"]), _f(c["weight_hh_back"]),
+                               opt("bias_back"), opt("peephole_back"), ract, cact, act, clip, True)
+        y = np.concatenate([yf, yb], axis=-1)
+        h, cell = np.concatenate([hf, hb], -1), np.concatenate([cf, cb], -1)
+        last = np.concatenate([yf[-1], yb[0]], axis=-1)[None]
+    else:
+        y, h, cell = _lstm_dir(x, h0, c0, _f(c["weight_ih"]), _f(c["weight_hh"]), opt("bias"),
+                               opt("peephole"), ract, cact, act, clip, direction == "reverse")
+        last = h[None]
+    if not c.scalar("output_sequence", False):
+        y = last
+    return y, h, cell
+
+
+@op("gru")
+def _gru(c):
+    x = _f(c["x"])
+    h = _f(c["initial_h"])
+    wih, whh = _f(c["input_hidden_weights"] if c.get("input_hidden_weights") is not None else c["weight_ih"]), \
+        _f(c["hidden_hidden_weights"] if c.get("hidden_hidden_weights") is not None else c["weight_hh"])
+    b = c.get("bias")
+    b = None if b is None else _f(b)
+    hs = h.shape[-1]
+    ract, act = _act(c, "recurrent_activation", "sigmoid"), _act(c, "activation", "tanh")
+    reverse = str(c.scalar("direction", "forward")) == "reverse"
+    steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
+    out = [None] * x.shape[0]
+    # gate order [r, z, o] (reset, update, output) for input and hidden weights
+    for t in steps:
+        gx = x[t] @ wih.T
+        gh = h @ whh.T
+        if b is not None:
+            gx = gx + b.reshape(-1)[:3 * hs]
+        r = ract(gx[:, :hs] + gh[:, :hs])
+        z = ract(gx[:, hs:2 * hs] + gh[:, hs:2 * hs])
+        n = act(gx[:, 2 * hs:] + r * gh[:, 2 * hs:])
+        h = (1 - z) * n + z * h
+        out[t] = h
+    y = np.stack(out) if c.scalar("output_sequence", False) else h[None]
+    return y, h
+
+
+# --------------------------------------------------------------------------- control flow, scatter, crop
+
+def _bind_block(block, env, values):
+    sub = dict(env)
+    for inp, v in zip(block.inputs, values):
+        sub[inp.name] = v
+    return sub
+
+
+@op("while_loop")
+def _while_loop(c):
+    vals = list(c["loop_vars"])
+    cond_block, body_block = c.op.blocks[0], c.op.blocks[1]
+    for _ in range(1 << 20):
+        (go,) = run_block(cond_block, _bind_block(cond_block, c.env, vals), c.package)
+        if not bool(np.asarray(go).reshape(-1)[0]):
+            break
+        vals = run_block(body_block, _bind_block(body_block, c.env, vals), c.package)
+    else:  # pragma: no cover
+        raise SpecSurgeryError(f"while_loop {P.op_name(c.op)!r} ran 2**20 iterations without stopping")
+    return tuple(vals) if len(vals) > 1 else vals[0]
+
+
+@op("cond")
+def _cond(c):
+    pred = bool(np.asarray(c["pred"]).reshape(-1)[0])
+    block = c.op.blocks[0] if pred else c.op.blocks[1]
+    vals = run_block(block, dict(c.env), c.package)
+    return tuple(vals) if len(vals) > 1 else vals[0]
+
+
+_SCATTER = {"update": lambda a, b: b, "add": np.add, "sub": np.subtract, "mul": np.multiply,
+            "div": np.divide, "max": np.maximum, "min": np.minimum}
+
+
+@op("scatter")
+def _scatter(c):
+    data = np.array(c["data"], copy=True)
+    axis = int(c.scalar("axis", 0)) % data.ndim
+    idx = np.asarray(c["indices"]).astype(np.int64).reshape(-1)
+    upd = np.asarray(c["updates"])
+    mode = str(c.scalar("mode", "update"))
+    d = np.moveaxis(data, axis, 0)
+    u = np.moveaxis(upd, axis, 0).reshape((idx.size,) + d.shape[1:])
+    fn = _SCATTER[mode]
+    for k, i in enumerate(idx):
+        d[i] = fn(d[i], u[k])
+    return np.moveaxis(d, 0, axis)
+
+
+@op("scatter_along_axis")
+def _scatter_along_axis(c):
+    data = np.array(c["data"], copy=True)
+    axis = int(c.scalar("axis", 0))
+    idx = np.asarray(c["indices"]).astype(np.int64)
+    upd = np.asarray(c["updates"])
+    mode = str(c.scalar("mode", "update"))
+    if mode == "update":
+        np.put_along_axis(data, idx, upd, axis=axis)
+        return data
+    cur = np.take_along_axis(data, idx, axis=axis)
+    np.put_along_axis(data, idx, _SCATTER[mode](cur, upd), axis=axis)
+    return data
+
+
+@op("crop")
+def _crop(c):
+    x = np.asarray(c["x"])
+    ch, cw = c.ints("crop_height", [0, 0]), c.ints("crop_width", [0, 0])
+    h, w = x.shape[-2:]
+    return x[..., ch[0]:h - ch[1], cw[0]:w - cw[1]]
+
+
 # --------------------------------------------------------------------------- classify
 
 @op("classify")
@@ -1060,7 +1228,7 @@ def _round_fp16(value, vt):
 
 
 # ops whose variadic input is a list (values=(a, b, c))
-_LIST_ARGS = {"values"}
+_LIST_ARGS = {"values", "loop_vars"}
 
 
 def run_block(block, env: dict, package) -> list:

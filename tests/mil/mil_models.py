@@ -191,3 +191,43 @@ def converted(name, precision="fp32", deployment="iOS16") -> Path:
     if pkg_dir and Path(pkg_dir).exists() and str(pkg_dir).startswith(tempfile.gettempdir()):
         shutil.rmtree(pkg_dir, ignore_errors=True)
     return target
+
+
+# --------------------------------------------------------------------------- H3's zoo at both precisions
+
+def zoo_converted(name, precision="fp32") -> Path:
+    """H3's ``tests/zoo.py`` architecture ``name`` as an ML Program at ``precision``
+    (zoo.converted(name, backend="mlprogram") gives ct's default, fp16 only)."""
+    import zoo
+
+    key = hashlib.sha1(Path(zoo.__file__).read_bytes()).hexdigest()[:10]
+    target = CACHE / f"zoo_{name}_{precision}_{key}.mlpackage"
+    if target.is_dir():
+        return target
+    import torch
+    from specsurgery._proto import coremltools
+
+    ct = coremltools()
+    module, example, kwargs = zoo.build(name)
+    traced = torch.jit.trace(module, example)
+    before = set(Path(tempfile.gettempdir()).glob("tmp*"))
+    mlmodel = ct.convert(traced, convert_to="mlprogram",
+                         compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
+                         **kwargs)
+    if zoo.ARCHS[name].kind == "image_classifier":   # name the probabilities "probs", as zoo does
+        spec = mlmodel.get_spec()
+        old = spec.description.predictedProbabilitiesName
+        if old and old != "probs":
+            ct.utils.rename_feature(spec, old, "probs")
+            mlmodel = ct.models.MLModel(spec, weights_dir=mlmodel.weights_dir, skip_model_load=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=CACHE))
+    mlmodel.save(str(tmp / "m.mlpackage"))
+    if not target.exists():
+        os.replace(tmp / "m.mlpackage", target)
+    shutil.rmtree(tmp, ignore_errors=True)
+    del mlmodel
+    for left in set(Path(tempfile.gettempdir()).glob("tmp*")) - before:
+        if left.suffix in (".mlmodelc", ".mlpackage") or left.is_dir():
+            shutil.rmtree(left, ignore_errors=True)
+    return target
