@@ -163,9 +163,13 @@ def run_demo(out_dir) -> bool:
     totals = rep.get("totals", {})
     before = sum(io.file_size(p) for p in (cls_path, seg_path))
     after = sum(io.file_size(p) for p in bundle.glob("*.mlmodel"))
+    strict = [verify(p, bundle / p.name, samples=2, rtol=1e-4, atol=1e-5) for p in (cls_path, seg_path)]
+    ok &= all(r.ok for r in strict)
     log.step("dedupe", f"bundle {human_bytes(before)} -> {human_bytes(after)}: "
                        f"{human_bytes(before - after)} saved ({(before - after) / before:.1%})"
-             + (f", {totals['share_of_best']:.1%} of the best possible" if "share_of_best" in totals else ""))
+             + (f", {totals['share_of_best']:.1%} of the best possible" if "share_of_best" in totals else "")
+             + "; verify through the linked backbone (1e-5): "
+             + ", ".join(f"{p.stem} {'ok' if r.ok else 'MISMATCH'}" for p, r in zip((cls_path, seg_path), strict)))
 
     # 6. compress ----------------------------------------------------------
     bb_path = bundle / "Backbone.mlmodel"
