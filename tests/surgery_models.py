@@ -129,3 +129,28 @@ def skip_net(*, legacy: bool = False, image: bool = False, classifier: bool = Fa
     if flexible:
         spec.specificationVersion = max(version, 3)
     return spec
+
+
+def updatable_net():
+    """skip_net made updatable: c3 trains, with a cross-entropy loss on the softmax."""
+    spec = skip_net(classifier=True)
+    spec.isUpdatable = True
+    nn = spec.neuralNetworkClassifier
+    for layer in nn.layers:
+        if layer.name == "c3":
+            layer.isUpdatable = True
+            layer.convolution.weights.isUpdatable = True
+            layer.convolution.bias.isUpdatable = True
+    loss = nn.updateParams.lossLayers.add()
+    loss.name = "loss"
+    loss.categoricalCrossEntropyLossLayer.input = "probs"
+    loss.categoricalCrossEntropyLossLayer.target = "label"
+    sgd = nn.updateParams.optimizer.sgdOptimizer
+    sgd.learningRate.defaultValue = 0.01
+    sgd.miniBatchSize.defaultValue = 1
+    nn.updateParams.epochs.defaultValue = 1
+    spec.description.trainingInput.add().CopyFrom(spec.description.input[0])
+    target = spec.description.trainingInput.add()
+    target.name = "label"
+    target.type.stringType.SetInParent()
+    return spec

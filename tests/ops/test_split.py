@@ -145,33 +145,8 @@ def test_corpus_carn_full_size_late_cut_asks_for_shapes():
         split_at(CORPUS / "real/carn.mlmodel", "161")
 
 
-def updatable_net():
-    """skip_net made updatable: c3 trains, with a cross-entropy loss on the softmax."""
-    spec = sm.skip_net(classifier=True)
-    spec.isUpdatable = True
-    nn = spec.neuralNetworkClassifier
-    for layer in nn.layers:
-        if layer.name == "c3":
-            layer.isUpdatable = True
-            layer.convolution.weights.isUpdatable = True
-            layer.convolution.bias.isUpdatable = True
-    loss = nn.updateParams.lossLayers.add()
-    loss.name = "loss"
-    loss.categoricalCrossEntropyLossLayer.input = "probs"
-    loss.categoricalCrossEntropyLossLayer.target = "label"
-    sgd = nn.updateParams.optimizer.sgdOptimizer
-    sgd.learningRate.defaultValue = 0.01
-    sgd.miniBatchSize.defaultValue = 1
-    nn.updateParams.epochs.defaultValue = 1
-    spec.description.trainingInput.add().CopyFrom(spec.description.input[0])
-    target = spec.description.trainingInput.add()
-    target.name = "label"
-    target.type.stringType.SetInParent()
-    return spec
-
-
 def test_updatable_model_keeps_training_on_the_head():
-    spec = updatable_net()
+    spec = sm.updatable_net()
     assert not errors(spec), errors(spec)
     backbone, head = split_at(spec, "b")
     assert not backbone.isUpdatable and head.isUpdatable

@@ -1,0 +1,51 @@
+"""suggest_cuts: articulation blobs with shapes and weight shares."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import surgery_models as sm
+from conftest import CORPUS
+from specsurgery.cli import main
+from specsurgery.errors import UnsupportedError
+from specsurgery.io import save
+from specsurgery.ops import split_at, suggest_cuts
+
+
+def test_skip_net_cuts():
+    cuts = suggest_cuts(sm.skip_net())
+    assert [c.blob for c in cuts] == ["a", "b", "d", "e", "f"]    # never "c" (the skip bypasses it)
+    by = {c.blob: c for c in cuts}
+    assert by["b"].shape == [1, 4, 8, 8] and by["b"].layers_before == 2 and by["b"].layers_after == 5
+    assert 0 < by["a"].weight_share < by["d"].weight_share < by["f"].weight_share == 1.0
+    assert sm.skip_net().neuralNetwork.layers  # the input is not modified
+    for c in cuts:           # every suggestion is a cut split_at accepts
+        split_at(sm.skip_net(), c.blob)
+
+
+def test_legacy_shapes_and_weight_share_on_corpus():
+    cuts = suggest_cuts(CORPUS / "real/TinyDrawingEmbedding.mlmodel")
+    by = {c.blob: c for c in cuts}
+    assert by["max_pooling2d_6_output"].shape == [64, 3, 3]
+    assert by["dense_3_output"].weight_share == 1.0
+    shares = [c.weight_share for c in cuts]
+    assert shares == sorted(shares)
+    assert by["flatten_2_output"].to_json()["weight_share"] == pytest.approx(by["flatten_2_output"].weight_share, abs=1e-6)
+
+
+def test_not_a_network():
+    with pytest.raises(UnsupportedError):
+        suggest_cuts(CORPUS / "generated/sklearn_scaler_logreg.mlmodel")
+
+
+def test_cli_suggest_cuts(tmp_path, capsys):
+    save(sm.skip_net(), tmp_path / "s.mlmodel")
+    assert main(["suggest-cuts", str(tmp_path / "s.mlmodel")]) == 0
+    text = capsys.readouterr().out
+    assert "b " in text and "1x4x8x8" in text and "%" in text
+    assert main(["suggest-cuts", str(tmp_path / "s.mlmodel"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["blob"] for r in rows] == ["a", "b", "d", "e", "f"]
+    assert rows[-1]["weight_share"] == 1.0
