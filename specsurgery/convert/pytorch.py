@@ -668,7 +668,9 @@ def _trace_or_script(wrapped, module, examples, script: bool):
                 "needs type annotations for non-tensor arguments and supports a subset of Python "
                 "(no **kwargs, no dynamic attribute access)") from exc
         if wrapped is module:
-            return _freeze(scripted, name)
+            frozen = _freeze(scripted, name)
+            _fold_num_to_tensor(frozen)
+            return frozen
         # A traced wrapper around the scripted module keeps the scripted control
         # flow (the trace records a call into it) and flattens the outputs.
         wrapped.inner = scripted
@@ -680,6 +682,7 @@ def _trace_or_script(wrapped, module, examples, script: bool):
                 raise ConvertError(f"wrapping scripted {name} failed: {_first_lines(exc)}") from exc
         traced = _freeze(traced, name)
         _fold_dict_getitem(traced)
+        _fold_num_to_tensor(traced)
         return traced
     if isinstance(module, torch.jit.ScriptModule) and wrapped is module:
         return module
@@ -711,6 +714,7 @@ def _trace_or_script(wrapped, module, examples, script: bool):
                 "baked in the branch or loop count of the example inputs and would give wrong "
                 "results for other inputs. Use script=True (TorchScript keeps if/while/for as "
                 "control flow)")
+    _fold_num_to_tensor(traced)
     return traced
 
 
@@ -762,6 +766,39 @@ def _fold_dict_getitem(traced) -> None:
                 break
     if changed:
         torch._C._jit_pass_dce(graph)
+
+
+def _fold_num_to_tensor(module) -> int:
+    """``aten::Int(prim::NumToTensor(n))`` -> ``n`` in a traced graph.
+
+    Tracing records ``B, T = x.shape`` as ``size -> NumToTensor -> Int``.
+    coremltools 9.0 holds the NumToTensor value as a one-element array and
+    converts it with ``int(array)``, which NumPy 2 refuses ("only
+    0-dimensional arrays can be converted to Python scalars").  The round
+    trip is an identity on the int, so drop it.
+    """
+    import torch
+
+    graph = module.graph
+    torch._C._jit_pass_inline(graph)
+    folded = 0
+
+    def visit(block):
+        nonlocal folded
+        for node in list(block.nodes()):
+            for sub in node.blocks():
+                visit(sub)
+            if node.kind() != "aten::Int":
+                continue
+            source = node.input().node()
+            if source.kind() == "prim::NumToTensor":
+                node.output().replaceAllUsesWith(source.input())
+                folded += 1
+
+    visit(graph)
+    if folded:
+        torch._C._jit_pass_dce(graph)
+    return folded
 
 
 def _prepare_exported(program):
