@@ -533,6 +533,20 @@ def set_min_version(model, floor: int) -> int:
     return model.specificationVersion
 
 
+def set_needed_version(model, fallback: int) -> int:
+    """Give a newly cut model the spec version its features need (the
+    validator's minimum), so a backbone that only needs Core ML 3 is not
+    pinned to its original's newer version; ``fallback`` when the minimum
+    cannot be computed."""
+    try:
+        from ..check import min_spec_version
+    except ImportError:
+        model.specificationVersion = fallback
+        return fallback
+    model.specificationVersion = max(1, int(min_spec_version(model)[0]))
+    return model.specificationVersion
+
+
 def unknown_blobs_error(spec, missing: Sequence[str], what: str = "blob") -> NotFoundError:
     nn = S.nn_of(spec)
     return NotFoundError(missing_message(what, list(missing), blob_names(spec, nn)))

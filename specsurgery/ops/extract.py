@@ -156,7 +156,7 @@ def extract(spec, inputs, outputs, *, shapes=None, inplace: bool = False):
         if new_kind == "neuralNetworkClassifier" and desc.predictedProbabilitiesName in outputs:
             out.description.predictedProbabilitiesName = desc.predictedProbabilitiesName
     _nn.fit_shape_mapping(out)
-    _nn.set_min_version(out, spec.specificationVersion)
+    _nn.set_needed_version(out, spec.specificationVersion)
     if inplace:
         spec.CopyFrom(out)
         return spec

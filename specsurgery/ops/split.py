@@ -127,7 +127,7 @@ def split_at(spec, blobs, *, shapes=None, freeze_backbone: bool = False, drop_up
         _freeze(backbone)
         _nn.note(f"split: froze updatable layer(s) {', '.join(map(repr, frozen))} in the backbone; "
                  "on-device training now updates the head only")
-    _nn.set_min_version(backbone, spec.specificationVersion)
+    _nn.set_needed_version(backbone, spec.specificationVersion)
 
     # ---- head: cut blobs it reads + original inputs it reads; original semantics
     head_in = [f for f in cut_feats if f.name in head_cl.stops]
@@ -150,7 +150,7 @@ def split_at(spec, blobs, *, shapes=None, freeze_backbone: bool = False, drop_up
         else:
             _fix_training_inputs(spec, head)
     _nn.fit_shape_mapping(head)
-    _nn.set_min_version(head, spec.specificationVersion)
+    _nn.set_needed_version(head, spec.specificationVersion)
     return backbone, head
 
 
