@@ -266,9 +266,12 @@ def main(argv=None) -> int:
             ct.utils.load_spec(str(p))
         ct_load = time.perf_counter() - t0
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         report = dedupe_files(paths, out)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        import resource
+
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
         print(report["table"])
         totals, hashing = report["totals"], report["hashing"]
@@ -277,7 +280,10 @@ def main(argv=None) -> int:
         print()
         print(f"dedupe wall time        {wall:8.2f} s   (target < 30 s)   "
               f"= {wall / ct_load:.1f}x coremltools' load_spec of the same 5 files ({ct_load:.2f} s)")
-        print(f"  of which hashing      {hashing['seconds']:8.2f} s")
+        print(f"  cpu time              {cpu:8.2f} s   (wall - cpu = waiting for disk or for other processes; "
+              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+        print(f"  read + hash           {hashing['seconds']:8.2f} s")
+        print(f"  peak memory           {peak_mib:8.0f} MiB (the process, models included)")
         print(f"weights hashed          {hashing['weights_hashed']:8d}     bytes hashed {hashing['bytes_hashed']:,} "
               f"/ weight bytes held {hashing['weight_bytes_total']:,} = "
               f"{hashing['bytes_hashed'] / hashing['weight_bytes_total']:.3f} ({'each weight hashed once' if once else 'NOT once'})")

@@ -612,15 +612,16 @@ def _explain(group: BackboneGroup, cand: Candidate, scored: list, canons: dict) 
     if cand.held_back:
         parts.append(f"{cand.held_back} shared layer(s) stay in the heads because they produce an interface output")
     parts.append(f"saves (members - 1) x shared = {cand.saving:,} bytes")
-    # the best rival that overlaps this group and was not chosen
+    # the best rival that overlaps this group, was not chosen, and cuts at another depth
     rivals = [c for c in scored if not c.rejected and c.saving > 0 and set(c.members) & set(group.members)
-              and set(c.members) != set(group.members)]
+              and set(c.members) != set(group.members) and c.shared_bytes != cand.shared_bytes]
     if rivals:
         top = max(rivals, key=lambda c: c.saving)
-        depth = "deeper" if top.shared_bytes > cand.shared_bytes else "shallower" if top.shared_bytes < cand.shared_bytes else "equally deep"
-        article = "an" if depth == "equally deep" else "a"
-        parts.append(f"rather than {{{', '.join(top.members)}}} sharing {article} {depth} backbone "
+        depth = "deeper" if top.shared_bytes > cand.shared_bytes else "shallower"
+        parts.append(f"rather than {{{', '.join(top.members)}}} sharing a {depth} backbone "
                      f"({top.shared_bytes:,} bytes, saving {top.saving:,})")
+    else:
+        parts.append("no other grouping saves as much")
     return "; ".join(parts)
 
 
