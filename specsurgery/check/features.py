@@ -25,18 +25,20 @@ def _fmt_shape(shape) -> str:
     return "(" + ",".join(str(d) for d in shape) + ")"
 
 
-def check_array(arr, where: str, name: str, role: str, out: Findings, kind: str) -> None:
+def check_array(arr, where: str, name: str, role: str, out: Findings, kind: str,
+                version: int = 10) -> None:
     label = f"{role} '{name}'"
     if arr.dataType not in DTYPES:
         out.error(where, "array.bad-dtype",
                   f"{label}: multiarray dataType {arr.dataType} is not valid; use FLOAT32, DOUBLE, "
                   "INT32, FLOAT16 (v7+) or INT8 (v10+)")
-    flex = arr.WhichOneof("ShapeFlexibility")
+    # Below v3 Core ML ignores shape flexibility (it is neither checked nor used).
+    flex = arr.WhichOneof("ShapeFlexibility") if version >= 3 else None
     shape = list(arr.shape)
     if role == "input" and not shape and flex is None:
         out.error(where, "array.no-shape",
-                  f"{label}: a multiarray input needs a shape or a shape flexibility; set "
-                  "multiArrayType.shape")
+                  f"{label}: a multiarray input needs a shape or a shape flexibility (honoured "
+                  "from v3); set multiArrayType.shape")
     if any(d < 0 for d in shape):
         out.error(where, "array.negative-dim",
                   f"{label}: shape {_fmt_shape(shape)} has a negative dimension; dimensions must be >= 0")
@@ -85,13 +87,13 @@ def check_array(arr, where: str, name: str, role: str, out: Findings, kind: str)
                       f"networks, mlProgram and serializedModel, not {kind}")
 
 
-def check_image(img, where: str, name: str, role: str, out: Findings) -> None:
+def check_image(img, where: str, name: str, role: str, out: Findings, version: int = 10) -> None:
     label = f"{role} '{name}'"
     if img.colorSpace not in COLOR_SPACES:
         out.error(where, "image.bad-colorspace",
                   f"{label}: colorSpace {img.colorSpace} is not valid; use RGB, BGR, GRAYSCALE or "
                   "GRAYSCALE_FLOAT16 (v7+)")
-    flex = img.WhichOneof("SizeFlexibility")
+    flex = img.WhichOneof("SizeFlexibility") if version >= 3 else None  # ignored below v3
     w, h = int(img.width), int(img.height)
     if flex == "enumeratedSizes":
         sizes = [(int(s.width), int(s.height)) for s in img.enumeratedSizes.sizes]
@@ -119,7 +121,7 @@ def check_image(img, where: str, name: str, role: str, out: Findings) -> None:
                   f"{label}: image size {w}x{h} is not positive; set width and height (> 0)")
 
 
-def check_feature(f, where: str, role: str, out: Findings, kind: str) -> None:
+def check_feature(f, where: str, role: str, out: Findings, kind: str, version: int = 10) -> None:
     """Rules for one FeatureDescription (``role``: input, output, state, training input)."""
     if not f.name:
         out.error(where, "feature.no-name", f"a model {role} has no name; every feature needs one")
@@ -132,9 +134,9 @@ def check_feature(f, where: str, role: str, out: Findings, kind: str) -> None:
                   "multiArrayType, dictionaryType, sequenceType")
         return
     if which == "multiArrayType":
-        check_array(ft.multiArrayType, where, f.name, role, out, kind)
+        check_array(ft.multiArrayType, where, f.name, role, out, kind, version)
     elif which == "imageType":
-        check_image(ft.imageType, where, f.name, role, out)
+        check_image(ft.imageType, where, f.name, role, out, version)
     elif which == "dictionaryType":
         if ft.dictionaryType.WhichOneof("KeyType") is None:
             out.error(where, "dictionary.no-key-type",
@@ -175,7 +177,7 @@ def check_interface(spec, out: Findings, kind: str | None, version: int) -> None
         return
     _check_io(desc.input, desc.output, desc.state, "", out, kind, version)
     for i, f in enumerate(desc.trainingInput):
-        check_feature(f, f"trainingInput:{f.name or i}", "training input", out, kind)
+        check_feature(f, f"trainingInput:{f.name or i}", "training input", out, kind, version)
 
 
 def _check_io(inputs, outputs, states, prefix: str, out: Findings, kind, version) -> None:
@@ -195,7 +197,7 @@ def _check_io(inputs, outputs, states, prefix: str, out: Findings, kind, version
         seen = set()
         for i, f in enumerate(feats):
             where = f"{prefix}{role}:{f.name or i}"
-            check_feature(f, where, role, out, kind)
+            check_feature(f, where, role, out, kind, version)
             if f.name and f.name in seen:
                 out.error(where, "feature.duplicate-name",
                           f"{role} name '{f.name}' is declared twice; feature names must be unique")

@@ -559,9 +559,6 @@ def check_weights(nn, out: Findings, spec=None) -> None:
 def check_updatable(spec, nn, out: Findings) -> None:
     layers = list(_all_layers(nn))
     updatable = [l for l in layers if l.isUpdatable]
-    if spec.isUpdatable and spec.specificationVersion and spec.specificationVersion < 4:
-        # Below v4 Core ML does not interpret isUpdatable (version.below-recommended says so).
-        return
     if not spec.isUpdatable:
         for l in updatable:
             out.warning(f"layer:{l.name}", "nn.updatable-layer-in-static-model",

@@ -86,13 +86,7 @@ def check_pipeline(spec, out: Findings) -> None:
                 continue
             known_type, source = table[f.name]
             diffs = type_diff(known_type, f.type)
-            if diffs and _float_width_only(known_type, f.type, diffs):
-                out.warning(f"{where}/input:{f.name}", "pipeline.float-width",
-                            f"stage {i} '{label}' input '{f.name}' is {describe_type(f.type)} but the "
-                            f"{source} is {describe_type(known_type)}; Core ML converts between FLOAT32 "
-                            "and DOUBLE multiarrays when it passes features, but declaring the same "
-                            "dtype on both sides is safer")
-            elif diffs:
+            if diffs:
                 out.error(f"{where}/input:{f.name}", "pipeline.type-mismatch",
                           f"stage {i} '{label}' input '{f.name}' is {describe_type(f.type)} but the "
                           f"{source} is {describe_type(known_type)}: " + "; ".join(
@@ -145,13 +139,6 @@ def stage_labels(pipe) -> list[str]:
     name gets ``#index`` (``backbone#1``) so every finding points at one stage."""
     names = stage_names(pipe)
     return [n if names.count(n) == 1 else f"{n}#{i}" for i, n in enumerate(names)]
-
-
-def _float_width_only(a, b, diffs) -> bool:
-    """True when two multiarrays differ only by FLOAT32 vs DOUBLE."""
-    if len(diffs) != 1 or a.WhichOneof("Type") != "multiArrayType":
-        return False
-    return {a.multiArrayType.dataType, b.multiArrayType.dataType} == {65568, 65600}
 
 
 def _hint(name, known) -> str:

@@ -211,12 +211,15 @@ def _revision_need(kind: str, rev: int, table: dict, base: int) -> tuple[int, st
 
 
 #: Features the validator rejects outright when the declared version is too low
-#: (format notes §2 "Version checks the validator makes directly", §3, §7).
+#: (format notes §2 "Version checks the validator makes directly": Model.cpp for
+#: isUpdatable, InterfaceValidators for I/O types and default values, the NMS
+#: validator for FLOAT32 I/O), plus linkedModel and mlProgram, which older
+#: runtimes cannot load at all.
 #: Everything else is only *interpreted* from that version on: a lower
 #: declaration is tolerated by Core ML (real models do it), so it is a warning.
 _STRICT_WORDS = ("FLOAT16 multiarray", "INT8 multiarray", "GRAYSCALE_FLOAT16", "sequence ",
                  "state ", "empty input list", "multifunction", "default value on optional",
-                 "linkedModel", "mlProgram")
+                 "isUpdatable", "nonMaximumSuppression with FLOAT32", "linkedModel", "mlProgram")
 
 
 def own_needs(spec, path: str = "") -> list[Need]:

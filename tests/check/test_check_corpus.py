@@ -13,12 +13,30 @@ from specsurgery.io import load_spec
 BROKEN = {row["file"] for row in MANIFEST if "broken" in row.get("notes", "").lower()
           and not row["file"].startswith("invalid/")}
 
+#: Corpus files that break a rule of Core ML's own validator (apple/coremltools
+#: mlmodel/src at e0e2f42b), with the rules that catch them.  Reported to the
+#: lead to be marked broken in MANIFEST.tsv; until then they are pinned here so
+#: that any *other* error on them, or any error on the rest, still fails.
+KNOWN_INVALID = {
+    # PipelineValidator compares stage inputs with isEquivalent, whose array
+    # comparison starts with the dataType: the linked stub outputs FLOAT32
+    # 'features', the head stage declares DOUBLE 'features' -> TYPE_MISMATCH.
+    "generated/linked_backbone_pipeline.mlmodel": {"pipeline.type-mismatch"},
+    # Model::validateGeneric: "Model specification version for an updatable model
+    # must be '4' or above" (declares v1); the updatable-NN validator then wants
+    # a loss layer and training inputs, which the file lacks.
+    "real/newcoreml.mlmodel": {"version.below-minimum", "nn.update-loss", "nn.training-input"},
+}
+
 
 @pytest.mark.parametrize("path", VALID_FILES, ids=[corpus_id(p) for p in VALID_FILES])
 def test_corpus_model_has_no_errors(corpus, path):
     findings = check(path)
     errors = [str(f) for f in findings if f.severity == "error"]
-    if corpus_id(path) in BROKEN:
+    cid = corpus_id(path)
+    if cid in KNOWN_INVALID:
+        assert {f.rule for f in findings if f.severity == "error"} == KNOWN_INVALID[cid]
+    elif cid in BROKEN:
         assert errors, "MANIFEST marks this file broken"
     else:
         assert errors == []
@@ -38,10 +56,10 @@ def test_invalid_file_raises_load_error(corpus, path):
         check(path)
 
 
-def test_linked_pipeline_without_search_path_is_fine(corpus):
+def test_linked_pipeline_without_search_path_needs_no_target(corpus):
     path = corpus / "generated" / "linked_backbone_pipeline.mlmodel"
     findings = check(path)
-    assert not [f for f in findings if f.severity == "error"]
+    assert not [f for f in findings if f.rule.startswith("linked.")]
     assert min_spec_version(load_spec(path)) == (4, ["requires v4 because linkedModel at stage 'backbone'"])
 
 

@@ -493,11 +493,27 @@ def test_pipeline_image_vs_multiarray_is_a_mismatch():
     assert found and "kind" in found[0].message
 
 
-def test_pipeline_float_width_is_a_warning_only():
+def test_pipeline_float32_vs_double_is_a_mismatch():
     spec = b.tiny_pipeline()
     spec.pipeline.models[1].description.input[0].type.multiArrayType.dataType = b.DOUBLE
-    assert "pipeline.float-width" in rules(spec, "warning")
-    assert "pipeline.type-mismatch" not in rules(spec)
+    [f] = [f for f in check(spec) if f.rule == "pipeline.type-mismatch"]
+    assert "dtype FLOAT32 (provided) vs DOUBLE (expected)" in f.message
+
+
+def test_flexibility_is_ignored_below_v3():
+    spec = b.tiny_nn(version=1)
+    arr = spec.description.input[0].type.multiArrayType
+    arr.ClearField("shape")
+    arr.enumeratedShapes.shapes.add().shape.append(4)
+    assert "array.no-shape" in rules(spec)
+    spec.specificationVersion = 3
+    assert "array.no-shape" not in rules(spec)
+
+
+def test_updatable_below_v4_is_an_error():
+    spec = b.tiny_nn(version=1)
+    spec.isUpdatable = True
+    assert "version.below-minimum" in rules(spec)
 
 
 def test_nested_stage_errors_carry_the_stage_path():
