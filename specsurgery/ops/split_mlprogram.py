@@ -334,4 +334,20 @@ def suggest_cuts(model, path: str = ""):
     return out
 
 
-__all__ = ["split_program", "suggest_cuts"]
+def cut_frontier(model, fraction: float) -> list[str]:
+    """The computed values live right after the op at ``fraction`` (0..1) of the
+    program's non-const ops: a cut (possibly over several values) that always
+    separates the program there."""
+    src = _as_package(model)
+    _, fn = _single_function(src.spec, "cut_frontier")
+    block = P.main_block(fn)
+    ops = list(block.operations)
+    real = [i for i, op in enumerate(ops) if not _is_const(op)]
+    if len(real) < 2:
+        raise SpecSurgeryError("cut_frontier: the program has fewer than two ops to cut between")
+    pos = real[min(max(int(round(fraction * (len(real) - 1))), 0), len(real) - 2)]
+    later = _reads(ops[pos + 1:]) | set(block.outputs)
+    return [o.name for op in ops[:pos + 1] if not _is_const(op) for o in op.outputs if o.name in later]
+
+
+__all__ = ["split_program", "suggest_cuts", "cut_frontier"]

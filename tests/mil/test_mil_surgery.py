@@ -1,0 +1,111 @@
+"""split / pipeline / link on ML Programs: H3's zoo at 3 cut points each, check and verify."""
+
+import numpy as np
+import pytest
+
+import mil_models as M
+import zoo
+from conftest import CORPUS
+from specsurgery import io
+from specsurgery.check import check
+from specsurgery.errors import NotFoundError, SpecSurgeryError
+from specsurgery.ops.link_mlprogram import link_mlprogram
+from specsurgery.ops.pipeline_mlprogram import split_pipeline
+from specsurgery.ops.split_mlprogram import cut_frontier, split_program, suggest_cuts
+from specsurgery.runtime import verify
+
+
+def _three_cuts(cuts):
+    real = [c for c in cuts if c.layers_before > 1]
+    if len(real) < 3:
+        real = cuts
+    if len(real) < 3:
+        return real
+    return [real[0], real[len(real) // 2], real[-1]]
+
+
+def _cut_points(path):
+    """Early, middle and late cuts: single-value cuts where the program has
+    three, else the frontiers (several values) at 1/4, 1/2 and 3/4 of the ops."""
+    cuts = _three_cuts(suggest_cuts(path))
+    if len(cuts) == 3:
+        return [[c.blob] for c in cuts]
+    return [cut_frontier(path, f) for f in (0.25, 0.5, 0.75)]
+
+
+def _errors(model, search_path=None):
+    return [str(f) for f in check(model, search_path=search_path) if f.severity == "error"]
+
+
+@pytest.mark.parametrize("name", list(zoo.ARCHS))
+def test_zoo_split_pipeline_link_verify(tmp_path, name):
+    path = M.zoo_converted(name, "fp16")
+    cuts = _cut_points(path)
+    assert len(cuts) == 3
+    original = io.load(path)
+    for k, cut in enumerate(cuts):
+        out = tmp_path / f"cut{k}"
+        backbone, head = split_program(original, cut)
+        pipe = split_pipeline(original, backbone, head)
+        linked = link_mlprogram(pipe, "backbone", file_name="Backbone.mlmodelc")
+        # each package holds exactly the weights it reads
+        assert not ({"weights/0-weight.bin"} & set(linked.weights))
+        for model, fname in [(backbone, "Backbone.mlpackage"), (head, "Head.mlpackage"),
+                             (pipe, "Model.mlpackage"), (linked, "Linked.mlpackage")]:
+            io.save(model, out / fname, search_path=str(out))
+            assert _errors(out / fname, search_path=str(out)) == []
+        for candidate in ("Model.mlpackage", "Linked.mlpackage"):
+            report = verify(path, out / candidate, search_path=str(out), samples=2)
+            assert report.ok, report.summary()
+
+
+def test_split_weights_are_exact_and_not_duplicated():
+    path = M.converted("unet", "fp32")
+    pkg = io.load(path)
+    cut = _three_cuts(suggest_cuts(path))[1]
+    backbone, head = split_program(pkg, [cut.blob])
+    from specsurgery.mil import blobs as B
+
+    def data_bytes(p):
+        return sum(r.size for w in p.weights.values() for r in B.iter_records(w))
+
+    assert data_bytes(backbone) + data_bytes(head) == data_bytes(pkg)
+    assert data_bytes(backbone) > 0 and data_bytes(head) > 0
+
+
+def test_multi_value_cut_across_a_skip_connection(tmp_path):
+    path = M.converted("unet", "fp32")
+    pkg = io.load(path)
+    from specsurgery.mil import program as P
+
+    block = P.main_block(P.get_function(pkg.spec)[1])
+    concat = next(op for op in block.operations if op.type == "concat")
+    names = [b.name for b in concat.inputs["values"].arguments]
+    with pytest.raises(SpecSurgeryError, match="does not separate the program"):
+        split_program(pkg, [names[0]])
+    backbone, head = split_program(pkg, names)
+    pipe = split_pipeline(pkg, backbone, head)
+    io.save(pipe, tmp_path / "p.mlpackage")
+    assert verify(path, tmp_path / "p.mlpackage", samples=1).ok
+
+
+def test_classifier_head_keeps_classifier_semantics(tmp_path):
+    src = CORPUS / "generated" / "shared_backbone_classifier.mlpackage"
+    cuts = suggest_cuts(src)
+    backbone, head = split_program(src, [cuts[len(cuts) // 2].blob])
+    assert not backbone.spec.description.predictedFeatureName
+    assert head.spec.description.predictedFeatureName == "classLabel"
+    pipe = split_pipeline(src, backbone, head)
+    assert pipe.spec.WhichOneof("Type") == "pipelineClassifier"
+    io.save(pipe, tmp_path / "p.mlpackage")
+    assert verify(src, tmp_path / "p.mlpackage").ok
+
+
+def test_bad_cuts():
+    pkg = io.load(M.converted("resnet", "fp32"))
+    with pytest.raises(NotFoundError, match=r"'input_1[35]x'.*did you mean"):
+        split_program(pkg, ["input_13x", "input_15x"])
+    with pytest.raises(SpecSurgeryError, match="is a function input"):
+        split_program(pkg, ["x"])
+    with pytest.raises(SpecSurgeryError, match="leaves the head empty"):
+        split_program(pkg, ["out"])
