@@ -560,3 +560,48 @@ def test_head_that_also_reads_the_image(tmp_path):
     assert report["backbones"][0]["members"] == ["a", "b"]
     check_all(out)
     verify_all(out, originals)
+
+
+def test_library_returns_specs_and_writes_nothing(tmp_path):
+    _require_surgery()
+    result = dedupe({"clf": classifier(), "reg": regressor()}, backbone_name="Trunk",
+                    search_path="$BUNDLE_IDENTIFIER(com.example.models)")
+    assert set(result.backbones) == {"Trunk"} and set(result.models) == {"clf", "reg"}
+    backbone = result.backbones["Trunk"]
+    assert model_type(backbone) == "neuralNetwork"
+    assert [f.name for f in backbone.description.output] == ["pool_flat_out"]
+    pipe = result.models["clf"].pipelineClassifier.pipeline
+    assert list(pipe.names) == ["Trunk", "head"]
+    link = pipe.models[0].linkedModel.linkedModelFile
+    assert link.linkedModelFileName.defaultValue == "Trunk.mlmodelc"
+    assert link.linkedModelSearchPath.defaultValue == "$BUNDLE_IDENTIFIER(com.example.models)"
+    assert result.plan.models[0].measured and result.plan.saving > 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_pbtxt_inputs_keep_their_format(tmp_path):
+    _require_surgery()
+    src = tmp_path / "in"
+    src.mkdir()
+    io.save(classifier(), src / "clf.pbtxt", check=False)
+    io.save(regressor(), src / "reg.pbtxt", check=False)
+    out = tmp_path / "out"
+    dedupe_files([src / "clf.pbtxt", src / "reg.pbtxt"], out)
+    assert sorted(p.name for p in out.iterdir()) == ["Backbone.mlmodel", "clf.pbtxt", "dedupe-report.json",
+                                                      "reg.pbtxt"]
+    assert model_type(io.load_spec(out / "clf.pbtxt")) == "pipelineClassifier"
+
+
+def test_ml_programs_are_not_mixed_with_neural_networks(tmp_path):
+    from specsurgery.errors import UnsupportedError
+
+    nn = save_all(tmp_path, {"a": classifier()})[0]
+    pkg = tmp_path / "b.mlpackage"
+    with pytest.raises(UnsupportedError, match="cannot share a backbone.*b.mlpackage"):
+        dedupe_files([nn, pkg], tmp_path / "out")
+
+
+def test_output_folder_must_not_hold_the_inputs(tmp_path):
+    paths = save_all(tmp_path, {"a": classifier(), "b": regressor()})
+    with pytest.raises(SpecSurgeryError, match="holds the input"):
+        dedupe_files(paths, paths[0].parent)
