@@ -133,6 +133,16 @@ def pack_bits(codes: np.ndarray, nbits: int) -> bytes:
         return codes.tobytes()
     if not 1 <= nbits <= 8:
         raise SpecSurgeryError(f"numberOfBits {nbits} is outside 1..8")
+    if nbits in (1, 2, 4):
+        # Whole codes per byte: combine them with shifts (first code highest).
+        per = 8 // nbits
+        padded = np.zeros(-(-codes.size // per) * per, dtype=np.uint8)
+        padded[: codes.size] = codes
+        groups = padded.reshape(-1, per)
+        out = np.zeros(groups.shape[0], dtype=np.uint8)
+        for i in range(per):
+            out |= (groups[:, i] & ((1 << nbits) - 1)) << np.uint8(8 - nbits * (i + 1))
+        return out.tobytes()
     shifts = np.arange(nbits - 1, -1, -1, dtype=np.uint8)
     bits = ((codes[:, None] >> shifts[None, :]) & 1).astype(np.uint8).reshape(-1)
     return np.packbits(bits).tobytes()
@@ -148,6 +158,11 @@ def unpack_bits(data: bytes, nbits: int, count: int) -> np.ndarray:
     need = (count * nbits + 7) // 8
     if raw.size < need:
         raise SpecSurgeryError(f"rawValue holds {raw.size} bytes, {count} {nbits}-bit codes need {need}")
+    if nbits in (1, 2, 4):
+        per = 8 // nbits
+        parts = [(raw[:need] >> np.uint8(8 - nbits * (i + 1))) & np.uint8((1 << nbits) - 1)
+                 for i in range(per)]
+        return np.stack(parts, axis=1).reshape(-1)[:count].copy()
     bits = np.unpackbits(raw[:need])[: count * nbits].reshape(count, nbits)
     weights = (1 << np.arange(nbits - 1, -1, -1)).astype(np.uint16)
     return (bits.astype(np.uint16) @ weights).astype(np.uint8)

@@ -649,6 +649,7 @@ def _compress_nn(nn, stage, opts, selector, report, known, progress) -> int:
             targets = fields if mode == "fp16" else [f for f in fields if f.main]
             stored = sorted({storage_kind(f.wp) for f in targets} - {"empty"})
             if any(s != "float32" for s in stored):
+                stored = [s for s in stored if s != "float32"]
                 reason = (f"already {'/'.join(stored)}: never quantized twice; compress the float "
                           "model instead")
                 if explicit:

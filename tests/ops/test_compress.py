@@ -1,0 +1,372 @@
+"""Weight compression: sizes at the ideal, storage read back as written (by
+our own decoder and by the reference runtime), pipelines, skips and errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from conftest import CORPUS
+from nnbuild import add_inner_product, array_feature, tiny_conv, tiny_linked, tiny_nn, tiny_pipeline
+from specsurgery import io as ssio
+from specsurgery._proto import Model_pb2
+from specsurgery.cli import main
+from specsurgery.errors import NotFoundError, SpecSurgeryError, UnsupportedError
+from specsurgery.ops.compress import compress, dequantize, linear_quantize, palettize, snr_db
+from specsurgery.weights import storage_kind
+
+RESNET = CORPUS / "generated" / "resnet_classifier_nn.mlmodel"
+FLOAT_NN = ["generated/resnet_classifier_nn.mlmodel", "real/MNISTClassifier.mlmodel",
+            "real/TinyDrawingEmbedding.mlmodel", "real/FastStyleTransferVanGoghStarryNight.mlmodel",
+            "real/carn.mlmodel"]
+
+
+def need(path):
+    if not path.exists():
+        pytest.skip(f"corpus file {path} not found")
+    return path
+
+
+def own_unpack(raw: bytes, nbits: int, count: int) -> np.ndarray:
+    """MSB-first n-bit codes, decoded independently of specsurgery.weights."""
+    bits = []
+    for byte in raw:
+        bits.extend((byte >> (7 - i)) & 1 for i in range(8))
+    bits = np.array(bits[: count * nbits]).reshape(count, nbits)
+    return bits @ (1 << np.arange(nbits - 1, -1, -1))
+
+
+def conv_fields(spec):
+    nn = spec.neuralNetworkClassifier if spec.WhichOneof("Type") == "neuralNetworkClassifier" else spec.neuralNetwork
+    return {l.name: l.convolution for l in nn.layers if l.WhichOneof("layer") == "convolution"}
+
+
+# --------------------------------------------------------------------------- sizes
+
+IDEAL = {"fp16": 0.5, "linear": 0.25, "palettize": 0.125}
+
+
+@pytest.mark.parametrize("rel", FLOAT_NN)
+@pytest.mark.parametrize("mode", ["fp16", "linear", "palettize"])
+def test_sizes_at_the_ideal(rel, mode, tmp_path):
+    path = need(CORPUS / rel)
+    out, report = compress(path, mode=mode, return_report=True)
+    assert report.layers, report.summary()
+    nbits = report.nbits
+    table = sum(4 * (1 << nbits) for _ in report.layers) if mode == "palettize" else 0
+    scales = sum(8 for _ in report.layers) if mode == "linear" else 0
+    ideal = IDEAL[mode] * report.bytes_before + table + scales
+    # the data is at the ideal (rounding to whole bytes only) ...
+    assert report.bytes_after == pytest.approx(ideal, rel=0.001, abs=len(report.layers))
+    # ... and with the tables within 2 % of the plain bit ratio
+    assert report.ratio == pytest.approx(IDEAL[mode], rel=0.02 if mode != "palettize" else 0.08)
+    assert report.bytes_after / report.bytes_before <= IDEAL[mode] * 1.02 + (table + scales) / report.bytes_before
+    for row in report.layers:
+        assert row.snr_db is not None and row.snr_db > (60 if mode == "fp16" else 20 if mode == "linear" else 12)
+    ssio.save(out, tmp_path / "out.mlmodel", check=True)   # the validator accepts the storage
+
+
+def test_resnet_lut4_table_overhead_and_spec_version(tmp_path):
+    spec = ssio.load_spec(need(RESNET))
+    out, rep = compress(spec, mode="palettize", nbits=4, return_report=True)
+    assert spec.specificationVersion == 4 and out.specificationVersion == 4  # v3 needed, v4 kept
+    assert rep.ratio == pytest.approx(0.125 + sum(64 for _ in rep.layers) / rep.bytes_before, rel=1e-3)
+    assert {s.layer for s in rep.skipped} == {"input.3", "idt.1", "linear_0"}
+    assert all("min_weights" in s.reason for s in rep.skipped)
+    ssio.save(out, tmp_path / "r.mlmodel")
+    assert ssio.file_size(tmp_path / "r.mlmodel") < 0.2 * ssio.file_size(RESNET)
+
+
+def test_spec_version_raised():
+    spec = ssio.load_spec(need(CORPUS / "real" / "TinyDrawingEmbedding.mlmodel"))
+    assert spec.specificationVersion == 1
+    assert compress(spec, mode="fp16").specificationVersion == 2
+    assert compress(spec, mode="palettize", nbits=2).specificationVersion == 3
+    assert compress(spec, mode="prune", sparsity=0.3).specificationVersion == 1
+
+
+# --------------------------------------------------------------------------- storage as written
+
+def test_lut_storage_decodes_independently():
+    spec = ssio.load_spec(need(RESNET))
+    out = compress(spec, mode="palettize", nbits=3)
+    before, after = conv_fields(spec), conv_fields(out)
+    conv = after["y"]
+    q = conv.weights.quantization
+    assert q.numberOfBits == 3 and len(q.lookupTableQuantization.floatValue) == 8
+    n = len(before["y"].weights.floatValue)
+    codes = own_unpack(conv.weights.rawValue, 3, n)
+    assert len(conv.weights.rawValue) == math.ceil(3 * n / 8)
+    values = np.asarray(q.lookupTableQuantization.floatValue, dtype=np.float32)[codes]
+    original = np.asarray(before["y"].weights.floatValue, dtype=np.float32)
+    # every weight sits on its nearest table entry
+    table = np.asarray(q.lookupTableQuantization.floatValue)
+    nearest = table[np.argmin(np.abs(original[:, None] - table[None, :]), axis=1)]
+    assert np.mean(np.isclose(values, nearest)) > 0.999
+    assert snr_db(original, values) > 12
+
+
+def test_linear_per_channel_storage():
+    spec = ssio.load_spec(need(RESNET))
+    out = compress(spec, mode="linear", nbits=8, per_channel=True)
+    before, after = conv_fields(spec)["y"], conv_fields(out)["y"]
+    lin = after.weights.quantization.linearQuantization
+    assert len(lin.scale) == after.outputChannels == len(lin.bias)
+    codes = np.frombuffer(after.weights.rawValue, dtype=np.uint8).reshape(after.outputChannels, -1)
+    values = codes * np.asarray(lin.scale, np.float32)[:, None] + np.asarray(lin.bias, np.float32)[:, None]
+    original = np.asarray(before.weights.floatValue, np.float32).reshape(after.outputChannels, -1)
+    step = np.asarray(lin.scale)[:, None]
+    assert np.all(np.abs(values - original) <= 0.5 * step + 1e-7)
+    assert after.bias.floatValue  # biases stay float32 beside quantized weights
+
+
+def test_deconvolution_channels_on_axis_1():
+    spec = Model_pb2.Model()
+    spec.specificationVersion = 4
+    array_feature(spec.description.input, "x", [4, 5, 5])
+    array_feature(spec.description.output, "y", [6, 10, 10])
+    layer = spec.neuralNetwork.layers.add()
+    layer.name, conv = "up", layer.convolution
+    layer.input.append("x")
+    layer.output.append("y")
+    conv.isDeconvolution = True
+    conv.outputChannels, conv.kernelChannels, conv.nGroups = 6, 4, 1
+    conv.kernelSize.extend([4, 4])
+    conv.stride.extend([2, 2])
+    conv.valid.SetInParent()
+    conv.outputShape.extend([10, 10])
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((4, 6, 4, 4)) * np.arange(1, 7)[None, :, None, None]).astype(np.float32)
+    conv.weights.floatValue.extend(w.reshape(-1).tolist())
+    out = compress(spec, mode="linear", per_channel=True, min_weights=0)
+    lin = out.neuralNetwork.layers[0].convolution.weights.quantization.linearQuantization
+    assert len(lin.scale) == 6
+    # per-channel along axis 1: channel c's scale follows its own range
+    ranges = w.max(axis=(0, 2, 3)) - w.min(axis=(0, 2, 3))
+    assert np.allclose(np.asarray(lin.scale), ranges / 255, rtol=1e-5)
+    ref = dequantize(out)
+    got = np.asarray(ref.neuralNetwork.layers[0].convolution.weights.floatValue).reshape(w.shape)
+    assert np.max(np.abs(got - w)) <= ranges.max() / 255
+    _runtime_equal(out, ref)
+
+
+def _runtime_equal(compressed, reference, seed=0):
+    runtime = pytest.importorskip("specsurgery.runtime")
+    inputs = runtime.random_inputs(compressed, seed=seed)
+    a = runtime.predict(compressed, inputs)
+    b = runtime.predict(reference, inputs)
+    assert a.keys() == b.keys()
+    for k in a:
+        if isinstance(a[k], np.ndarray):
+            np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
+        elif isinstance(a[k], dict):
+            assert a[k].keys() == b[k].keys()
+            assert all(abs(a[k][c] - b[k][c]) < 1e-6 for c in a[k])
+        else:
+            assert a[k] == b[k]
+    return a
+
+
+@pytest.mark.parametrize("kw", [dict(mode="fp16"), dict(mode="linear", per_channel=True),
+                                dict(mode="palettize", nbits=4), dict(mode="palettize", nbits=2, sparsity=0.5)])
+def test_runtime_reads_storage_as_written(kw):
+    """The compressed model run through the runtime equals the original model
+    with the dequantized float32 values written back."""
+    spec = ssio.load_spec(need(RESNET))
+    out = compress(spec, **kw)
+    ref = dequantize(out)
+    assert all(storage_kind(l.convolution.weights) == "float32" for l in ref.neuralNetworkClassifier.layers
+               if l.WhichOneof("layer") == "convolution")
+    _runtime_equal(out, ref)
+
+
+def test_output_snr_reported():
+    from specsurgery.ops.compress import verify_outputs
+
+    spec = ssio.load_spec(need(RESNET))
+    out, rep = compress(spec, mode="linear", return_report=True)
+    snr = verify_outputs(spec, out, rep)
+    assert set(snr) == {o.name for o in spec.description.output}
+    numeric = [v for v in snr.values() if math.isfinite(v)]
+    assert numeric and min(numeric) > 20
+    assert "output" in rep.table()
+
+
+# --------------------------------------------------------------------------- pruning
+
+def test_prune_alone_and_with_palettization():
+    spec = ssio.load_spec(need(RESNET))
+    pruned, rep = compress(spec, mode="prune", sparsity=0.6, return_report=True)
+    for row in rep.layers:
+        assert row.sparsity == pytest.approx(0.6, abs=0.01)
+    w = np.asarray(conv_fields(pruned)["y"].weights.floatValue)
+    o = np.asarray(conv_fields(spec)["y"].weights.floatValue)
+    kept = w != 0
+    assert np.array_equal(w[kept], o[kept].astype(np.float32))
+    assert np.abs(o[~kept]).max() <= np.abs(o[kept]).min()
+    both, rep2 = compress(spec, mode="palettize", nbits=4, sparsity=0.6, return_report=True)
+    d = dequantize(both)
+    w2 = np.asarray(conv_fields(d)["y"].weights.floatValue)
+    assert np.array_equal(w2 == 0, ~kept)  # zeros exact: table entry 0 is 0.0
+    lin = compress(spec, mode="linear", sparsity=0.6)
+    w3 = np.asarray(conv_fields(dequantize(lin))["y"].weights.floatValue)
+    assert np.all(w3[~kept] == 0)
+
+
+# --------------------------------------------------------------------------- pipelines
+
+def _big_nn(name="fc", n_in=64, n_out=64, input_name="x", output_name="y"):
+    spec = Model_pb2.Model()
+    spec.specificationVersion = 1
+    array_feature(spec.description.input, input_name, [n_in])
+    array_feature(spec.description.output, output_name, [n_out])
+    add_inner_product(spec.neuralNetwork, name, input_name, output_name, n_in, n_out, seed=3)
+    return spec
+
+
+def test_nested_pipeline_classifier_with_linked_stub(tmp_path):
+    inner = tiny_pipeline([_big_nn("fc1", output_name="h"), _big_nn("fc2", input_name="h", output_name="y")],
+                          names=("a", "b"))
+    inner.specificationVersion = 1
+    linked = tiny_linked(like=_big_nn(input_name="y", output_name="z"))
+    outer = Model_pb2.Model()
+    outer.specificationVersion = 4
+    outer.description.input.extend(inner.description.input)
+    outer.description.output.extend(linked.description.output)
+    outer.pipelineRegressor.pipeline.models.add().CopyFrom(inner)
+    outer.pipelineRegressor.pipeline.models.add().CopyFrom(linked)
+    outer.pipelineRegressor.pipeline.names.extend(["inner", "stub"])
+    outer.description.predictedFeatureName = "z"
+    out, rep = compress(outer, mode="palettize", nbits=4, return_report=True)
+    assert [r.name for r in rep.layers] == ["inner/a/fc1", "inner/b/fc2"]
+    stages = out.pipelineRegressor.pipeline.models
+    assert stages[0].specificationVersion == 3
+    assert all(m.specificationVersion == 3 for m in stages[0].pipeline.models)
+    assert out.specificationVersion == 4
+    assert any("linkedModel" in n and "Backbone.mlmodelc" in n for n in rep.notes)
+    assert storage_kind(stages[0].pipeline.models[0].neuralNetwork.layers[0].innerProduct.weights) == "lut4"
+    assert outer.pipelineRegressor.pipeline.models[0].pipeline.models[0].neuralNetwork.layers[0] \
+        .innerProduct.weights.floatValue  # input untouched
+    ssio.save(out, tmp_path / "p.mlmodel")
+    # select by stage path
+    _, rep2 = compress(outer, mode="fp16", layers=["inner/b/*"], return_report=True)
+    assert [r.name for r in rep2.layers] == ["inner/b/fc2"]
+
+
+def test_only_linked_stub_says_compress_the_target():
+    with pytest.raises(UnsupportedError, match="compress the model it was compiled from"):
+        compress(tiny_linked(), mode="fp16")
+
+
+# --------------------------------------------------------------------------- skips and errors
+
+@pytest.mark.parametrize("variant, storage", [("fp16", "float16"), ("int8", "linear8"), ("lut4", "lut4")])
+def test_already_quantized_corpus_variants(variant, storage):
+    path = need(CORPUS / "generated" / f"resnet_classifier_nn_{variant}.mlmodel")
+    with pytest.raises(SpecSurgeryError, match=f"already {storage}.*never quantize twice"):
+        compress(path, mode="palettize", nbits=4)
+
+
+def test_mixed_model_skips_quantized_layers_with_a_word():
+    spec = ssio.load_spec(need(RESNET))
+    part = compress(spec, mode="palettize", nbits=4, layers=["y*"])
+    out, rep = compress(part, mode="fp16", return_report=True)
+    skipped = {s.layer: s.reason for s in rep.skipped}
+    assert skipped["y"].startswith("already lut4") and skipped["y.1"].startswith("already lut4")
+    assert {r.layer for r in rep.layers} >= {"input.9", "input.37"}
+    with pytest.raises(SpecSurgeryError, match="'y.3' is already lut4"):
+        compress(part, mode="palettize", layers=["y.3"])
+
+
+def test_updatable_layers_are_left_float():
+    with pytest.raises(SpecSurgeryError, match="updatable layer"):
+        compress(need(CORPUS / "real" / "newcoreml.mlmodel"), mode="fp16")
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(mode="palettize", nbits=0), "outside 1..8"),
+    (dict(mode="linear", nbits=9), "outside 1..8"),
+    (dict(mode="prune", sparsity=1.0), r"outside \[0, 1\)"),
+    (dict(mode="prune", sparsity=-0.1), r"outside \[0, 1\)"),
+    (dict(mode="prune"), "needs sparsity"),
+    (dict(mode="zip"), "unknown mode"),
+    (dict(mode="palettize", granularity="per_grouped_channel"), "only for ML Programs"),
+])
+def test_bad_arguments(kw, match):
+    with pytest.raises(SpecSurgeryError, match=match):
+        compress(tiny_conv(), min_weights=0, **kw)
+
+
+def test_pattern_matching_nothing_lists_near_matches():
+    with pytest.raises(NotFoundError, match=r"'inptu\.9' \(near: 'input\.9'.*'nope'"):
+        compress(need(RESNET), mode="fp16", layers=["inptu.9", "y"], exclude=["nope"])
+
+
+def test_small_model_says_lower_min_weights():
+    with pytest.raises(SpecSurgeryError, match="lower min_weights"):
+        compress(tiny_nn(), mode="fp16")
+    out = compress(tiny_nn(), mode="fp16", min_weights=0)
+    assert storage_kind(out.neuralNetwork.layers[0].innerProduct.weights) == "float16"
+    assert storage_kind(out.neuralNetwork.layers[0].innerProduct.bias) == "float16"  # no fp16/fp32 mix
+
+
+def test_input_untouched_unless_inplace():
+    spec = tiny_conv(c_in=8, c_out=16)
+    before = spec.SerializeToString()
+    compress(spec, mode="palettize", nbits=2, min_weights=0)
+    assert spec.SerializeToString() == before
+    same = compress(spec, mode="palettize", nbits=2, min_weights=0, inplace=True)
+    assert same is spec and storage_kind(spec.neuralNetwork.layers[0].convolution.weights) == "lut2"
+
+
+def test_quantizer_helpers():
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((8, 50)).astype(np.float32)
+    codes, scale, bias = linear_quantize(w, 4, axis=0)
+    assert codes.max() <= 15 and scale.shape == (8,)
+    table, codes = palettize(w, 1)
+    assert table.size == 2 and set(np.unique(codes)) <= {0, 1}
+
+
+# --------------------------------------------------------------------------- ML Program
+
+def test_mlprogram_palettize_through_coremltools():
+    path = need(CORPUS / "generated" / "shared_backbone_classifier.mlpackage")
+    out, rep = compress(path, mode="palettize", nbits=4, return_report=True)
+    assert isinstance(out, ssio.MLPackage)
+    assert rep.layers and all(r.storage_after == "constexpr_lut_to_dense" for r in rep.layers)
+    # fp16 weights -> 4-bit indices plus a 16-entry fp16 table
+    assert rep.ratio == pytest.approx(0.25, rel=0.03)
+    assert all(r.snr_db and r.snr_db > 15 for r in rep.layers)
+    types = {op.type for fn in out.spec.mlProgram.functions.values()
+             for b in fn.block_specializations.values() for op in b.operations}
+    assert "constexpr_lut_to_dense" in types
+
+
+def test_mlprogram_already_palettized_is_skipped():
+    path = need(CORPUS / "generated" / "shared_backbone_classifier_palettized.mlpackage")
+    with pytest.raises(SpecSurgeryError, match="already compressed"):
+        compress(path, mode="palettize", nbits=4)
+
+
+# --------------------------------------------------------------------------- CLI
+
+def test_cli_report_json_and_verify(tmp_path, capsys):
+    out = tmp_path / "r.mlmodel"
+    assert main(["compress", str(need(RESNET)), "-o", str(out), "--palettize", "4", "--report", "--verify"]) == 0
+    text = capsys.readouterr().out
+    assert "SNR dB" in text and "skipped input.3" in text and "output classLabel" in text
+    assert out.exists()
+    assert main(["compress", str(RESNET), "-o", str(tmp_path / "s.mlmodel"), "--linear", "--per-channel",
+                 "--exclude", "y*", "--json"]) == 0
+    import json
+
+    data = json.loads(capsys.readouterr().out)
+    assert data["mode"] == "linear" and data["nbits"] == 8
+    assert all(not l["layer"].startswith("y") for l in data["layers"])
+    assert main(["compress", str(RESNET), "-o", str(tmp_path / "x.mlmodel"), "--palettize", "9"]) == 1
+    assert "outside 1..8" in capsys.readouterr().err
+    assert main(["compress", str(RESNET), "-o", str(tmp_path / "x.mlmodel")]) == 1
+    assert main(["compress", str(RESNET), "-o", str(tmp_path / "p.mlmodel"), "--prune", "0.5"]) == 0
