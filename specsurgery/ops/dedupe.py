@@ -798,6 +798,18 @@ def _ops():
             mod("link").make_linked_stub, mod("rename").rename_feature)
 
 
+def _backbone_version(backbone, member_specs) -> int:
+    """The oldest member's spec version, unless the backbone itself needs more: the shared
+    model should not ask for a newer OS than any model that links it."""
+    try:
+        from ..check import min_spec_version
+
+        need = min_spec_version(backbone)[0]
+    except ImportError:  # pragma: no cover - the check package is part of the build
+        return backbone.specificationVersion
+    return max(need, min(s.specificationVersion for s in member_specs))
+
+
 def _build_backbone(group: BackboneGroup, ref_spec, extract, rename_feature):
     # extract, not split_at: the backbone outputs every member's cut blobs, also those
     # the reference's own head does not read
@@ -843,6 +855,8 @@ def _build(plan: DedupePlan, loaded: dict, search_path: str, progress=None) -> t
     for group in plan.groups:
         ref_spec = io.load_spec(loaded[group.reference])
         backbone = _build_backbone(group, ref_spec, extract, rename_feature)
+        backbone.specificationVersion = _backbone_version(
+            backbone, [io.load_spec(loaded[m]) for m in group.members])
         backbones[group.name] = backbone
         stub = make_linked_stub(backbone, file_name=f"{group.name}.mlmodelc", search_path=search_path)
         for member in group.members:

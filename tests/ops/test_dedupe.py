@@ -605,3 +605,11 @@ def test_output_folder_must_not_hold_the_inputs(tmp_path):
     paths = save_all(tmp_path, {"a": classifier(), "b": regressor()})
     with pytest.raises(SpecSurgeryError, match="holds the input"):
         dedupe_files(paths, paths[0].parent)
+
+
+def test_backbone_asks_for_no_newer_os_than_its_oldest_member():
+    _require_surgery()
+    result = dedupe({"seg": segmenter(version=5), "clf": classifier(version=4)})
+    assert result.backbones["Backbone"].specificationVersion == 4
+    assert result.models["seg"].specificationVersion == 5
+    assert result.models["clf"].specificationVersion == 4
