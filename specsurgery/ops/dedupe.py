@@ -405,12 +405,12 @@ class DedupePlan:
         """The printed summary: per model before/after, backbones, totals, saving share."""
         from ..cli._common import human_bytes
 
-        rows = [("model", "backbone", "before", "after", "shared", "note")]
+        rows = [("model", "backbone", "before", "after", "shared weights", "note")]
         for m in self.models:
             after = m.bytes_after if m.bytes_after is not None else m.bytes_before
             est = "" if m.measured or m.backbone is None else "~"
             rows.append((m.name, m.backbone or "-", human_bytes(m.bytes_before), est + human_bytes(after),
-                         f"{100 * m.share:.1f}%" if m.backbone else "-",
+                         f"{human_bytes(m.shared_bytes)} ({100 * m.share:.1f}%)" if m.backbone else "-",
                          "" if m.backbone else _short(m.reason)))
         for name, nbytes in self.backbone_bytes.items():
             est = "" if all(m.measured for m in self.models if m.backbone == name) else "~"
