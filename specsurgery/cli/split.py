@@ -19,6 +19,10 @@ def configure(parser) -> None:
                         help="make the pipeline's backbone stage a linked stub naming <N>Backbone.mlmodelc")
     parser.add_argument("--search-path", metavar="P", default=".:$BUNDLE_MAIN",
                         help="search path of the linked stub (default: .:$BUNDLE_MAIN)")
+    parser.add_argument("--freeze-backbone", action="store_true",
+                        help="updatable models: mark the backbone's layers not updatable (train the head only)")
+    parser.add_argument("--drop-updatable", action="store_true",
+                        help="updatable models: drop on-device training from both halves")
     add_json(parser)
 
 
@@ -28,7 +32,8 @@ def run(args) -> int:
 
     with capture_notes() as notes:
         paths = split_model(args.model, args.at, args.output, name=args.name, link=args.link,
-                            search_path=args.search_path)
+                            search_path=args.search_path, freeze_backbone=args.freeze_backbone,
+                            drop_updatable=args.drop_updatable)
     for text in notes:
         print(f"note: {text}", file=sys.stderr)
     if args.json:

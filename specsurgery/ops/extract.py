@@ -162,3 +162,15 @@ def extract(spec, inputs, outputs, *, shapes=None, inplace: bool = False):
         return spec
     return out
 
+
+
+# ``specsurgery.ops.extract`` names both this module and the function: once the
+# module is imported, Python sets the package attribute to the module, so
+# ``from specsurgery.ops import extract`` would hand out the module.  Making the
+# module callable keeps ``extract(spec, inputs, outputs)`` working either way.
+class _CallableModule(__import__("types").ModuleType):
+    def __call__(self, *args, **kwargs):
+        return extract(*args, **kwargs)
+
+
+__import__("sys").modules[__name__].__class__ = _CallableModule
