@@ -126,10 +126,11 @@ def _check_model(spec, path: str, ctx: _Context, sink: list) -> None:
     check_interface(spec, out, kind, version or NEWEST)
     check_metadata(spec, out)
     if kind in NN_TYPES:
-        from .nn import check_graph, check_updatable, check_weights
+        from .nn import check_arity, check_graph, check_updatable, check_weights
 
         nn = getattr(spec, kind)
         check_graph(spec, kind, nn, out)
+        check_arity(nn, out)
         check_weights(nn, out, spec)
         check_updatable(spec, nn, out)
     if kind in CLASSIFIERS:

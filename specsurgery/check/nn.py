@@ -15,6 +15,68 @@ UPDATABLE_KINDS = ("convolution", "innerProduct", "uniDirectionalLSTM")
 FLOAT16, INT8 = 65552, 131080
 
 
+#: (min inputs, max inputs, min outputs, max outputs) per layer kind, as the
+#: layer validators of Core ML check them (max -1: unbounded; 0 bounds are not
+#: checked).  Kinds missing here (boolean ops, loop, rangeDynamic) take a
+#: variable number of blobs and are not checked.
+_ARITY_GROUPS = {
+    (0, 0, 1, 1): "fillStatic loadConstant loadConstantND randomBernoulliStatic randomNormalStatic "
+                  "randomUniformStatic rangeStatic",
+    (1, -1, 1, -1): "custom",
+    (1, -1, 1, 1): "add average max min multiply",
+    (1, 1, 0, 0): "branch",
+    (1, 1, 1, 1): "acos acosh activation argMax argMin argSort asin asinh atan atanh batchnorm bias "
+                  "broadcastToStatic categoricalDistribution ceil clampedReLU clip convolution3d copy cos "
+                  "cosh embedding embeddingND erf exp2 expandDims fillDynamic fillLike flatten flattenTo2D "
+                  "floor gelu getShape globalPooling3d innerProduct l2normalize layerNormalization "
+                  "lowerTriangular lrn matrixBandPart mvn padding permute pooling pooling3d "
+                  "randomBernoulliDynamic randomBernoulliLike randomNormalDynamic randomNormalLike "
+                  "randomUniformDynamic randomUniformLike rankPreservingReshape reduce reduceL1 reduceL2 "
+                  "reduceLogSum reduceLogSumExp reduceMax reduceMean reduceMin reduceProd reduceSum "
+                  "reduceSumSquare reorganizeData reshape reshapeStatic resizeBilinear reverse round scale "
+                  "sequenceRepeat sign sin sinh slice sliceStatic slidingWindows softmax softmaxND squeeze "
+                  "tan tanh transpose unary upperTriangular upsample whereNonZero",
+    (1, 1, 2, -1): "split splitND",
+    (1, 2, 1, 1): "batchedMatmul constantPad convolution crop cumSum oneHot tile",
+    (1, 2, 2, 2): "gru topK",
+    (1, 3, 3, 3): "uniDirectionalLSTM",
+    (1, 5, 5, 5): "biDirectionalLSTM",
+    (2, -1, 1, 1): "concat concatND stack",
+    (2, 2, 1, 1): "addBroadcastable broadcastToDynamic broadcastToLike cropResize divideBroadcastable dot "
+                  "floorDivBroadcastable gather gatherAlongAxis gatherND maxBroadcastable minBroadcastable "
+                  "modBroadcastable multiplyBroadcastable powBroadcastable reshapeDynamic reshapeLike "
+                  "reverseSeq sliceBySize subtractBroadcastable",
+    (2, 2, 2, 2): "simpleRecurrent",
+    (2, 5, 4, 4): "NonMaximumSuppression",
+    (2, 7, 1, 1): "sliceDynamic",
+    (3, 3, 1, 1): "scatter scatterAlongAxis scatterND whereBroadcastable",
+}
+LAYER_ARITY = {kind: bounds for bounds, kinds in _ARITY_GROUPS.items() for kind in kinds.split()}
+
+
+def _arity_problem(count: int, lo: int, hi: int, what: str) -> str:
+    if hi > 0 and hi == lo and count != hi:
+        return f"has {count} {what} but takes exactly {lo}"
+    if lo > 0 and count < lo:
+        return f"has {count} {what} but takes at least {lo}"
+    if hi > 0 and count > hi:
+        return f"has {count} {what} but takes at most {hi}"
+    return ""
+
+
+def check_arity(nn, out: Findings) -> None:
+    for index, layer in enumerate(_all_layers(nn)):
+        kind = layer.WhichOneof("layer")
+        bounds = LAYER_ARITY.get(kind)
+        if bounds is None:
+            continue
+        problems = [p for p in (_arity_problem(len(layer.input), bounds[0], bounds[1], "inputs"),
+                                _arity_problem(len(layer.output), bounds[2], bounds[3], "outputs")) if p]
+        if problems:
+            out.error(f"layer:{layer.name or index}", "nn.layer-arity",
+                      f"{kind} layer '{layer.name}' " + " and ".join(problems))
+
+
 def _hint(name, known) -> str:
     close = near_matches(name, known, n=3)
     return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
@@ -36,8 +98,9 @@ def _walk(nn, available: set, produced: dict, out: Findings, scope: str) -> None
         if not name:
             out.error(where, "nn.layer-no-name", f"layer #{index} has no name; every layer needs one")
         elif name in seen_layers:
-            out.error(where, "nn.duplicate-layer-name",
-                      f"layer name '{name}' is used by more than one layer; layer names must be unique")
+            out.warning(where, "nn.duplicate-layer-name",
+                        f"layer name '{name}' is used by more than one layer; Core ML accepts it, but "
+                        "tools, renders and error messages refer to layers by name: make it unique")
         seen_layers.add(name)
         if kind is None:
             out.error(where, "nn.layer-no-type", f"layer '{name}' has no layer type set")

@@ -83,6 +83,7 @@ def batched_matmul(layer, n=12):
 
 
 def lstm(layer, n_bias=3):
+    layer.output.extend(["h_out", "c_out"])  # output, final hidden and cell state
     p = layer.uniDirectionalLSTM
     p.inputVectorSize, p.outputVectorSize = 4, 3
     p.params.hasBiasVectors = True
@@ -94,6 +95,7 @@ def lstm(layer, n_bias=3):
 
 
 def gru(layer, n_rec=9):
+    layer.output.append("h_out")  # output and final hidden state
     p = layer.gru
     p.inputVectorSize, p.outputVectorSize = 4, 3
     for gate in ("update", "reset", "output"):

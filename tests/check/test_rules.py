@@ -132,6 +132,10 @@ def cycle(s):
     nn.layers[0].input.append("y")  # fc reads relu's output, relu reads fc's
 
 
+def inner_product_two_inputs(s):
+    _fc(s).input.append("x")
+
+
 def no_layers(s):
     s.neuralNetwork.ClearField("layers")
 
@@ -386,7 +390,7 @@ CASES = [
     ("not-topological", b.tiny_nn, not_topological, "nn.not-topological"),
     ("cycle", b.tiny_nn, cycle, "nn.cycle"),
     ("no-layers", b.tiny_nn, no_layers, "nn.no-layers"),
-    ("duplicate-layer-name", b.tiny_nn, duplicate_layer_name, "nn.duplicate-layer-name"),
+    ("layer-arity", b.tiny_nn, inner_product_two_inputs, "nn.layer-arity"),
     ("legacy-rank", b.tiny_nn, legacy_rank, "nn.legacy-rank"),
     ("weights-count", b.tiny_nn, weights_count, "weights.count-mismatch"),
     ("bias-count", b.tiny_nn, bias_count, "weights.count-mismatch"),
@@ -583,3 +587,24 @@ def test_duplicate_stage_names_get_distinct_paths():
     spec.pipeline.models[1].neuralNetwork.layers[0].input[0] = "nope"
     paths = {f.path for f in check(spec) if f.rule == "nn.undefined-blob"}
     assert paths == {"backbone#1/layer:head_fc"}
+
+
+def test_duplicate_layer_name_is_a_warning():
+    spec = b.tiny_nn()
+    duplicate_layer_name(spec)
+    assert "nn.duplicate-layer-name" in rules(spec, "warning")
+    assert not rules(spec)
+
+
+def test_arity_of_concat_and_load_constant():
+    spec = b.tiny_nn()
+    spec.neuralNetwork.arrayInputShapeMapping = 1
+    layer = spec.neuralNetwork.layers.add()
+    layer.name = "cat"
+    layer.input.append("y")
+    layer.output.append("c")
+    layer.concat.SetInParent()
+    [f] = [f for f in check(spec) if f.rule == "nn.layer-arity"]
+    assert "concat layer 'cat' has 1 inputs but takes at least 2" in f.message
+    layer.input.append("h")
+    assert "nn.layer-arity" not in rules(spec)
