@@ -467,11 +467,38 @@ def _output_plan(eager, output_names) -> list[tuple[str, tuple]]:
 def _exported_output_names(program, output_names):
     count = sum(1 for s in program.graph_signature.output_specs if s.kind.name == "USER_OUTPUT")
     if output_names is None:
+        try:
+            names = _treespec_names(program.call_spec.out_spec, "")
+        except Exception:  # an unfamiliar pytree: fall back to positions
+            names = []
+        if len(names) == count and len(set(names)) == count:
+            return names
         return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
     names = [output_names] if isinstance(output_names, str) else list(output_names)
     if len(names) != count:
         raise ConvertError(f"output_names gives {len(names)} name(s) but the exported program "
                            f"has {count} output(s)")
+    return names
+
+
+def _treespec_names(spec, prefix: str) -> list[str]:
+    """Output names from an exported program's output pytree (dict keys,
+    namedtuple fields, positions), the same names a traced forward gets."""
+    if spec.is_leaf():
+        return [prefix or "output"]
+    kind = spec.type
+    children = spec.children() if callable(getattr(spec, "children", None)) else spec.children_specs
+    if kind is dict or (isinstance(kind, type) and issubclass(kind, dict)):
+        keys = [str(k) for k in spec.context]
+    elif isinstance(kind, type) and issubclass(kind, tuple) and hasattr(kind, "_fields"):
+        keys = list(kind._fields)
+    elif isinstance(spec.context, type) and hasattr(spec.context, "_fields"):
+        keys = list(spec.context._fields)  # pytree keeps a namedtuple's class as the context
+    else:
+        keys = [str(i) if prefix else f"output_{i}" for i in range(len(children))]
+    names = []
+    for key, child in zip(keys, children):
+        names += _treespec_names(child, f"{prefix}_{key}" if prefix else key)
     return names
 
 

@@ -417,8 +417,38 @@ def test_exported_program_needs_and_gets_run_decompositions():
     model = NamedTupleNet().eval()
     x = torch.randn(2, 5)
     exported = torch.export.export(model, (x,))
-    spec = from_torch(exported, (x,), output_names=["logits", "features"])
+    spec = from_torch(exported, (x,))  # names come from the output pytree (namedtuple fields)
+    assert [o.name for o in spec.description.output] == ["logits", "features"]
     got = ss.predict(spec, {"x": x.numpy()})
     with torch.no_grad():
         expected = model(x)
     np.testing.assert_allclose(got["logits"], expected.logits.numpy(), atol=1e-5)
+
+
+def test_flexible_image_size_and_mlprogram_classifier():
+    from PIL import Image
+
+    torch.manual_seed(7)
+    model = TinyCNN(classes=3).eval()
+    spec = from_torch(model, torch.rand(1, 3, 8, 8), image_input="image", mean=0.5, std=0.5,
+                      flexible={"image": (1, 3, Range(8, 64), Range(8, 64))})
+    size_range = spec.description.input[0].type.imageType.imageSizeRange
+    assert (size_range.widthRange.lowerBound, size_range.widthRange.upperBound) == (8, 64)
+    pixels = _image(8, 20, 12)
+    with torch.no_grad():
+        expected = model(_normalised(pixels, [0.5] * 3, [0.5] * 3)).numpy()
+    got = ss.predict(spec, {"image": Image.fromarray(pixels, "RGB")})
+    np.testing.assert_allclose(got["output"].reshape(expected.shape), expected, atol=1e-4)
+
+    pkg = from_torch(model, torch.rand(1, 3, 8, 8), image_input="image", mean=IMAGENET_MEAN,
+                     std=IMAGENET_STD, class_labels=["x", "y", "z"], backend="mlprogram",
+                     minimum_deployment_target="iOS16")
+    assert pkg.spec.specificationVersion == 7
+    assert pkg.spec.description.predictedProbabilitiesName == "classLabelProbs"
+    pixels = _image(9)
+    with torch.no_grad():
+        expected = model(_normalised(pixels, IMAGENET_MEAN, IMAGENET_STD))[0].numpy()
+    got = ss.predict(pkg, {"image": Image.fromarray(pixels, "RGB")})
+    np.testing.assert_allclose([got["classLabelProbs"][k] for k in "xyz"], expected, atol=1e-4)
+    with pytest.raises(ConvertError, match="minimum_deployment_target 'iOS99' is not one of"):
+        from_torch(model, torch.rand(1, 3, 8, 8), minimum_deployment_target="iOS99")
