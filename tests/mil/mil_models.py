@@ -231,3 +231,93 @@ def zoo_converted(name, precision="fp32") -> Path:
         if left.suffix in (".mlmodelc", ".mlpackage") or left.is_dir():
             shutil.rmtree(left, ignore_errors=True)
     return target
+
+
+# --------------------------------------------------------------------------- shared-backbone family
+
+def _family():
+    import torch
+    import torch.nn as nn
+
+    class Backbone(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(
+                nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+                nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+                nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU())
+
+        def forward(self, x):
+            return self.body(x)
+
+    torch.manual_seed(7)
+    backbone = Backbone().eval()
+
+    class Classifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone, self.fc = backbone, nn.Linear(64, 6)
+
+        def forward(self, x):
+            return torch.softmax(self.fc(self.backbone(x).mean(dim=(2, 3))), dim=1)
+
+    class Regressor(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone, self.fc = backbone, nn.Linear(64, 2)
+
+        def forward(self, x):
+            return self.fc(self.backbone(x).amax(dim=(2, 3)))
+
+    class Segmenter(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone, self.conv = backbone, nn.Conv2d(64, 4, 1)
+
+        def forward(self, x):
+            return torch.nn.functional.interpolate(self.conv(self.backbone(x)), scale_factor=4, mode="nearest")
+
+    class Embedder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone, self.fc = backbone, nn.Linear(64 * 8 * 8, 16)
+
+        def forward(self, x):
+            return self.fc(self.backbone(x).flatten(1))
+
+    torch.manual_seed(8)
+    return {"Classifier": Classifier().eval(), "Regressor": Regressor().eval(),
+            "Segmenter": Segmenter().eval(), "Embedder": Embedder().eval()}
+
+
+FAMILY = ["Classifier", "Regressor", "Segmenter", "Embedder"]
+
+
+def family_converted(name, scale=1 / 255.0) -> Path:
+    """Model ``name`` of a family sharing one backbone, as an ML Program with an
+    image input (``scale`` is the image preprocessing; another scale must not dedupe)."""
+    tag = f"{scale:.6g}".replace(".", "p")
+    target = CACHE / f"family_{name}_{tag}.mlpackage"
+    if target.is_dir():
+        return target
+    import torch
+    from specsurgery._proto import coremltools
+
+    ct = coremltools()
+    module = _family()[name]
+    traced = torch.jit.trace(module, torch.rand(1, 3, 32, 32))
+    before = set(Path(tempfile.gettempdir()).glob("tmp*"))
+    mlmodel = ct.convert(traced, inputs=[ct.ImageType(name="image", shape=(1, 3, 32, 32), scale=scale)],
+                         outputs=[ct.TensorType(name="out")], convert_to="mlprogram")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=CACHE))
+    mlmodel.save(str(tmp / "m.mlpackage"))
+    if not target.exists():
+        os.replace(tmp / "m.mlpackage", target)
+    shutil.rmtree(tmp, ignore_errors=True)
+    del mlmodel
+    for left in set(Path(tempfile.gettempdir()).glob("tmp*")) - before:
+        if left.suffix in (".mlmodelc", ".mlpackage") or left.is_dir():
+            shutil.rmtree(left, ignore_errors=True)
+    return target

@@ -1,0 +1,88 @@
+"""Dedupe across .mlpackage models: linked backbone pipelines and one multifunction package."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+import mil_models as M
+from conftest import CORPUS
+from specsurgery import io
+from specsurgery.check import check
+from specsurgery.ops.dedupe_mlprogram import dedupe, dedupe_files
+from specsurgery.runtime import predict, verify
+
+CORPUS_PAIR = [CORPUS / "generated" / "shared_backbone_classifier.mlpackage",
+               CORPUS / "generated" / "shared_backbone_segmenter.mlpackage"]
+
+
+def _copies(tmp_path, paths):
+    src = tmp_path / "in"
+    src.mkdir()
+    out = []
+    for p in paths:
+        shutil.copytree(p, src / p.name)
+        out.append(src / p.name)
+    return out
+
+
+def _check_outputs(report, out_dir, inputs):
+    assert report["totals"]["saving_share_of_best"] >= 0.99, report["table"]
+    for p in inputs:
+        target = out_dir / p.name
+        assert [f for f in check(target, search_path=str(out_dir)) if f.severity == "error"] == []
+        rep = verify(p, target, search_path=str(out_dir), samples=2)
+        assert rep.ok, rep.summary()
+
+
+def test_corpus_shared_backbone_pair(tmp_path):
+    inputs = _copies(tmp_path, CORPUS_PAIR)
+    out = tmp_path / "out"
+    report = dedupe_files(inputs, out)
+    assert (out / "Backbone.mlpackage").is_dir()
+    _check_outputs(report, out, inputs)
+    linked = io.load(out / CORPUS_PAIR[0].name)
+    stub = linked.spec.pipelineClassifier.pipeline.models[0]
+    assert stub.linkedModel.linkedModelFile.linkedModelFileName.defaultValue == "Backbone.mlmodelc"
+    assert linked.spec.specificationVersion >= 6
+
+
+def test_family_of_four_models(tmp_path):
+    inputs = _copies(tmp_path, [M.family_converted(n) for n in M.FAMILY])
+    out = tmp_path / "out"
+    report = dedupe_files(inputs, out)
+    assert report["backbones"][0]["members"] == [p.stem for p in inputs]
+    _check_outputs(report, out, inputs)
+    shared = report["backbones"][0]["shared_bytes"]
+    assert report["totals"]["saving"] >= 0.99 * 3 * shared   # the backbone's weights are stored once, not 4 times
+
+
+def test_multifunction_package_shares_weights(tmp_path):
+    inputs = [M.family_converted(n) for n in M.FAMILY[:3]]
+    result = dedupe(inputs, multifunction=True)
+    mf = result.multifunction
+    assert mf.spec.specificationVersion == 9
+    assert sorted(mf.spec.mlProgram.functions) == sorted(p.stem for p in inputs)
+    assert mf.spec.description.defaultFunctionName == inputs[0].stem
+    sizes = result.plan.options
+    assert sizes["multifunction_bytes"] < result.plan.total_before
+    assert "linked_bytes" in sizes
+    io.save(mf, tmp_path / "Models.mlpackage")
+    assert [f for f in check(tmp_path / "Models.mlpackage") if f.severity == "error"] == []
+    img = np.random.RandomState(0).randint(0, 256, (32, 32, 3)).astype(np.uint8)
+    for p in inputs:
+        a = predict(tmp_path / "Models.mlpackage", {"image": img}, function=p.stem)
+        b = predict(p, {"image": img})
+        np.testing.assert_array_equal(a["out"], b["out"])
+    # a multifunction target below spec 9 is refused by check
+    spec = io.copy_spec(mf.spec)
+    spec.specificationVersion = 8
+    bad = [f for f in check(io.MLPackage(spec, mf.weights)) if f.severity == "error"]
+    assert any("9" in f.message for f in bad)
+
+
+def test_other_preprocessing_is_not_merged(tmp_path):
+    a = M.family_converted("Classifier")
+    b = M.family_converted("Regressor", scale=1 / 128.0)
+    result = dedupe([a, b], build=False)
+    assert not result.plan.shares_anything
