@@ -1009,13 +1009,18 @@ def _cumsum(ctx, p, ins):
 
 # --------------------------------------------------------------------------- shape layers
 
+def _contig(ctx, y):
+    """Contiguous copy, except in shape mode (zero views need no data)."""
+    return y if ctx.shape_only else np.ascontiguousarray(y)
+
+
 @op("flatten")
 def _flatten(ctx, p, ins):
     x = _f(ins[0])
     x4, lead = _as4(x)
     if p.mode == 1:   # CHANNEL_LAST
         x4 = x4.transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(x4).reshape(lead + (-1, 1, 1))
+    return _contig(ctx, x4).reshape(lead + (-1, 1, 1))
 
 
 @op("reshape")
@@ -1037,7 +1042,7 @@ def _reshape_legacy(ctx, p, ins):
         y = x5.reshape(target)
     if x.ndim < 5 and not ctx.rank5:
         y = y.reshape(y.shape[5 - x.ndim:]) if all(d == 1 for d in y.shape[:5 - x.ndim]) else y
-    return np.ascontiguousarray(y)
+    return _contig(ctx, y)
 
 
 @op("permute")
@@ -1049,16 +1054,30 @@ def _permute(ctx, p, ins):
     # axis indexes [S, C, H, W]; batch (axis 1) stays in place
     src = [0, 2, 3, 4]
     perm5 = [src[axes[0]], 1, src[axes[1]], src[axes[2]], src[axes[3]]]
-    y = np.ascontiguousarray(x5.transpose(perm5))
+    y = _contig(ctx, x5.transpose(perm5))
     if pad > 0 and all(d == 1 for d in y.shape[:pad]):
         y = y.reshape(y.shape[pad:])
     return y
 
 
+def _concat_any(ctx, ins, axis):
+    if ctx.shape_only:
+        shape = list(ins[0].shape)
+        a = _norm_axis(axis, len(shape))
+        for other in ins[1:]:
+            if other.ndim != len(shape) or any(d != e for i, (d, e) in enumerate(zip(shape, other.shape))
+                                               if i != a):
+                raise ValueError("concatenated inputs differ outside the concatenation axis: "
+                                 + ", ".join(str(tuple(i.shape)) for i in ins))
+            shape[a] += other.shape[a]
+        return _zeros(shape)
+    return np.concatenate([_f(a) for a in ins], axis=axis)
+
+
 @op("concat")
 def _concat(ctx, p, ins):
     axis = -5 if p.sequenceConcat else _axis_c(ins[0])
-    return np.concatenate([_f(a) for a in ins], axis=axis)
+    return _concat_any(ctx, ins, axis)
 
 
 @op("split")
@@ -1109,7 +1128,7 @@ def _reorganize(ctx, p, ins):
     else:               # PIXEL_SHUFFLE
         y = x4.reshape(n, c // (bs * bs), bs, bs, h, w).transpose(0, 1, 4, 2, 5, 3)
         y = y.reshape(n, c // (bs * bs), h * bs, w * bs)
-    return np.ascontiguousarray(y).reshape(lead + y.shape[1:])
+    return _contig(ctx, y).reshape(lead + y.shape[1:])
 
 
 def _resolve_shape(target, total, src_shape=None, zero_copies=False):
@@ -1186,7 +1205,7 @@ def _squeeze(ctx, p, ins):
 def _transpose(ctx, p, ins):
     x = ins[0]
     axes = [int(a) for a in p.axes] or list(reversed(range(x.ndim)))
-    return np.ascontiguousarray(np.transpose(x, axes))
+    return _contig(ctx, np.transpose(x, axes))
 
 
 @op("concatND")
@@ -1198,7 +1217,7 @@ def _concat_nd(ctx, p, ins):
         a = _norm_axis(ax, ins[0].ndim)
         shape[a] *= len(ins)
         return stacked.reshape(shape)
-    return np.concatenate([_f(a) for a in ins], axis=ax)
+    return _concat_any(ctx, ins, ax)
 
 
 @op("splitND")
