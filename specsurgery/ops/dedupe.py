@@ -117,6 +117,8 @@ class _Canon:
         self.input_ids: dict[str, str] = {}          # input name -> blob id
         self.output_blobs: set[str] = set()          # blob ids the interface reads
         self.weight_bytes = 0
+        self.storage: dict[str, int] = {}            # storage kind -> weight bytes
+        self.struct_ids: list[str] = []              # per layer: architecture only (no weight values)
         self._build()
 
     # one weight -> digest; the bytes are hashed exactly once
@@ -126,6 +128,7 @@ class _Canon:
         self.stats.bytes_hashed += nbytes
         self.stats.weight_bytes_total += nbytes
         kind = storage_kind(wp)
+        self.storage[kind] = self.storage.get(kind, 0) + nbytes
         if self.allow_fp16 and kind in ("float32", "float16"):
             # fp16 and fp32 copies compare equal when the fp32 values round to the fp16 ones
             import numpy as np
@@ -179,6 +182,33 @@ class _Canon:
                 hasher.update(b"}")
             hasher.update(b";")
 
+    def _structure(self, msg, hasher) -> None:
+        """Like the computation id, with each weight reduced to its element count."""
+        for fld, value in msg.ListFields():
+            if fld.message_type is None:
+                if _is_repeated(fld):
+                    hasher.update(f"{fld.name}={list(value)!r};".encode())
+                elif not isinstance(value, bytes):
+                    hasher.update(f"{fld.name}={value!r};".encode())
+            elif isinstance(value, _WeightParams):
+                from ..weights import weight_count
+
+                hasher.update(f"{fld.name}=w{weight_count(value)};".encode())
+            elif fld.message_type.GetOptions().map_entry:
+                continue
+            elif not hasattr(value, "ListFields"):
+                for item in value:
+                    if isinstance(item, _WeightParams):
+                        from ..weights import weight_count
+
+                        hasher.update(f"[w{weight_count(item)}]".encode())
+                    else:
+                        self._structure(item, hasher)
+            else:
+                hasher.update(fld.name.encode() + b"{")
+                self._structure(value, hasher)
+                hasher.update(b"}")
+
     def _input_signature(self, feature) -> str:
         ft = type(feature.type)()
         ft.CopyFrom(feature.type)
@@ -196,7 +226,9 @@ class _Canon:
     def _build(self) -> None:
         desc = self.spec.description
         current: dict[str, str] = {}  # blob name -> blob id of its latest producer
+        struct_of: dict[str, str] = {}  # blob id -> structure id of the blob
         for feature in desc.input:
+            struct_of["in:" + self._input_signature(feature)] = "in:" + feature.name
             bid = "in:" + self._input_signature(feature)
             current[feature.name] = bid
             self.input_ids[feature.name] = bid
@@ -226,12 +258,19 @@ class _Canon:
                 lid = _h(lid, seen[lid])
             else:
                 seen[lid] = 0
+            shasher = hashlib.blake2b(digest_size=16)
+            shasher.update(f"{kind}|".encode() + ",".join(struct_of.get(b, b) for b in inputs).encode())
+            if kind is not None:
+                self._structure(getattr(layer, kind), shasher)
+            sid = shasher.hexdigest()
+            self.struct_ids.append(sid)
             self.index_of[lid] = len(self.layer_ids)
             self.layer_ids.append(lid)
             self.layer_inputs[lid] = inputs
             self.layer_bytes[lid] = sum(self.weights[d] for d in weights)
             for k, name in enumerate(layer.output):
                 bid = f"{lid}:{k}"
+                struct_of[bid] = f"{sid}:{k}"
                 current[name] = bid
                 self.blob_name[bid] = name
                 self.producer[bid] = lid
@@ -276,10 +315,11 @@ class Candidate:
     shared: frozenset         # layer ids in every member
     shared_layers: int
     shared_bytes: int
-    saving: int               # (members - 1) * shared bytes
+    saving: int               # sum of the members' shared bytes - the backbone's (= (members - 1) * shared)
     shares: dict              # member -> share of its weight bytes that is shared
     held_back: int = 0        # layers kept in heads because they produce an interface output
     rejected: str = ""        # why the group cannot form ("" if it can)
+    reference: str = ""       # the member whose layers the backbone keeps
 
     def to_json(self) -> dict:
         return {"members": list(self.members), "shared_layers": self.shared_layers,
@@ -468,11 +508,14 @@ def _held_back(members: list, shared: set) -> set:
 def _candidate(members: list, shared: set, min_share: float) -> Candidate:
     held = _held_back(members, shared) if shared else set()
     shared = shared - held
-    ref = members[0]
-    nbytes = ref.bytes_of(shared)
-    shares = {c.name: (c.bytes_of(shared) / c.weight_bytes if c.weight_bytes else 0.0) for c in members}
+    per_member = [c.bytes_of(shared) for c in members]
+    # the backbone keeps the cheapest copy (they differ only when fp16 and fp32 copies match);
+    # on a tie the first model in input order
+    k = per_member.index(min(per_member)) if per_member else 0
+    nbytes = per_member[k] if per_member else 0
+    shares = {c.name: (b / c.weight_bytes if c.weight_bytes else 0.0) for c, b in zip(members, per_member)}
     cand = Candidate(tuple(c.name for c in members), frozenset(shared), len(shared), nbytes,
-                     (len(members) - 1) * nbytes, shares, len(held))
+                     sum(per_member) - nbytes, shares, len(held), reference=members[k].name if members else "")
     if nbytes == 0:
         cand.rejected = "no shared weights"
     else:
@@ -562,7 +605,7 @@ def _backbone_names(base: str, count: int) -> list[str]:
 def _group_layout(cand: Candidate, canons: dict, name: str) -> BackboneGroup:
     """Cut blobs of every member and collision-free backbone output names."""
     members = [canons[m] for m in cand.members]
-    ref = members[0]
+    ref = canons[cand.reference]
     shared = cand.shared
     cut_ids: set = set()
     used: dict = {}
@@ -611,7 +654,10 @@ def _explain(group: BackboneGroup, cand: Candidate, scored: list, canons: dict) 
     parts.append(f"shared share of each model's weights: {shares}")
     if cand.held_back:
         parts.append(f"{cand.held_back} shared layer(s) stay in the heads because they produce an interface output")
-    parts.append(f"saves (members - 1) x shared = {cand.saving:,} bytes")
+    if cand.saving == (len(group.members) - 1) * cand.shared_bytes:
+        parts.append(f"saves (members - 1) x shared = {cand.saving:,} bytes")
+    else:
+        parts.append(f"keeps {group.reference}'s copy (the smallest); saves {cand.saving:,} bytes")
     # the best rival that overlaps this group, was not chosen, and cuts at another depth
     rivals = [c for c in scored if not c.rejected and c.saving > 0 and set(c.members) & set(group.members)
               and set(c.members) != set(group.members) and c.shared_bytes != cand.shared_bytes]
@@ -642,6 +688,23 @@ def _why_alone(canon, canons: list, scored: list, min_share: float) -> str:
             who = ", ".join(f"{n} ({b:,} bytes)" for n, b in same)
             return (f"holds the same weights as {who}, but they are fed by a different input or preprocessing "
                     "(image size, colour space, scale or bias), so they compute different things: not merged")
+        mine = set(canon.struct_ids)
+        for other in canons:
+            if other is canon or not mine:
+                continue
+            alike = len(mine & set(other.struct_ids))
+            if alike < max(2, len(mine) // 2):
+                continue
+            kinds, theirs = set(canon.storage), set(other.storage)
+            if not canon.allow_fp16 and {"float16", "float32"} & kinds and {"float16", "float32"} & theirs \
+                    and kinds != theirs:
+                return (f"has the architecture of {other.name} ({alike} of {len(mine)} layers alike) but stores "
+                        f"its weights as {'/'.join(sorted(kinds))} where {other.name} uses "
+                        f"{'/'.join(sorted(theirs))}; pass --allow-fp16-match to share fp16 and fp32 copies "
+                        "(outputs then differ by fp16 rounding)")
+            return (f"has the architecture of {other.name} ({alike} of {len(mine)} layers alike) but other weight "
+                    f"values{' or storage (' + '/'.join(sorted(kinds)) + ')' if kinds != theirs else ''}: "
+                    "nothing to share")
         return "shares no weights with the other models (no common computation from the same inputs)"
     low = [c for c in useful if c.rejected]
     ok = [c for c in useful if not c.rejected]

@@ -257,7 +257,7 @@ def test_three_models_where_only_two_share():
     assert [g.members for g in plan.groups] == [["a", "b"]]
     c = next(m for m in plan.models if m.name == "c")
     assert c.backbone is None
-    assert "shares no weights" in c.reason
+    assert "architecture of a" in c.reason and "other weight values: nothing to share" in c.reason
 
 
 def test_prefixes_of_different_depths_pick_the_best_grouping():
@@ -318,9 +318,15 @@ def test_fp16_copies_match_only_when_asked():
             values = np.asarray(wp.floatValue, dtype=np.float32).astype(np.float16).astype(np.float32)
             del wp.floatValue[:]
             wp.floatValue.extend(values.tolist())
-    assert not plan_dedupe({"full": full, "half": half}).shares_anything
+    plain = plan_dedupe({"full": full, "half": half})
+    assert not plain.shares_anything
+    assert "--allow-fp16-match" in plain.models[0].reason
     plan = plan_dedupe({"full": full, "half": half}, allow_fp16_match=True)
     assert plan.shares_anything and plan.notes
+    # the backbone keeps the smaller (fp16) copy; the saving is then the whole fp32 copy
+    group = plan.groups[0]
+    assert group.reference == "half"
+    assert group.saving == plan.models[0].shared_bytes == 2 * group.shared_bytes
 
 
 def test_output_blob_produced_by_shared_layer_stays_in_head():
@@ -401,7 +407,7 @@ def test_fine_tuned_and_odd_one_out_end_to_end(tmp_path):
     (group,) = report["backbones"]
     assert group["members"] == ["base", "tuned"] and group["outputs"] == ["block_relu_out"]
     other = next(m for m in report["models"] if m["name"] == "other")
-    assert other["backbone"] is None and "shares no weights" in other["reason"]
+    assert other["backbone"] is None and "nothing to share" in other["reason"]
     assert (out / "other.mlmodel").read_bytes() == paths[2].read_bytes()
     check_all(out)
     verify_all(out, originals, ["base", "tuned"])
