@@ -827,8 +827,8 @@ def plan_dedupe(models, *, backbone_name: str = "Backbone", min_share: float = 0
                        "allow_fp16_match": allow_fp16_match})
     if allow_fp16_match:
         plan.notes.append("fp16 and fp32 copies of a weight were matched (values equal after rounding to fp16); "
-                          "each backbone keeps its reference model's precision, so members that had the other "
-                          "precision now compute with it")
+                          "each backbone keeps the smallest copy (fp16), so members that stored fp32 copies now "
+                          "compute with fp16 weights")
     return plan
 
 
