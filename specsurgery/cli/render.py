@@ -41,6 +41,9 @@ def configure(parser) -> None:
     add_search_path(parser)
     add_bundle(parser)
     parser.add_argument("--no-shapes", action="store_true", help="do not label edges with inferred shapes")
+    parser.add_argument("--layout", choices=("auto", "dot", "layered"), default="auto",
+                        help="dot: Graphviz places nodes; layered: fast built-in layout for big graphs; "
+                             "auto (default): layered above 600 nodes")
 
 
 def run(args) -> int:
@@ -48,6 +51,7 @@ def run(args) -> int:
 
     out = render(args.model, args.output, rankdir=args.rankdir, collapse=args.collapse,
                  highlight=args.highlight, cut=args.cut, expand_linked=args.expand_linked,
-                 search_path=args.search_path, bundle=args.bundle, shapes=not args.no_shapes)
+                 search_path=args.search_path, bundle=args.bundle, shapes=not args.no_shapes,
+                 layout=args.layout)
     print(f"wrote {out}")
     return 0

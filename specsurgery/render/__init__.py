@@ -35,7 +35,10 @@ def dot_to_bytes(dot_text: str, fmt: str) -> bytes:
     _dot_binary()
     import graphviz
 
+    pinned = dot_text.startswith("// specsurgery: layered layout")
     try:
+        if pinned:  # positions are fixed: neato only routes edges and draws
+            return graphviz.Source(dot_text, engine="neato").pipe(format=fmt, neato_no_op=2)
         return graphviz.Source(dot_text).pipe(format=fmt)
     except graphviz.ExecutableNotFound as exc:
         raise SpecSurgeryError(f"Graphviz's `dot` could not be run ({exc}); install it with "

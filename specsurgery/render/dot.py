@@ -28,6 +28,9 @@ DRAWN = {"layer", "preprocess", "classifier", "linked", "model", "op"}
 
 CUT_COLORS = {"backbone": ("#1f5fbf", "#eef4fb"), "head": ("#c55a11", "#fdf1e7")}
 HIGHLIGHT = "#d62728"
+#: above this many drawn nodes, ``layout="auto"`` uses the built-in layered layout
+#: (dot 2.43 needs minutes for thousands of nodes; see render/layout.py)
+LAYERED_ABOVE = 600
 SMALL_CONST_BYTES = 64   # const ops below this many bytes (pad types, strides...) are not drawn
 
 
@@ -580,11 +583,36 @@ class _Drawing:
         return {}
 
     # ------------------------------------------------------------------ output
-    def text(self) -> str:
+    def text(self, layout: str = "auto") -> str:
         g = self.g
         drawn = sorted(set(self.rep.values()), key=self._pos)
         n_nodes = len(drawn)
+        if layout not in ("auto", "dot", "layered"):
+            raise SpecSurgeryError(f"layout {layout!r} is not one of auto, dot, layered")
+        layered = layout == "layered" or (layout == "auto" and n_nodes > LAYERED_ABOVE)
+        node_attrs = {n: self._node_attrs(n) for n in drawn}
+        edges = self._edges()
+        edge_order = sorted(edges, key=lambda e: (self._pos(e[0]), self._pos(e[1])))
         lines = ["digraph model {"]
+        if layered:
+            from .layout import edge_pos, layered_positions, node_size
+
+            sizes = {n: node_size(node_attrs[n].get("label", n), node_attrs[n].get("shape", "box")) for n in drawn}
+            pos, routes = layered_positions(drawn, edge_order, sizes, self.rankdir,
+                                            edge_labels=any(e["labels"] for e in edges.values()))
+            for n in drawn:
+                x, y = pos[n]
+                node_attrs[n]["pos"] = f"{x:.1f},{y:.1f}!"
+            edge_extra = {}
+            for (u, v) in edge_order:
+                text, (lx, ly) = edge_pos(pos[u], routes.get((u, v), []), pos[v], sizes[u], sizes[v],
+                                          self.rankdir)
+                labels = edges[(u, v)]["labels"]
+                width = max((len(line) for t in labels[:3] for line in t.split("\n")), default=0) * 4.6
+                edge_extra[(u, v)] = {"pos": text, "lp": f"{lx + width / 2 + 4:.1f},{ly:.1f}"}
+            lines.insert(0, "// specsurgery: layered layout (pinned positions); draw with `neato -n2`")
+        else:
+            edge_extra = {}
         gattrs = {"rankdir": self.rankdir, "fontname": "Helvetica", "compound": "true",
                   "newrank": "true", "nodesep": "0.25", "ranksep": "0.35"}
         title = self.title or ""
@@ -592,8 +620,9 @@ class _Drawing:
             title += ("\n" if title else "") + "missing weight files: " + ", ".join(sorted(self.missing_files))
         if title:
             gattrs.update({"label": title, "labelloc": "t", "fontsize": "14"})
-        if n_nodes > 400:  # big graphs: cheaper crossing minimisation keeps dot fast
-            gattrs.update({"mclimit": "0.3", "nslimit": "2", "nslimit1": "2", "remincross": "false"})
+        if layered:
+            gattrs.update({"layout": "neato", "splines": "line", "outputorder": "edgesfirst",
+                           "inputscale": "72"})
         lines.append(f"  graph {_attrs(gattrs)};")
         lines.append('  node [fontname="Helvetica", fontsize="10", margin="0.08,0.04"];')
         lines.append('  edge [fontname="Helvetica", fontsize="8", color="#555555", arrowsize="0.6"];')
@@ -616,7 +645,7 @@ class _Drawing:
 
         def emit(sub: dict, indent: str):
             for n in sub.get(None, []):
-                lines.append(f"{indent}{_quote(n)} {_attrs(self._node_attrs(n))};")
+                lines.append(f"{indent}{_quote(n)} {_attrs(node_attrs[n])};")
             for key in sorted((k for k in sub if k is not None), key=lambda k: self._cluster_pos(sub[k])):
                 counter[0] += 1
                 lines.append(f"{indent}subgraph cluster_{counter[0]} {{")
@@ -626,12 +655,11 @@ class _Drawing:
                 lines.append(f"{indent}}}")
 
         emit(tree, "  ")
-        edges = self._edges()
-        for (u, v) in sorted(edges, key=lambda e: (self._pos(e[0]), self._pos(e[1]))):
+        for (u, v) in edge_order:
             e = edges[(u, v)]
             labels = e["labels"]
             label = "\n".join(labels[:3]) + (f"\n(+{len(labels) - 3} more)" if len(labels) > 3 else "")
-            attrs = {"label": label}
+            attrs = {"label": label, **edge_extra.get((u, v), {})}
             if e["cut"]:
                 attrs.update({"color": HIGHLIGHT, "penwidth": "2", "style": "dashed", "fontcolor": HIGHLIGHT,
                               "label": "cut: " + label})
@@ -658,7 +686,7 @@ class _Drawing:
 def to_dot(model, *, rankdir: str = "TB", collapse: Union[None, str, int] = None,
            highlight: Union[None, str, Sequence[str]] = None, cut: Union[None, str, Sequence[str]] = None,
            expand_linked: bool = False, search_path: Optional[str] = None, bundle=None,
-           shapes: bool = True, title: Optional[str] = None) -> str:
+           shapes: bool = True, title: Optional[str] = None, layout: str = "auto") -> str:
     """The DOT text of ``model`` (a spec, path, MLPackage or MLModel); deterministic.
 
     ``collapse``: ``"blocks"`` folds runs of identical blocks between
@@ -671,6 +699,9 @@ def to_dot(model, *, rankdir: str = "TB", collapse: Union[None, str, int] = None
     path resolves (``search_path`` overrides the stubs' own; relative entries
     are relative to the model's folder, ``bundle`` is ``$BUNDLE_MAIN``).
     ``shapes``: label edges with shapes inferred by the reference runtime.
+    ``layout``: ``"dot"`` lets Graphviz's dot place the nodes; ``"layered"``
+    pins positions from a fast built-in layered layout (drawn by ``neato -n2``);
+    ``"auto"`` (default) uses dot up to 600 drawn nodes, layered above.
     """
     base_dir = None
     if isinstance(model, (str, os.PathLike)):
@@ -684,4 +715,4 @@ def to_dot(model, *, rankdir: str = "TB", collapse: Union[None, str, int] = None
     drawing = _Drawing(gi, rankdir=rankdir, collapse=collapse, highlight=highlight, cut=cut,
                        expand_linked=expand_linked, search_path=search_path, bundle=bundle,
                        base_dir=base_dir, shapes=shapes, title=title)
-    return drawing.text()
+    return drawing.text(layout)

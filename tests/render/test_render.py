@@ -206,3 +206,26 @@ def test_png_and_pdf(tmp_path, fmt):
     out = render(residual_network(blocks=1), tmp_path / f"g.{fmt}")
     head = out.read_bytes()[:5]
     assert head == (b"\x89PNG\r" if fmt == "png" else b"%PDF-")
+
+
+def test_layered_layout_pins_positions_and_routes_skips():
+    spec = residual_network(blocks=2, classes=3)
+    text = to_dot(spec, layout="layered")
+    assert text.startswith("// specsurgery: layered layout")
+    assert text.count('!"') >= len(spec.neuralNetworkClassifier.layers)   # every node pinned
+    # the skip connection x0 -> block0_add bends around the chain
+    skip = next(l for l in text.splitlines() if '"layer:stem_relu" -> "layer:block0_add"' in l)
+    assert skip.count(",") > 8
+    big = to_dot(synthetic_network(700), shapes=False)      # auto: layered above 600 nodes
+    assert big.startswith("// specsurgery: layered layout")
+    assert not to_dot(synthetic_network(60)).startswith("//")
+    with pytest.raises(SpecSurgeryError, match="layout"):
+        to_dot(spec, layout="circo")
+
+
+@needs_dot
+@pytest.mark.parametrize("rankdir", ["TB", "LR"])
+def test_layered_svg_has_every_layer(tmp_path, rankdir):
+    spec = synthetic_network(90)
+    titles = svg_node_titles(render(spec, tmp_path / "l.svg", layout="layered", rankdir=rankdir))
+    assert {f"layer:{l.name}" for l in spec.neuralNetwork.layers} <= titles

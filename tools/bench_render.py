@@ -1,0 +1,68 @@
+"""Rendering time: a ResNet-50 and a synthetic 2,000-layer graph to SVG (target < 10 s each).
+
+One run each, in this process: ``to_dot`` (graph index, shape inference,
+labels) and Graphviz's layout are timed separately; the ResNet-50 is the
+cached ct.convert model of ``tools/bench_inspect.py``.  For comparison, the
+same ResNet-50 with ``collapse="blocks"`` is drawn too.
+
+    python tools/bench_render.py [--model PATH] [--layers N] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def one(label: str, model, out: Path, **kw) -> float:
+    from specsurgery.render import dot_to_bytes, to_dot
+
+    t0 = time.perf_counter()
+    text = to_dot(model, **kw)
+    t1 = time.perf_counter()
+    svg = dot_to_bytes(text, "svg")
+    t2 = time.perf_counter()
+    out.write_bytes(svg)
+    nodes = text.count(" [") - text.count(" -> ")
+    print(f"{label:<34} {t2 - t0:6.2f} s  (to_dot {t1 - t0:.2f} s, dot {t2 - t1:.2f} s; "
+          f"{nodes} node lines, {len(svg) / 1024:.0f} KiB SVG)")
+    return t2 - t0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", help="ResNet-50 .mlmodel (default: build/cached by bench_inspect)")
+    ap.add_argument("--layers", type=int, default=2000, help="size of the synthetic graph")
+    ap.add_argument("--keep", help="folder to keep the SVGs in (default: a temp folder)")
+    args = ap.parse_args(argv)
+    from specsurgery.render.synthetic import synthetic_network
+
+    if args.model:
+        resnet = Path(args.model)
+    else:
+        from bench_inspect import resnet50_mlmodel
+
+        resnet = resnet50_mlmodel()
+    out = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_render_"))
+    out.mkdir(parents=True, exist_ok=True)
+    times = {
+        "ResNet-50": one("ResNet-50 -> SVG", resnet, out / "resnet50.svg"),
+        "ResNet-50 collapsed": one("ResNet-50 --collapse blocks -> SVG", resnet, out / "resnet50_blocks.svg",
+                                   collapse="blocks"),
+        f"synthetic {args.layers}": one(f"synthetic {args.layers} layers -> SVG", synthetic_network(args.layers),
+                                        out / "synthetic.svg"),
+    }
+    worst = max(times["ResNet-50"], times[f"synthetic {args.layers}"])
+    print(f"slowest of ResNet-50 / synthetic: {worst:.2f} s (target < 10 s): "
+          f"{'OK' if worst < 10 else 'TOO SLOW'}; SVGs in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
