@@ -268,8 +268,16 @@ def test_prefixes_of_different_depths_pick_the_best_grouping():
     assert "rather than {a, b, c}" in plan.groups[0].why
     c = next(m for m in plan.models if m.name == "c")
     assert "chosen grouping saves more" in c.reason
-    # when the shallow group is worth more (a wide stem), all three join one backbone
     assert plan.alternatives and set(plan.alternatives[0].members) == {"a", "b", "c"}
+
+
+def test_shallower_backbone_for_all_wins_when_it_saves_more():
+    # c shares the stem and the residual block (not stage2): 2 x block > 1 x whole trunk
+    models = {"a": classifier(), "b": regressor(), "c": segmenter(stage2_seed=99)}
+    plan = plan_dedupe(models)
+    (group,) = plan.groups
+    assert group.members == ["a", "b", "c"] and group.outputs == ["block_relu_out"]
+    assert "rather than {a, b} sharing a deeper backbone" in group.why
 
 
 def test_two_backbones_when_two_families():
