@@ -92,15 +92,15 @@ def split_at(spec, blobs, *, shapes=None, freeze_backbone: bool = False, drop_up
         undefined = sorted(set(backbone_cl.unknown) | set(head_cl.unknown))
         raise SpecSurgeryError(f"split: blob(s) {', '.join(map(repr, undefined))} are read but never "
                                "produced; fix the network first (see check)")
-    shared = backbone_cl.layers & head_cl.layers
-    if shared:
-        raise SpecSurgeryError(_bypass_message(nn, cuts, backbone_cl, head_cl, model_inputs))
     output_names = [f.name for f in desc.output]
     unused = [b for b in cuts if b not in head_cl.stops and b not in output_names]
     if unused:
         raise SpecSurgeryError(
             f"split: cut blob(s) {', '.join(map(repr, unused))} are not used after the cut (no path "
             "from them to an output); cut at blobs on the way to the outputs (see suggest-cuts)")
+    shared = backbone_cl.layers & head_cl.layers
+    if shared:
+        raise SpecSurgeryError(_bypass_message(nn, cuts, backbone_cl, head_cl, model_inputs))
     head_outputs = [f.name for f in desc.output if f.name not in cuts]
     if not head_outputs or not head_cl.layers:
         raise SpecSurgeryError(

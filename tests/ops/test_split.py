@@ -369,3 +369,30 @@ def test_cli_split_linked(tmp_path, capsys):
     assert verify(src, out / "Skip.mlmodel", search_path=str(out)).ok
     assert main(["split", str(src), "--at", "c", "-o", str(out)]) == 1
     assert "does not separate" in capsys.readouterr().err
+
+
+def test_cut_blob_that_is_also_an_output():
+    spec = sm.skip_net()
+    extra = spec.description.output.add()
+    extra.name = "e"
+    extra.type.multiArrayType.dataType = extra.type.multiArrayType.FLOAT32   # shape left open
+    backbone, head = split_at(spec, "e")
+    assert [f.name for f in backbone.description.output] == ["e"]
+    assert [f.name for f in head.description.output] == ["g"]
+    pipe = split_pipeline(spec, backbone, head)
+    assert [f.name for f in pipe.description.output] == ["g", "e"]
+    # Core ML needs the pipeline output typed like the stage that makes it, so the open shape is filled
+    assert list(pipe.description.output[1].type.multiArrayType.shape) == [1, 4, 8, 8]
+    assert not errors(pipe)
+    report = verify(spec, pipe)
+    assert all(o.ok for o in report.outputs) and {o.name for o in report.outputs} == {"g", "e"}
+    assert report.interface == ["output 'e': MultiArray<FLOAT32>[] vs MultiArray<FLOAT32>[1,4,8,8]"]
+
+
+def test_cut_blob_not_on_the_way_to_an_output():
+    spec = sm.skip_net()
+    side = spec.neuralNetwork.layers.add()       # a dead branch: nobody reads "side"
+    side.name, side.input[:], side.output[:] = "dead", ["b"], ["side"]
+    side.activation.ReLU.SetInParent()
+    with pytest.raises(SpecSurgeryError, match="'side' are not used after the cut"):
+        split_at(spec, "side")
