@@ -25,6 +25,11 @@ def configure(parser) -> None:
                              "backbone (default 0.2)")
     parser.add_argument("--allow-fp16-match", action="store_true",
                         help="treat fp16 and fp32 copies of a weight as the same (outputs then differ by fp16 rounding)")
+    parser.add_argument("--multifunction", action="store_true",
+                        help="ML Programs only: write one package whose functions share weights "
+                             "(spec 9, iOS 18+) instead of linked pipelines")
+    parser.add_argument("--multifunction-name", default="Models", metavar="NAME",
+                        help="file stem of the --multifunction package (default Models)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     add_json(parser)
 
@@ -39,7 +44,8 @@ def run(args) -> int:
         report = dedupe_files(args.models, args.output, backbone_name=args.backbone_name,
                               search_path=args.search_path, min_share=args.min_share,
                               allow_fp16_match=args.allow_fp16_match, dry_run=args.dry_run,
-                              progress=bar.step)
+                              progress=bar.step, multifunction=args.multifunction,
+                              multifunction_name=args.multifunction_name)
     finally:
         bar.close()
     if args.json:
@@ -50,10 +56,14 @@ def run(args) -> int:
         print("\nThe models share nothing worth a backbone; nothing written.")
     elif report.get("dry_run"):
         print(f"\nDry run: nothing written (would write to {args.output}).")
+    elif args.multifunction:
+        print(f"\nWrote {len(report['written'])} files to {args.output}: one multifunction package "
+              f"({args.multifunction_name}.mlpackage); load each model as a function of it.")
     else:
         names = [b["name"] for b in report.get("backbones", [])]
+        ext = ".mlpackage" if any(str(w).endswith(".mlpackage") for w in report["written"]) else ".mlmodel"
         print(f"\nWrote {len(report['written'])} files to {args.output}. Ship "
-              + ", ".join(f"{n}.mlmodel" for n in names)
+              + ", ".join(f"{n}{ext}" for n in names)
               + " in the app target (Xcode compiles it to "
               + ", ".join(f"{n}.mlmodelc" for n in names) + ") beside the rewritten models.")
     return 0

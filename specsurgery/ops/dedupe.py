@@ -396,6 +396,10 @@ class DedupePlan:
     notes: list = field(default_factory=list)
 
     @property
+    def backbone_suffix(self) -> str:
+        return ".mlpackage" if self.options.get("format") == "mlpackage" else ".mlmodel"
+
+    @property
     def shares_anything(self) -> bool:
         return bool(self.groups)
 
@@ -427,7 +431,7 @@ class DedupePlan:
         return {
             "options": self.options,
             "shares_anything": self.shares_anything,
-            "backbones": [g.to_json() for g in self.groups],
+            "backbones": [g.to_json() | {"file": f"{g.name}{self.backbone_suffix}"} for g in self.groups],
             "backbone_bytes": self.backbone_bytes,
             "models": [m.to_json() for m in self.models],
             "alternatives": [c.to_json() for c in self.alternatives],
@@ -454,7 +458,7 @@ class DedupePlan:
                          "" if m.backbone else _short(m.reason)))
         for name, nbytes in self.backbone_bytes.items():
             est = "" if all(m.measured for m in self.models if m.backbone == name) else "~"
-            rows.append((f"{name}.mlmodel", "(shared)", "-", est + human_bytes(nbytes), "-", ""))
+            rows.append((f"{name}{self.backbone_suffix}", "(shared)", "-", est + human_bytes(nbytes), "-", ""))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.ljust(w) if i in (0, 1, 5) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
                  .rstrip() for r in rows]
@@ -1082,19 +1086,26 @@ def _write_set(result: DedupeResult, sources: dict, out_dir: Path, search_path: 
 
 def dedupe_files(paths, out_dir, *, backbone_name: str = "Backbone", search_path: str = DEFAULT_SEARCH_PATH,
                  min_share: float = 0.2, allow_fp16_match: bool = False, dry_run: bool = False,
-                 progress=None) -> dict:
+                 progress=None, multifunction: bool = False, multifunction_name: str = "Models") -> dict:
     """Dedupe model files into ``out_dir``; returns the report (a dict).
 
     Writes ``<backbone_name>.mlmodel`` (and ``<backbone_name>2``... when several
     backbones pay off), one output per input under its own name and format, and
     ``dedupe-report.json``.  Writes nothing when ``dry_run`` is true or when the
-    models share nothing (``report["written"]`` is then empty).
+    models share nothing (``report["written"]`` is then empty).  ML Programs
+    (every input an ``.mlpackage``) go to ``dedupe_mlprogram.dedupe_files``;
+    ``multifunction``/``multifunction_name`` apply to them only.
     """
     paths = [Path(p) for p in paths]
     if _route(paths) == "mlprogram":
         return _call_accepting(_mlprogram_module().dedupe_files, paths, out_dir, backbone_name=backbone_name,
                                search_path=search_path, min_share=min_share,
-                               allow_fp16_match=allow_fp16_match, dry_run=dry_run, progress=progress)
+                               allow_fp16_match=allow_fp16_match, dry_run=dry_run, progress=progress,
+                               multifunction=multifunction, multifunction_name=multifunction_name)
+    if multifunction:
+        raise UnsupportedError("dedupe --multifunction builds one ML Program package whose functions share "
+                               "weights (spec 9, iOS 18); the inputs are neuralNetwork models, which have no "
+                               "functions. Drop --multifunction, or convert the models to ML Programs")
     out_dir = Path(out_dir)
     for p in paths:
         if out_dir.resolve() == p.resolve().parent and not dry_run:

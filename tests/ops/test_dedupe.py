@@ -627,3 +627,25 @@ def test_backbone_asks_for_no_newer_os_than_its_oldest_member():
     assert result.backbones["Backbone"].specificationVersion == 4
     assert result.models["seg"].specificationVersion == 5
     assert result.models["clf"].specificationVersion == 4
+
+
+def test_ml_programs_go_to_the_ml_program_dedupe(corpus, tmp_path, capsys):
+    from specsurgery.cli import main
+
+    pkgs = [corpus / "generated" / f"shared_backbone_{k}.mlpackage" for k in ("classifier", "segmenter")]
+    if not all(p.is_dir() for p in pkgs):
+        pytest.skip("corpus ML Program packages not found")
+    pytest.importorskip("specsurgery.ops.dedupe_mlprogram")
+    assert main(["dedupe", *map(str, pkgs), "-o", str(tmp_path / "out"), "--dry-run", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["backbones"][0]["file"] == "Backbone.mlpackage"
+    assert sorted(data["backbones"][0]["members"]) == ["shared_backbone_classifier", "shared_backbone_segmenter"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_multifunction_is_for_ml_programs_only(tmp_path):
+    from specsurgery.errors import UnsupportedError
+
+    paths = save_all(tmp_path, {"a": classifier(), "b": regressor()})
+    with pytest.raises(UnsupportedError, match="multifunction"):
+        dedupe_files(paths, tmp_path / "out", multifunction=True)
