@@ -29,9 +29,9 @@ def one(label: str, model, out: Path, **kw) -> float:
     svg = dot_to_bytes(text, "svg")
     t2 = time.perf_counter()
     out.write_bytes(svg)
-    nodes = text.count(" [") - text.count(" -> ")
+    nodes = sum(1 for line in text.splitlines() if line.lstrip().startswith('"') and " -> " not in line)
     print(f"{label:<34} {t2 - t0:6.2f} s  (to_dot {t1 - t0:.2f} s, dot {t2 - t1:.2f} s; "
-          f"{nodes} node lines, {len(svg) / 1024:.0f} KiB SVG)")
+          f"{nodes} nodes, {len(svg) / 1024:.0f} KiB SVG)")
     return t2 - t0
 
 

@@ -66,7 +66,19 @@ def render(model, out_path: Union[str, os.PathLike], **kwargs) -> Path:
         _dot_binary()   # fail before the work when the binary is missing
     text = to_dot(model, **kwargs)
     data = text.encode("utf-8") if fmt == "dot" else dot_to_bytes(text, fmt)
-    return atomic_write_bytes(out, data)
+    written = atomic_write_bytes(out, data)
+    _umask_mode(written)
+    return written
+
+
+def _umask_mode(path: Path) -> None:
+    """Give the file the mode a plain ``open()`` would (the atomic write's temp file is 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    try:
+        os.chmod(path, 0o666 & ~mask)
+    except OSError:  # pragma: no cover - e.g. a filesystem without modes
+        pass
 
 
 __all__ = ["to_dot", "render", "dot_to_bytes", "FORMATS"]
