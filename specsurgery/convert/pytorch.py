@@ -205,8 +205,13 @@ def from_torch(module, example_inputs, *, image_input=None, mean=None, std=None,
     with _eval_mode(module) if not exported else contextlib.nullcontext():
         channel_scale, image_specs = _image_plan(images, names, examples, mean, std, color_layout)
         if exported:
-            program = _prepare_exported(module)
+            program = module
+            if channel_scale:
+                program = _reexport_with_channel_scale(program, channel_scale, examples)
+            program = _prepare_exported(program)
             out_names = _exported_output_names(program, output_names)
+            if labels is not None and output_names is None and len(out_names) == 1:
+                out_names = [CLASSIFIER_PROBS]
             source = program
         else:
             with torch.no_grad():
@@ -509,9 +514,7 @@ def _check_labels(labels, out_names, eager):
         raise ConvertError(f"class_labels make a classifier, which needs forward to return one "
                            f"tensor of scores; it returns {len(out_names)}: {out_names}")
     if isinstance(eager, torch.Tensor):
-        n = int(eager.shape[-1]) if eager.dim() else 1
-        if eager.numel() != n:
-            pass  # batched scores: the last axis is still the class axis
+        n = int(eager.shape[-1]) if eager.dim() else 1  # the class axis is the last one
         if n != len(labels):
             raise ConvertError(f"class_labels has {len(labels)} label(s) but the output "
                                f"{out_names[0]!r} has {n} scores (shape {list(eager.shape)}); "
@@ -826,6 +829,44 @@ def _fold_num_to_tensor(module) -> int:
     if folded:
         torch._C._jit_pass_dce(graph)
     return folded
+
+
+def _reexport_with_channel_scale(program, channel_scale, examples):
+    """An exported program cannot take the per-channel ``1/std`` wrapper in
+    place; export the wrapper around the program's module instead."""
+    import torch
+
+    inner = program.module()
+    n_out = sum(1 for s in program.graph_signature.output_specs if s.kind.name == "USER_OUTPUT")
+    paths = [()] if n_out == 1 else [(i,) for i in range(n_out)]
+    if n_out == 1:
+        wrapped = _wrapper_class()(inner, paths, channel_scale, len(examples))
+    else:
+        wrapped = _wrapper_class()(_Flat(inner), paths, channel_scale, len(examples))
+    try:
+        return torch.export.export(wrapped, tuple(examples))
+    except Exception as exc:
+        raise ConvertError(f"re-exporting the program with the per-channel 1/std failed: "
+                           f"{_first_lines(exc)}; pass the nn.Module instead") from exc
+
+
+def _flat_class():
+    import torch
+    from torch.utils._pytree import tree_flatten
+
+    class _FlatModule(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args):
+            return tuple(tree_flatten(self.inner(*args))[0])
+
+    return _FlatModule
+
+
+def _Flat(inner):
+    return _flat_class()(inner)
 
 
 def _prepare_exported(program):

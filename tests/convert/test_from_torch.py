@@ -452,3 +452,20 @@ def test_flexible_image_size_and_mlprogram_classifier():
     np.testing.assert_allclose([got["classLabelProbs"][k] for k in "xyz"], expected, atol=1e-4)
     with pytest.raises(ConvertError, match="minimum_deployment_target 'iOS99' is not one of"):
         from_torch(model, torch.rand(1, 3, 8, 8), minimum_deployment_target="iOS99")
+
+
+def test_exported_program_with_per_channel_std_and_labels():
+    from PIL import Image
+
+    torch.manual_seed(8)
+    model = TinyCNN(classes=3).eval()
+    x = torch.rand(1, 3, 8, 8)
+    exported = torch.export.export(model, (x,))
+    spec = from_torch(exported, (x,), image_input="image", mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                      class_labels=["x", "y", "z"])
+    assert spec.description.predictedProbabilitiesName == "classLabelProbs"
+    pixels = _image(10)
+    with torch.no_grad():
+        expected = model(_normalised(pixels, IMAGENET_MEAN, IMAGENET_STD))[0].numpy()
+    got = ss.predict(spec, {"image": Image.fromarray(pixels, "RGB")})
+    np.testing.assert_allclose([got["classLabelProbs"][k] for k in "xyz"], expected, atol=1e-4)
