@@ -22,12 +22,20 @@ __all__ = ["Cut", "suggest_cuts"]
 
 @dataclass
 class Cut:
-    blob: str
+    blob: str                    # the blob; "a,b" for a cut over several blobs
     shape: Optional[list]        # declared MultiArray shape (None when shape inference cannot tell)
     layers_before: int           # layers in the backbone
     layers_after: int            # layers in the head
     weight_bytes_before: int
     weight_bytes_total: int
+    blobs: Optional[list] = None     # every blob of the cut (several when a skip connection crosses it)
+    shapes: Optional[list] = None    # their shapes
+
+    def __post_init__(self):
+        if self.blobs is None:
+            self.blobs = self.blob.split(",")
+        if self.shapes is None:
+            self.shapes = [self.shape] if len(self.blobs) == 1 else [None] * len(self.blobs)
 
     @property
     def weight_share(self) -> float:
@@ -39,9 +47,33 @@ class Cut:
         return out
 
 
-def suggest_cuts(spec, path: str = "") -> list[Cut]:
+def multi_blob_cuts(nn, model_inputs, max_blobs: int) -> list[list[str]]:
+    """Blob sets of 2..``max_blobs`` blobs that separate the network, in layer
+    order: after each layer, the blobs computed so far that a later layer
+    (or the interface) still reads."""
+    last_use: dict = {}
+    for i, layer in enumerate(nn.layers):
+        for b in _nn.layer_reads(layer):
+            last_use[b] = i
+    inputs = set(model_inputs)
+    out, seen, live = [], set(), []
+    for i, layer in enumerate(nn.layers):
+        live = [b for b in live if last_use.get(b, -1) > i]
+        for b in _nn.layer_writes(layer):
+            if b not in inputs and last_use.get(b, -1) > i and b not in live:
+                live.append(b)
+        key = tuple(sorted(live))
+        if 2 <= len(live) <= max_blobs and key not in seen:
+            seen.add(key)
+            out.append(list(live))
+    return out
+
+
+def suggest_cuts(spec, path: str = "", max_blobs: int = 1) -> list[Cut]:
     """Every single-blob cut of the network (at stage ``path`` of a
-    pipeline, "" for the model itself), in topological order."""
+    pipeline, "" for the model itself), in topological order; with
+    ``max_blobs`` > 1 also the cuts over up to that many blobs (a skip
+    connection crossing the cut), in layer order after the single ones."""
     from ..graph import build_graph
 
     model = load(spec)
@@ -69,4 +101,16 @@ def suggest_cuts(spec, path: str = "") -> list[Cut]:
         cl = _nn.closure(nn, [b], model_inputs=model_inputs)
         before = _nn.total_weight_bytes(nn, cl.layers)
         out.append(Cut(b, shapes.get(b), len(cl.layers), len(nn.layers) - len(cl.layers), before, total))
+    if max_blobs > 1:
+        outputs = {f.name for f in target.description.output}
+        for group in multi_blob_cuts(nn, model_inputs, max_blobs):
+            if outputs & set(group):
+                continue
+            cl = _nn.closure(nn, group, model_inputs=model_inputs)
+            try:
+                group_shapes = [_nn.blob_shapes(target, [b])[0][b] for b in group]
+            except (SpecSurgeryError, ImportError):
+                group_shapes = [None] * len(group)
+            out.append(Cut(",".join(group), None, len(cl.layers), len(nn.layers) - len(cl.layers),
+                           _nn.total_weight_bytes(nn, cl.layers), total, list(group), group_shapes))
     return out

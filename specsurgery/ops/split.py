@@ -28,6 +28,7 @@ from typing import Optional, Sequence
 
 from .. import spec as S
 from ..errors import NotFoundError, SpecSurgeryError, UnsupportedError, missing_message
+from .._proto import Model_pb2
 from ..io import copy_spec, load
 from . import _nn
 from .extract import _names, interface_targets, typed_features
@@ -209,11 +210,15 @@ def _bypass_message(nn, cuts, backbone_cl, head_cl, model_inputs) -> str:
 
 def split_pipeline(original, backbone, head, *, names: Sequence[str] = ("backbone", "head")):
     """The pipeline [backbone, head] with ``original``'s interface (inputs,
-    outputs and their order, descriptions, metadata, updatability)."""
+    outputs and their order, descriptions, metadata, updatability) and at
+    least its spec version (each half keeps only the version it needs)."""
     from .pipeline import make_pipeline
 
     pipe = make_pipeline([backbone, head], names=list(names), interface=original)
     pspec, hspec = getattr(pipe, "spec", pipe), getattr(head, "spec", head)
+    ospec = getattr(original, "spec", original)
+    if isinstance(ospec, Model_pb2.Model):   # the pipeline keeps the original's deployment target
+        pspec.specificationVersion = max(pspec.specificationVersion, ospec.specificationVersion)
     if not hspec.isUpdatable and pspec.isUpdatable:
         pspec.isUpdatable = False
         del pspec.description.trainingInput[:]

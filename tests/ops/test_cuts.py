@@ -49,3 +49,12 @@ def test_cli_suggest_cuts(tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert [r["blob"] for r in rows] == ["a", "b", "d", "e", "f"]
     assert rows[-1]["weight_share"] == 1.0
+
+
+def test_multi_blob_cuts_cover_skip_connections():
+    cuts = suggest_cuts(sm.skip_net(), max_blobs=2)
+    multi = [c for c in cuts if len(c.blobs) > 1]
+    assert [c.blob for c in multi] == ["b,c"]
+    assert multi[0].shapes == [[1, 4, 8, 8], [1, 4, 8, 8]] and multi[0].layers_before == 3
+    backbone, head = split_at(sm.skip_net(), multi[0].blob)
+    assert [f.name for f in head.description.input] == ["b", "c"]

@@ -38,8 +38,12 @@ def errors(model):
 
 
 def three_cuts(model) -> list[str]:
-    """Early, middle and last articulation blob (the last one sits before the head)."""
+    """Early, middle and last articulation blob (the last one sits before the head); networks
+    with fewer single-blob cuts (residual blocks) add cuts over two blobs, "a,b"."""
     cuts = [c.blob for c in suggest_cuts(model)]
+    if len(cuts) < 3:
+        found = suggest_cuts(model, max_blobs=2)
+        cuts = [c.blob for c in sorted(found, key=lambda c: c.layers_before)]
     assert len(cuts) >= 3, cuts
     picks = [cuts[0], cuts[len(cuts) // 2], cuts[-1]]
     assert len(set(picks)) == 3
@@ -172,8 +176,8 @@ def test_updatable_model_with_broken_update_params_can_drop_training():
 
 # --------------------------------------------------------------------------- torch zoo
 
-ZOO_ARCHS = ["resnet", "mobilenetv2", "unet", "lstm_text", "dict_outputs", "image_classifier",
-             "flexible", "layer_mix"]
+ZOO_ARCHS = ["resnet", "mobilenetv2", "unet", "transformer", "lstm_text", "dict_outputs",
+             "image_classifier", "flexible", "layer_mix"]
 
 
 @pytest.mark.parametrize("arch", ZOO_ARCHS)
@@ -289,6 +293,12 @@ def test_flexible_range_input_maps_to_range_cut(image):
 
 
 def test_spec_versions_of_both_halves_and_the_link_raise(tmp_path):
+    newer = sm.skip_net(legacy=True, version=5)       # needs only v1
+    backbone, head = split_at(newer, "e")
+    assert backbone.specificationVersion == 1 and head.specificationVersion == 1
+    assert split_pipeline(newer, backbone, head).specificationVersion == 5
+    flexible = sm.skip_net(flexible="enum")           # flexible shapes need v3 on both sides
+    assert [m.specificationVersion for m in split_at(flexible, "b")] == [4, 4]   # exact mapping: v4
     spec = sm.skip_net(legacy=True, version=1)
     backbone, head = split_at(spec, "e")
     assert backbone.specificationVersion == 1 and head.specificationVersion == 1
