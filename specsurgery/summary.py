@@ -81,7 +81,7 @@ def resolve_stub(stub_spec, *, search_path=None, base_dir=None, bundle=None):
     return resolve_linked(stub_spec, search_path=search_path, base_dir=base_dir, bundle=bundle)
 
 
-def _program_summary(spec, package: Optional[MLPackage]) -> dict:
+def _program_summary(spec, package: Optional[MLPackage], top: bool = True) -> dict:
     prog = spec.mlProgram
     functions = []
     const_bytes: Counter = Counter()
@@ -126,7 +126,8 @@ def _program_summary(spec, package: Optional[MLPackage]) -> dict:
         })
     files = []
     if package is not None:
-        names = set(package.weights)
+        # the top program owns the package's files; a pipeline stage lists the files it reads
+        names = set(package.weights) if top else set()
         for ref in blob_refs:
             from .io import weight_key
 
@@ -149,6 +150,7 @@ def _nn_summary(nn, with_layers: bool, path: str, shapes: Optional[dict]) -> tup
     rows = []
     for layer in nn.layers:
         facts = layer_facts(layer)
+        facts["kind"] = facts["kind"] or "(no kind)"
         kinds[facts["kind"]] += 1
         params += facts["parameters"]
         for w in facts["weights"]:
@@ -261,7 +263,7 @@ def summarize(model, *, layers: bool = False, search_path: Optional[str] = None,
             node["linked"] = {k: v for k, v in res.items() if k != "path"}
             linked.append(res)
         elif kind == "mlProgram":
-            prog = _program_summary(sub, package if info.path == "" else None)
+            prog = _program_summary(sub, package, top=info.path == "")
             node["ops"] = sum(f["ops"] for f in prog["functions"])
             programs[info.path] = prog
             for dtype, nbytes in prog["const_bytes"].items():
@@ -454,7 +456,7 @@ def tree_text(model, *, ascii: bool = False, layers: bool = True, title: Optiona
                 which = p.WhichOneof("preprocessor") or "none"
                 items.append((f"[preprocessing {p.featureName or '(all images)'}: {which}]", None))
             for layer in nn.layers:
-                k = layer.WhichOneof("layer")
+                k = layer.WhichOneof("layer") or "(no kind)"
                 items.append((f"{layer.name} [{k}] {', '.join(layer.input)} -> {', '.join(layer.output)}", None))
         elif kind == "mlProgram" and layers:
             prog = sub.mlProgram

@@ -229,3 +229,56 @@ def test_layered_svg_has_every_layer(tmp_path, rankdir):
     spec = synthetic_network(90)
     titles = svg_node_titles(render(spec, tmp_path / "l.svg", layout="layered", rankdir=rankdir))
     assert {f"layer:{l.name}" for l in spec.neuralNetwork.layers} <= titles
+
+
+def _odd_specs():
+    cases = {}
+    cases["no model type"] = Model_pb2.Model()
+    s = Model_pb2.Model()
+    s.specificationVersion = 4
+    s.neuralNetwork.SetInParent()
+    cases["network without layers"] = s
+    s = Model_pb2.Model()
+    s.specificationVersion = 4
+    s.pipeline.SetInParent()
+    cases["pipeline without stages"] = s
+    s = residual_network(1)
+    s.neuralNetwork.layers[1].name = s.neuralNetwork.layers[0].name
+    cases["duplicate layer names"] = s
+    s = residual_network(1)
+    s.neuralNetwork.layers[2].input[0] = "ghost"
+    cases["undefined blob"] = s
+    s = residual_network(1)
+    s.neuralNetwork.layers[0].input[0] = "x1"
+    cases["cycle"] = s
+    s = residual_network(1)
+    s.neuralNetwork.layers.add().name = "empty"
+    cases["layer without kind"] = s
+    s = Model_pb2.Model()
+    s.specificationVersion = 6
+    s.mlProgram.SetInParent()
+    cases["empty program"] = s
+    s = residual_network(1, classes=2)
+    s.neuralNetworkClassifier.labelProbabilityLayerName = "nope"
+    cases["bad labelProbabilityLayerName"] = s
+    s = Model_pb2.Model()
+    s.specificationVersion = 4
+    s.pipeline.models.add().linkedModel.SetInParent()
+    cases["stub without link"] = s
+    return cases
+
+
+@pytest.mark.parametrize("name", sorted(_odd_specs()))
+def test_odd_specs_inspect_tree_and_render(name):
+    """Broken or unusual specs still inspect, tree and draw (check is what reports them)."""
+    from specsurgery.summary import format_summary, summarize, tree_text
+
+    spec = _odd_specs()[name]
+    assert format_summary(summarize(spec, layers=True))
+    assert tree_text(spec)
+    for kw in ({}, {"layout": "layered"}, {"collapse": 0}):
+        assert to_dot(spec, **kw).startswith(("digraph", "//"))
+    try:
+        to_dot(spec, collapse="blocks")
+    except SpecSurgeryError as exc:   # the only acceptable failure: a named cycle
+        assert name == "cycle" and "cycle" in str(exc)
