@@ -63,6 +63,7 @@ from ..weights import storage_kind, weight_nbytes
 DEFAULT_SEARCH_PATH = ".:$BUNDLE_MAIN"
 REPORT_NAME = "dedupe-report.json"
 EXACT_LIMIT = 12          # up to this many models the grouping is optimal (3^N subsets)
+LINK_OVERHEAD = 256       # bytes per rewritten model beyond its description (stub, names, cut features)
 _WeightParams = NeuralNetwork_pb2.WeightParams
 
 
@@ -119,6 +120,9 @@ class _Canon:
         self.weight_bytes = 0
         self.storage: dict[str, int] = {}            # storage kind -> weight bytes
         self.struct_ids: list[str] = []              # per layer: architecture only (no weight values)
+        # bytes a rewritten model adds: its interface is stored on the pipeline and on the head,
+        # plus the stub (the backbone's interface, file name, search path) and stage names
+        self.link_overhead = 2 * spec.description.ByteSize() + LINK_OVERHEAD
         self._build()
 
     # one weight -> digest; the bytes are hashed exactly once
@@ -228,8 +232,8 @@ class _Canon:
         current: dict[str, str] = {}  # blob name -> blob id of its latest producer
         struct_of: dict[str, str] = {}  # blob id -> structure id of the blob
         for feature in desc.input:
-            struct_of["in:" + self._input_signature(feature)] = "in:" + feature.name
             bid = "in:" + self._input_signature(feature)
+            struct_of[bid] = "in:" + feature.name
             current[feature.name] = bid
             self.input_ids[feature.name] = bid
             self.blob_name[bid] = feature.name
@@ -315,11 +319,12 @@ class Candidate:
     shared: frozenset         # layer ids in every member
     shared_layers: int
     shared_bytes: int
-    saving: int               # sum of the members' shared bytes - the backbone's (= (members - 1) * shared)
+    saving: int               # the members' shared bytes - the backbone's copy - the linking overhead
     shares: dict              # member -> share of its weight bytes that is shared
     held_back: int = 0        # layers kept in heads because they produce an interface output
     rejected: str = ""        # why the group cannot form ("" if it can)
     reference: str = ""       # the member whose layers the backbone keeps
+    overhead: int = 0         # estimated bytes the linking adds (already taken off saving)
 
     def to_json(self) -> dict:
         return {"members": list(self.members), "shared_layers": self.shared_layers,
@@ -518,10 +523,16 @@ def _candidate(members: list, shared: set, min_share: float) -> Candidate:
     k = per_member.index(min(per_member)) if per_member else 0
     nbytes = per_member[k] if per_member else 0
     shares = {c.name: (b / c.weight_bytes if c.weight_bytes else 0.0) for c, b in zip(members, per_member)}
+    # what linking costs: every member's pipeline wrapping, the backbone's own description
+    overhead = sum(c.link_overhead for c in members) + members[k].spec.description.ByteSize()
     cand = Candidate(tuple(c.name for c in members), frozenset(shared), len(shared), nbytes,
-                     sum(per_member) - nbytes, shares, len(held), reference=members[k].name if members else "")
+                     sum(per_member) - nbytes - overhead, shares, len(held),
+                     reference=members[k].name if members else "", overhead=overhead)
     if nbytes == 0:
         cand.rejected = "no shared weights"
+    elif cand.saving <= 0:
+        cand.rejected = (f"linking would cost about {overhead:,} bytes (pipelines, stubs, descriptions) "
+                         f"for {sum(per_member) - nbytes:,} bytes of duplicate weights")
     else:
         low = [n for n, s in shares.items() if s < min_share]
         if low:
@@ -658,10 +669,13 @@ def _explain(group: BackboneGroup, cand: Candidate, scored: list, canons: dict) 
     parts.append(f"shared share of each model's weights: {shares}")
     if cand.held_back:
         parts.append(f"{cand.held_back} shared layer(s) stay in the heads because they produce an interface output")
-    if cand.saving == (len(group.members) - 1) * cand.shared_bytes:
-        parts.append(f"saves (members - 1) x shared = {cand.saving:,} bytes")
+    gross = cand.saving + cand.overhead
+    if gross == (len(group.members) - 1) * cand.shared_bytes:
+        parts.append(f"saves (members - 1) x shared - linking overhead = {gross:,} - {cand.overhead:,} "
+                     f"= {cand.saving:,} bytes")
     else:
-        parts.append(f"keeps {group.reference}'s copy (the smallest); saves {cand.saving:,} bytes")
+        parts.append(f"keeps {group.reference}'s copy (the smallest); saves {gross:,} - {cand.overhead:,} "
+                     f"linking overhead = {cand.saving:,} bytes")
     # the best rival that overlaps this group, was not chosen, and cuts at another depth
     rivals = [c for c in scored if not c.rejected and c.saving > 0 and set(c.members) & set(group.members)
               and set(c.members) != set(group.members) and c.shared_bytes != cand.shared_bytes]
@@ -717,6 +731,9 @@ def _why_alone(canon, canons: list, scored: list, min_share: float) -> str:
         return (f"could share {top.shared_bytes:,} bytes with {', '.join(m for m in top.members if m != canon.name)}, "
                 "but the chosen grouping saves more")
     top = max(low, key=lambda c: c.shared_bytes)
+    if top.rejected.startswith("linking would cost"):
+        others = ", ".join(m for m in top.members if m != canon.name)
+        return f"shares {top.shared_bytes:,} weight bytes with {others}, but {top.rejected}"
     return (f"shares only {100 * top.shares[canon.name]:.1f}% of its weight bytes "
             f"({top.shared_bytes:,} bytes with {', '.join(m for m in top.members if m != canon.name)}); "
             f"--min-share is {100 * min_share:.0f}%")
@@ -931,6 +948,21 @@ def _build(plan: DedupePlan, loaded: dict, search_path: str, progress=None) -> t
                 progress(f"rewrite {member}")
             outputs[member] = _build_member(group, member, io.load_spec(loaded[member]), stub,
                                             split_at, extract, make_pipeline, rename_feature)
+    # a group whose rewritten files end up no smaller than the originals is undone
+    for group in list(plan.groups):
+        before = sum(p.bytes_before for p in plan.models if p.backbone == group.name)
+        after = backbones[group.name].ByteSize() + sum(outputs[m].ByteSize() for m in group.members)
+        if after >= before:
+            plan.groups.remove(group)
+            del backbones[group.name]
+            plan.backbone_bytes.pop(group.name, None)
+            for p in plan.models:
+                if p.backbone == group.name:
+                    p.backbone, p.shared_bytes = None, 0
+                    p.reason = (f"linking through {group.name} would make the files bigger "
+                                f"({after:,} bytes vs {before:,}): left unchanged")
+                    outputs.pop(p.name, None)
+            plan.notes.append(f"{group.name} was undone: the rewritten files were not smaller")
     for p in plan.models:
         if p.name not in outputs:
             outputs[p.name] = loaded[p.name]

@@ -334,7 +334,8 @@ def test_fp16_copies_match_only_when_asked():
     # the backbone keeps the smaller (fp16) copy; the saving is then the whole fp32 copy
     group = plan.groups[0]
     assert group.reference == "half"
-    assert group.saving == plan.models[0].shared_bytes == 2 * group.shared_bytes
+    assert plan.models[0].shared_bytes == 2 * group.shared_bytes
+    assert group.shared_bytes < group.saving < plan.models[0].shared_bytes   # minus the linking overhead
 
 
 def test_output_blob_produced_by_shared_layer_stays_in_head():
@@ -649,3 +650,18 @@ def test_multifunction_is_for_ml_programs_only(tmp_path):
     paths = save_all(tmp_path, {"a": classifier(), "b": regressor()})
     with pytest.raises(UnsupportedError, match="multifunction"):
         dedupe_files(paths, tmp_path / "out", multifunction=True)
+
+
+def test_sharing_that_costs_more_than_it_saves_is_refused(tmp_path):
+    # a 16-byte shared stem: the pipelines and stubs would outweigh it
+    def tiny(seed):
+        net = Net("neuralNetwork")
+        net.conv("stem", 3, 1, 1, k=1).conv("head", 1, 4, seed, k=3)
+        return net.output(net.last, "y").spec
+
+    plan = plan_dedupe({"a": tiny(2), "b": tiny(3)}, min_share=0.0)
+    assert not plan.shares_anything
+    assert all("linking would cost" in m.reason for m in plan.models)
+    assert any("linking would cost" in c.rejected for c in plan.alternatives)
+    paths = save_all(tmp_path, {"a": tiny(2), "b": tiny(3)})
+    assert dedupe_files(paths, tmp_path / "out", min_share=0.0)["written"] == []
