@@ -1937,3 +1937,107 @@ def _random_shape(ctx, p, ins):
     if ctx.kind.endswith("Dynamic"):
         return tuple(_ints(ins[0]).reshape(-1).tolist())
     return tuple(int(s) for s in p.outputShape)
+
+
+# --------------------------------------------------------------------------- 3-d layers
+
+def _pads3(p, in_dhw, k, s, d=(1, 1, 1)):
+    """[(before, after)] * 3 and output sizes for CUSTOM / VALID / SAME padding."""
+    pads, outs = [], []
+    custom = ((p.customPaddingFront, p.customPaddingBack), (p.customPaddingTop, p.customPaddingBottom),
+              (p.customPaddingLeft, p.customPaddingRight))
+    for i in range(3):
+        keff = d[i] * (k[i] - 1) + 1
+        if p.paddingType == 2:       # SAME: extra padding at the back/bottom/right
+            o, b, a = K.same_pads(in_dhw[i], keff, s[i])
+        elif p.paddingType == 1:     # VALID
+            b = a = 0
+            o = (in_dhw[i] - keff) // s[i] + 1
+        else:
+            b, a = int(custom[i][0]), int(custom[i][1])
+            o = (in_dhw[i] + b + a - keff) // s[i] + 1
+        pads.append((b, a))
+        outs.append(o)
+    return pads, outs
+
+
+def _windows3(xp, k, s, d, outs):
+    """Yield (kernel index, strided view [N, C, Do, Ho, Wo]) for every kernel tap."""
+    for a in range(k[0]):
+        for b in range(k[1]):
+            for c in range(k[2]):
+                yield (a, b, c), xp[:, :, a * d[0]: a * d[0] + s[0] * (outs[0] - 1) + 1: s[0],
+                                    b * d[1]: b * d[1] + s[1] * (outs[1] - 1) + 1: s[1],
+                                    c * d[2]: c * d[2] + s[2] * (outs[2] - 1) + 1: s[2]]
+
+
+@op("convolution3d")
+def _conv3d(ctx, p, ins):
+    if p.isDeconvolution:
+        raise UnsupportedError(f"layer {ctx.name!r} (convolution3d): 3-d deconvolution is not "
+                               "supported by the reference runtime")
+    x = _f(ins[0])
+    x5, lead = _lead_fold(x, 4)
+    n, c = x5.shape[:2]
+    o, cin, g = int(p.outputChannels), int(p.inputChannels), int(p.nGroups) or 1
+    k = (int(p.kernelDepth) or 1, int(p.kernelHeight) or 1, int(p.kernelWidth) or 1)
+    s = (int(p.strideDepth) or 1, int(p.strideHeight) or 1, int(p.strideWidth) or 1)
+    d = (int(p.dilationDepth) or 1, int(p.dilationHeight) or 1, int(p.dilationWidth) or 1)
+    if c != cin:
+        ctx.fail(f"input has {c} channels, inputChannels is {cin}")
+    pads, outs = _pads3(p, x5.shape[2:], k, s, d)
+    if min(outs) <= 0:
+        ctx.fail(f"output would be empty ({outs}) for input {tuple(x5.shape[2:])}")
+    out_shape = lead + (o, *outs)
+    if ctx.shape_only:
+        return _zeros(out_shape)
+    w = ctx.w(p.weights, (o, cin // g) + k)
+    xp = np.pad(x5, [(0, 0), (0, 0)] + pads)
+    cg, og = cin // g, o // g
+    y = np.empty((n, o) + tuple(outs), F32)
+    for gi in range(g):
+        cols = np.empty((n, cg) + k + tuple(outs), F32)
+        for (a, b, cc), view in _windows3(xp[:, gi * cg:(gi + 1) * cg], k, s, d, outs):
+            cols[:, :, a, b, cc] = view
+        cols = cols.reshape(n, cg * k[0] * k[1] * k[2], -1)
+        wm = w[gi * og:(gi + 1) * og].reshape(og, -1)
+        y[:, gi * og:(gi + 1) * og] = np.matmul(wm, cols).reshape((n, og) + tuple(outs))
+    if p.hasBias:
+        y += ctx.w(p.bias, (o,), field="bias").reshape(1, -1, 1, 1, 1)
+    return y.reshape(out_shape)
+
+
+@op("pooling3d")
+def _pool3d(ctx, p, ins):
+    x = _f(ins[0])
+    x5, lead = _lead_fold(x, 4)
+    k = (int(p.kernelDepth) or 1, int(p.kernelHeight) or 1, int(p.kernelWidth) or 1)
+    s = (int(p.strideDepth) or 1, int(p.strideHeight) or 1, int(p.strideWidth) or 1)
+    pads, outs = _pads3(p, x5.shape[2:], k, s)
+    if min(outs) <= 0:
+        ctx.fail(f"output would be empty ({outs}) for input {tuple(x5.shape[2:])}")
+    out_shape = lead + x5.shape[1:2] + tuple(outs)
+    if ctx.shape_only:
+        return _zeros(out_shape)
+    is_max = p.type == 0
+    xp = np.pad(x5, [(0, 0), (0, 0)] + pads, constant_values=-np.inf if is_max else 0.0)
+    acc = None
+    for _, view in _windows3(xp, k, s, (1, 1, 1), outs):
+        acc = view.copy() if acc is None else (np.maximum(acc, view) if is_max else acc + view)
+    if not is_max:
+        if p.countExcludePadding:
+            ones = np.pad(np.ones(x5.shape[2:], F32), pads)[None, None]
+            cnt = None
+            for _, view in _windows3(ones, k, s, (1, 1, 1), outs):
+                cnt = view.copy() if cnt is None else cnt + view
+            acc = acc / np.maximum(cnt, 1)
+        else:
+            acc = acc / float(k[0] * k[1] * k[2])
+    return acc.astype(F32).reshape(out_shape)
+
+
+@op("globalPooling3d")
+def _global_pool3d(ctx, p, ins):
+    x = _f(ins[0])
+    axes = (-3, -2, -1)
+    return _f(x.max(axis=axes, keepdims=True) if p.type == 0 else x.mean(axis=axes, keepdims=True))

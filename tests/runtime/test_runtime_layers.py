@@ -466,3 +466,39 @@ def test_missing_input_lists_every_name():
         layer(nn, "addBroadcastable", ["a", "b"], "y")
     with pytest.raises(Exception, match=r"'a'.*'b'|'b'.*'a'"):
         predict(net({"a": [2], "b": [2]}, build), {})
+
+
+def test_conv3d_and_pool3d_match_torch():
+    x = RNG.standard_normal((1, 4, 5, 6, 7)).astype(np.float32)
+    w = RNG.standard_normal((6, 2, 3, 3, 2)).astype(np.float32)
+    b = RNG.standard_normal(6).astype(np.float32)
+
+    def build(nn):
+        p = layer(nn, "convolution3d", "x", "c")
+        p.outputChannels, p.inputChannels, p.nGroups = 6, 4, 2
+        p.kernelDepth, p.kernelHeight, p.kernelWidth = 3, 3, 2
+        p.strideDepth, p.strideHeight, p.strideWidth = 1, 2, 1
+        p.dilationDepth, p.dilationHeight, p.dilationWidth = 1, 1, 2
+        p.paddingType = 0
+        p.customPaddingFront = p.customPaddingBack = 1
+        p.customPaddingTop, p.customPaddingBottom = 1, 0
+        p.hasBias = True
+        p.weights.floatValue.extend(w.reshape(-1).tolist())
+        p.bias.floatValue.extend(b.tolist())
+        p = layer(nn, "pooling3d", "x", "p")
+        p.type = 1
+        p.kernelDepth = p.kernelHeight = p.kernelWidth = 2
+        p.strideDepth = p.strideHeight = p.strideWidth = 2
+        p.paddingType = 2
+        p.countExcludePadding = True
+        layer(nn, "globalPooling3d", "x", "g").type = 0
+    o = predict(net({"x": [1, 4, 5, 6, 7]}, build, outputs=("c", "p", "g")), {"x": x})
+    t = torch.from_numpy(x)
+    ref = F.conv3d(F.pad(t, (0, 0, 1, 0, 1, 1)), torch.from_numpy(w), torch.from_numpy(b),
+                   stride=(1, 2, 1), dilation=(1, 1, 2), groups=2)
+    close(o["c"], ref.numpy(), 1e-4)
+    # SAME for 5,6,7 with k2 s2: total pads 1,0,1 -> after side
+    ref_p = F.avg_pool3d(F.pad(t, (0, 1, 0, 0, 0, 1)), 2, 2).numpy()
+    cnt = F.avg_pool3d(F.pad(torch.ones_like(t), (0, 1, 0, 0, 0, 1)), 2, 2).numpy()
+    close(o["p"], ref_p / cnt)
+    close(o["g"], x.max(axis=(2, 3, 4), keepdims=True))
