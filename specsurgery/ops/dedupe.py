@@ -936,18 +936,32 @@ def _build_member(group: BackboneGroup, member: str, spec, stub, split_at, extra
 def _build(plan: DedupePlan, loaded: dict, search_path: str, progress=None) -> tuple[dict, dict]:
     split_at, extract, make_pipeline, make_linked_stub, rename_feature = _ops()
     backbones, outputs = {}, {}
-    for group in plan.groups:
-        ref_spec = io.load_spec(loaded[group.reference])
-        backbone = _build_backbone(group, ref_spec, extract, rename_feature)
-        backbone.specificationVersion = _backbone_version(
-            backbone, [io.load_spec(loaded[m]) for m in group.members])
+    for group in list(plan.groups):
+        try:
+            ref_spec = io.load_spec(loaded[group.reference])
+            backbone = _build_backbone(group, ref_spec, extract, rename_feature)
+            backbone.specificationVersion = _backbone_version(
+                backbone, [io.load_spec(loaded[m]) for m in group.members])
+            stub = make_linked_stub(backbone, file_name=f"{group.name}.mlmodelc", search_path=search_path)
+            built = {}
+            for member in group.members:
+                if progress is not None:
+                    progress(f"rewrite {member}")
+                built[member] = _build_member(group, member, io.load_spec(loaded[member]), stub,
+                                              split_at, extract, make_pipeline, rename_feature)
+        except SpecSurgeryError as exc:
+            # this group cannot be cut here (e.g. a cut blob shape inference cannot type):
+            # its members stay unchanged, the others go ahead, and the report says why
+            plan.groups.remove(group)
+            plan.backbone_bytes.pop(group.name, None)
+            for p in plan.models:
+                if p.backbone == group.name:
+                    p.backbone, p.shared_bytes, p.bytes_after = None, 0, p.bytes_before
+                    p.reason = f"{group.name} could not be built at cut {', '.join(group.outputs)}: {exc}"
+            plan.notes.append(f"{group.name} ({', '.join(group.members)}) was dropped: {exc}")
+            continue
         backbones[group.name] = backbone
-        stub = make_linked_stub(backbone, file_name=f"{group.name}.mlmodelc", search_path=search_path)
-        for member in group.members:
-            if progress is not None:
-                progress(f"rewrite {member}")
-            outputs[member] = _build_member(group, member, io.load_spec(loaded[member]), stub,
-                                            split_at, extract, make_pipeline, rename_feature)
+        outputs.update(built)
     # a group whose rewritten files end up no smaller than the originals is undone
     for group in list(plan.groups):
         before = sum(p.bytes_before for p in plan.models if p.backbone == group.name)

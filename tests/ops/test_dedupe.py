@@ -665,3 +665,17 @@ def test_sharing_that_costs_more_than_it_saves_is_refused(tmp_path):
     assert any("linking would cost" in c.rejected for c in plan.alternatives)
     paths = save_all(tmp_path, {"a": tiny(2), "b": tiny(3)})
     assert dedupe_files(paths, tmp_path / "out", min_share=0.0)["written"] == []
+
+
+def test_a_group_that_cannot_be_built_is_dropped_and_explained(monkeypatch):
+    _require_surgery()
+    from specsurgery.ops import dedupe as mod
+
+    def refuse(group, member, *args):
+        raise SpecSurgeryError("cannot type the cut blob(s) 'x'")
+
+    monkeypatch.setattr(mod, "_build_member", refuse)
+    result = dedupe({"a": classifier(), "b": regressor()})
+    assert not result.plan.shares_anything and not result.backbones
+    assert all("could not be built" in m.reason and "cannot type" in m.reason for m in result.plan.models)
+    assert result.plan.notes
