@@ -95,10 +95,17 @@ def resnet50_mlmodel() -> Path:
     return cache
 
 
-def timed(cmd: list[str]) -> float:
+def timed(cmd: list[str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the child) of one run of ``cmd``."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
 
 
 def main(argv=None) -> int:
@@ -120,10 +127,11 @@ def main(argv=None) -> int:
     t_inspect = timed(cli_cmd + ["inspect", str(model)])
     t_help = timed(cli_cmd + ["--help"])
     print(f"model: {model} ({size / 2**20:.1f} MiB)")
-    print(f"coremltools import + load_spec: {t_ct:.2f} s")
-    print(f"specsurgery inspect (cold):      {t_inspect:.2f} s")
-    print(f"specsurgery --help:              {t_help:.2f} s (target < 0.3 s)")
-    print(f"ratio: inspect is {t_ct / t_inspect:.1f}x faster (target >= 8x)")
+    print(f"coremltools import + load_spec: {t_ct[0]:6.2f} s wall, {t_ct[1]:6.2f} s CPU")
+    print(f"specsurgery inspect (cold):      {t_inspect[0]:6.2f} s wall, {t_inspect[1]:6.2f} s CPU")
+    print(f"specsurgery --help:              {t_help[0]:6.2f} s wall, {t_help[1]:6.2f} s CPU (target < 0.3 s)")
+    print(f"ratio: inspect is {t_ct[0] / t_inspect[0]:.1f}x faster in wall time, "
+          f"{t_ct[1] / max(t_inspect[1], 1e-9):.1f}x in CPU time (target >= 8x)")
     return 0
 
 

@@ -82,3 +82,17 @@ def _umask_mode(path: Path) -> None:
 
 
 __all__ = ["to_dot", "render", "dot_to_bytes", "FORMATS"]
+
+
+class _CallableModule(type(os)):
+    """``specsurgery.render`` is both this package and the :func:`render` function:
+    once the package is imported, ``specsurgery.render`` names the module, so calling
+    it draws (``ss.render(model, "g.svg")`` works whichever was touched first)."""
+
+    def __call__(self, model, out_path, **kwargs):
+        return render(model, out_path, **kwargs)
+
+
+import sys as _sys  # noqa: E402
+
+_sys.modules[__name__].__class__ = _CallableModule
