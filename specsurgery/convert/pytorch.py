@@ -123,21 +123,21 @@ def quiet_coremltools(enabled: bool = True):
     import importlib
     import logging
 
-    patched = []
-    for mod_name, attr in (("coremltools.converters.mil.frontend.torch.ops", "_tqdm"),
-                           ("coremltools.converters.mil.mil.passes.pass_pipeline", "tqdm"),
-                           ("coremltools.converters.mil.backend.nn.op_mapping", "_tqdm")):
-        try:
-            mod = importlib.import_module(mod_name)
-            original = getattr(mod, attr)
-        except (ImportError, AttributeError):
-            continue
-        setattr(mod, attr, functools.partial(original, disable=True))
-        patched.append((mod, attr, original))
-    logger = logging.getLogger("coremltools")
+    logger = logging.getLogger("coremltools")  # also quiets the import-time notes
     level = logger.level
     logger.setLevel(logging.ERROR)
+    patched = []
     try:
+        for mod_name, attr in (("coremltools.converters.mil.frontend.torch.ops", "_tqdm"),
+                               ("coremltools.converters.mil.mil.passes.pass_pipeline", "tqdm"),
+                               ("coremltools.converters.mil.backend.nn.op_mapping", "_tqdm")):
+            try:
+                mod = importlib.import_module(mod_name)
+                original = getattr(mod, attr)
+            except (ImportError, AttributeError):
+                continue
+            setattr(mod, attr, functools.partial(original, disable=True))
+            patched.append((mod, attr, original))
         yield
     finally:
         logger.setLevel(level)
@@ -946,7 +946,7 @@ def _run_coremltools(source, names, examples, image_specs, flexible, out_names, 
         from ..errors import missing_message
 
         raise ConvertError(missing_message("input", unknown, names, "flexible"))
-    with private_tempdir() as tmp:
+    with private_tempdir() as tmp, quiet_coremltools(quiet):
         from .._proto import coremltools
 
         ct = coremltools()
@@ -974,7 +974,7 @@ def _run_coremltools(source, names, examples, image_specs, flexible, out_names, 
         if backend == "mlprogram":
             kwargs["compute_precision"] = ct.precision.FLOAT32
         try:
-            with warnings.catch_warnings(), quiet_coremltools(quiet):
+            with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", module="coremltools")
                 warnings.filterwarnings("ignore", category=DeprecationWarning)
                 mlmodel = ct.convert(source, **kwargs)
