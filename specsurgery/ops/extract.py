@@ -13,7 +13,7 @@ from typing import Sequence, Union
 
 from .. import spec as S
 from ..errors import NotFoundError, SpecSurgeryError, UnsupportedError, missing_message
-from ..io import copy_spec, load
+from ..io import load
 from . import _nn
 
 __all__ = ["extract"]

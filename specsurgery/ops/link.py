@@ -10,7 +10,7 @@ reported as a :class:`SurgeryNote` warning.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
 from .._proto import Model_pb2
 from .. import spec as S

@@ -3,8 +3,6 @@ raised with a note, nested paths, round trips through the runtime."""
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 
 import nnbuild as nb
@@ -13,7 +11,7 @@ from specsurgery import spec as S
 from specsurgery.check import check
 from specsurgery.cli import main
 from specsurgery.errors import NotFoundError, SpecSurgeryError, UnsupportedError
-from specsurgery.io import load_spec, save
+from specsurgery.io import save
 from specsurgery.ops import link_stage, make_linked_stub, make_pipeline, unlink
 from specsurgery.ops._nn import SurgeryNote
 from specsurgery.runtime import verify

@@ -6,12 +6,11 @@ import pytest
 
 import nnbuild as nb
 import surgery_models as sm
-from conftest import CORPUS, VALID_FILES, corpus_id
-from specsurgery import spec as S
+from conftest import VALID_FILES, corpus_id
 from specsurgery.check import check
 from specsurgery.cli import main
 from specsurgery.errors import NotFoundError, SpecSurgeryError
-from specsurgery.io import load, load_spec, save
+from specsurgery.io import load_spec, save
 from specsurgery.ops import link_stage, rename_feature
 from specsurgery.ops.rename import names_in
 from specsurgery.runtime import predict, random_inputs

@@ -15,7 +15,7 @@ from specsurgery import spec as S
 from specsurgery.check import check
 from specsurgery.cli import main
 from specsurgery.errors import NotFoundError, SpecSurgeryError, UnsupportedError
-from specsurgery.io import load, load_spec, save
+from specsurgery.io import load_spec, save
 from specsurgery.ops import split_at, suggest_cuts
 from specsurgery.ops._nn import SurgeryNote
 from specsurgery.ops.split import split_model, split_pipeline
