@@ -679,3 +679,30 @@ def test_a_group_that_cannot_be_built_is_dropped_and_explained(monkeypatch):
     assert not result.plan.shares_anything and not result.backbones
     assert all("could not be built" in m.reason and "cannot type" in m.reason for m in result.plan.models)
     assert result.plan.notes
+
+
+@pytest.mark.parametrize("arch", ["unet", "transformer", "dict_outputs"])
+def test_zoo_model_and_its_fine_tuned_copy(arch, tmp_path):
+    # a converter's real output; the copy's middle weighted layer is "fine-tuned", so the cut
+    # falls in the middle of the graph, across skip connections where the architecture has them
+    _require_surgery()
+    zoo = pytest.importorskip("zoo")
+    from specsurgery.spec import nn_of
+    from specsurgery.weights import layer_weights
+
+    original = io.load_spec(zoo.converted(arch))
+    tuned = io.copy_spec(original)
+    weighted = [l for l in nn_of(tuned).layers if any(len(wp.floatValue) for _, wp in layer_weights(l))]
+    layer = weighted[len(weighted) // 2]
+    wp = next(wp for _, wp in layer_weights(layer) if len(wp.floatValue))
+    values = np.asarray(wp.floatValue, dtype=np.float32) * 1.01 + 0.001
+    del wp.floatValue[:]
+    wp.floatValue.extend(values.tolist())
+    originals = {"original": original, "tuned": tuned}
+    paths = save_all(tmp_path, originals)
+    out = tmp_path / "out"
+    report = dedupe_files(paths, out, min_share=0.05)
+    (group,) = report["backbones"]
+    assert group["members"] == ["original", "tuned"]
+    check_all(out)
+    verify_all(out, originals)
