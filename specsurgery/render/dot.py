@@ -295,6 +295,11 @@ class _Drawing:
 
     # ------------------------------------------------------------------ cut and highlight
     def _apply_cut(self, cuts: list) -> None:
+        if not self.nets:
+            kinds = sorted({model_type(m) or "?" for m in self.models.values()})
+            raise UnsupportedError(
+                f"cut preview needs a neural network; this model has {', '.join(kinds)} "
+                "(for ML Programs use `specsurgery split` and render its outputs)")
         by_path: dict[str, list] = {}
         for c in cuts:
             if "/" in c and c.rsplit("/", 1)[0] in self.nets:

@@ -165,6 +165,10 @@ def test_bad_options():
         to_dot(spec, rankdir="XY")
     with pytest.raises(SpecSurgeryError, match="collapse"):
         to_dot(spec, collapse="everything")
+    program = CORPUS / "generated" / "shared_backbone_classifier.mlpackage"
+    if program.exists():
+        with pytest.raises(SpecSurgeryError, match="cut preview needs a neural network; .*mlProgram"):
+            to_dot(program, cut="x")
     with pytest.raises(SpecSurgeryError, match="unknown output format"):
         render(spec, "/tmp/never-written.jpeg")
 
