@@ -119,7 +119,7 @@ def test_corpus_sequence_model_reports_untypable_cut(path):
         split_at(path, "dense_1_output")
 
 
-def shrunk_carn(n=12):
+def shrunk_carn(n=8):
     """carn with a n x n input: same layers and weights, reshape targets rescaled."""
     spec = load_spec(CORPUS / "real/carn.mlmodel")
     inp = spec.description.input[0].type.multiArrayType
@@ -138,7 +138,7 @@ def shrunk_carn(n=12):
 def test_corpus_carn_shrunk_split_verifies(tmp_path):
     spec = shrunk_carn()
     assert not errors(spec)
-    src = tmp_path / "carn12.mlmodel"
+    src = tmp_path / "carn8.mlmodel"
     save(spec, src)
     for blob in three_cuts(src):
         split_and_verify(src, blob, tmp_path, samples=1)
