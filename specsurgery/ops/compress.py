@@ -31,6 +31,7 @@ k-means needs scikit-learn).
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import math
 import os
@@ -208,9 +209,10 @@ def _human(n: float) -> str:
 
 def snr_db(original, approx) -> Optional[float]:
     """Signal-to-noise ratio in dB of ``approx`` against ``original`` (inf: exact)."""
-    a = np.asarray(original, dtype=np.float64).reshape(-1)
-    b = np.asarray(approx, dtype=np.float64).reshape(-1)
-    noise = float(np.dot(a - b, a - b))
+    a = np.asarray(original, dtype=np.float32).reshape(-1)
+    b = np.asarray(approx, dtype=np.float32).reshape(-1)
+    d = a - b
+    noise = float(np.dot(d, d))          # BLAS float32 dot: plenty for a dB figure
     if noise == 0.0:
         return math.inf
     signal = float(np.dot(a, a))
@@ -549,6 +551,7 @@ def compress(model, *, mode: str = "fp16", nbits: Optional[int] = None, per_chan
             "channel tables); a neuralNetwork look-up table is per tensor")
     out_spec = spec if inplace else ssio.copy_spec(spec)
     known_layers: list[str] = []
+    new_weights: dict = {}
     need: dict[tuple, int] = {}
     found_nn = False
     for info in iter_models(out_spec):
@@ -565,9 +568,12 @@ def compress(model, *, mode: str = "fp16", nbits: Optional[int] = None, per_chan
                 f"stage {info.path or '<top>'!r} is a linkedModel stub for {target!r}: its weights live "
                 "in that file; compress the model it was compiled from instead")
         elif kind == "mlProgram":
-            report.notes.append(
-                f"stage {info.path!r} is an ML Program inside a pipeline: save the stage as its own "
-                ".mlpackage (specsurgery extract/split) and compress that")
+            done = _compress_program_stage(info, pkg, opts, selector, report, known_layers, new_weights)
+            if done:
+                found_nn = True
+                need[info.index] = max(need.get(info.index, 0), info.model.specificationVersion)
+            elif done is None:
+                found_nn = True
         elif kind not in ("pipeline", "pipelineClassifier", "pipelineRegressor"):
             if info.path:
                 report.notes.append(f"stage {info.path!r} is a {kind} model: no neural-network weights")
@@ -581,8 +587,49 @@ def compress(model, *, mode: str = "fp16", nbits: Optional[int] = None, per_chan
     _explain_nothing_done(report)
     result = out_spec
     if pkg is not None:
-        result = ssio.MLPackage(out_spec, dict(pkg.weights), None, dict(pkg.metadata))
+        weights = dict(pkg.weights)
+        weights.update(new_weights)
+        result = ssio.MLPackage(out_spec, weights, None, dict(pkg.metadata))
     return (result, report) if return_report else result
+
+
+def _compress_program_stage(info, pkg, opts, selector, report, known, new_weights):
+    """Compress an ML Program stage of a pipeline package in place.
+
+    The stage is lifted into a package of its own (its weight file renamed to
+    ``weights/weight.bin``), compressed through coremltools, and put back
+    under its original weight-file name.  Returns True when compressed, None
+    when there was nothing to do, False when the stage cannot be handled."""
+    where = info.path
+    names = {v.blobFileValue.fileName for v in ssio.iter_blob_values(info.model.mlProgram)}
+    if pkg is None:
+        report.notes.append(f"stage {where!r} is an ML Program without its weights: load the "
+                            ".mlpackage that holds it")
+        return False
+    if len(names) > 1:
+        report.notes.append(f"stage {where!r} reads {len(names)} weight files; compress needs one per stage")
+        return False
+    original = next(iter(names)) if names else ssio.WEIGHT_FILE_NAME
+    stage_spec = ssio.copy_spec(info.model)
+    _rename_blob_files(stage_spec, ssio.WEIGHT_FILE_NAME)
+    wf = pkg.weight_file(original)
+    if wf.missing and names:
+        report.notes.append(f"stage {where!r}: its weight file {original} is missing")
+        return False
+    sub = ssio.MLPackage(stage_spec, {"weights/weight.bin": wf} if names else {}, None, {})
+    out = _compress_mlprogram(sub, opts, selector, report, stage=where, known_out=known, final=False)
+    if out is None:
+        return None
+    _rename_blob_files(out.spec, original)
+    info.model.CopyFrom(out.spec)
+    if "weights/weight.bin" in out.weights:
+        new_weights[ssio.weight_key(original)] = out.weights["weights/weight.bin"]
+    return True
+
+
+def _rename_blob_files(spec, file_name: str) -> None:
+    for value in ssio.iter_blob_values(spec.mlProgram):
+        value.blobFileValue.fileName = file_name
 
 
 def _check_args(mode, nbits, sparsity, min_weights, granularity, group_size) -> Optional[int]:
@@ -861,13 +908,18 @@ def _opset_version(spec) -> int:
     return best
 
 
-def _compress_mlprogram(pkg, opts, selector, report):
+def _compress_mlprogram(pkg, opts, selector, report, stage: str = "", known_out=None, final: bool = True):
+    """Compress one ML Program package through coremltools.optimize.coreml.
+
+    ``stage`` names it inside a pipeline.  With ``final`` False (a pipeline
+    stage) a program with nothing to compress returns None instead of raising,
+    and layer names go to ``known_out`` for the caller's pattern check."""
     mode, nbits, sparsity = opts["mode"], opts["nbits"], opts["sparsity"]
     consts, already, consumers = _program_inventory(pkg)
     opset = _opset_version(pkg.spec)   # CoreML5 = iOS 15, CoreML8 = iOS 18
     for name, info in already.items():
         user = consumers.get(name, [("?", name)])[0]
-        report.skipped.append(Skipped("", user[1], user[0],
+        report.skipped.append(Skipped(stage, user[1], user[0],
                                       f"already compressed ({info['type']}): never quantized twice"))
     known = sorted({c[1] for n in consts for c in consumers.get(n, [])} |
                    {c[1] for n in already for c in consumers.get(n, [])})
@@ -880,7 +932,9 @@ def _compress_mlprogram(pkg, opts, selector, report):
         if not f32:
             for n, c in consts.items():
                 user = consumers.get(n, [("?", n)])[0]
-                report.skipped.append(Skipped("", user[1], user[0], "already float16"))
+                report.skipped.append(Skipped(stage, user[1], user[0], "already float16"))
+            if not final:
+                return None
             _explain_nothing_done(report)
         raise UnsupportedError(
             "compress: float16 for an ML Program is chosen at conversion: convert again with "
@@ -902,21 +956,26 @@ def _compress_mlprogram(pkg, opts, selector, report):
         if not users:
             continue
         kind, op = users[0]
-        why = selector.wants("", op)
+        why = selector.wants(stage, op)
         count = int(np.prod(info["shape"])) if info["shape"] else 1
         if why is not None:
             if not why.startswith("not selected") and len(info["shape"]) > 1:
-                report.skipped.append(Skipped("", op, kind, why))
+                report.skipped.append(Skipped(stage, op, kind, why))
             op_names[op] = False
             continue
         if len(info["shape"]) <= 1:
             continue    # biases and scalars: coremltools leaves rank-1 consts alone
         if count < opts["min_weights"]:
-            report.skipped.append(Skipped("", op, kind, f"{count} weights < min_weights {opts['min_weights']}"))
+            report.skipped.append(Skipped(stage, op, kind, f"{count} weights < min_weights {opts['min_weights']}"))
             continue
         op_names[op] = True
-    selector.check_all_used(known)
+    if final:
+        selector.check_all_used(known)
+    else:
+        known_out.extend(f"{stage}/{k}" if stage else k for k in known)
     if not any(op_names.values()):
+        if not final:
+            return None
         _explain_nothing_done(report)
 
     ct = _proto_coremltools()
@@ -954,28 +1013,18 @@ def _compress_mlprogram(pkg, opts, selector, report):
     else:
         config = cto.OptimizationConfig(global_config=op_cfg)
 
-    tmp = Path(tempfile.mkdtemp(prefix="specsurgery-compress-"))
-    made = []
-    try:
+    with _private_tempdir() as tmp:
         src = tmp / "in.mlpackage"
         ssio.save(pkg, src, check=False)
-        with _TempDirWatch() as watch:
-            mlmodel = ct.models.MLModel(str(src), skip_model_load=True)
-            result = run(mlmodel, config)
-            dst = tmp / "out.mlpackage"
-            result.save(str(dst))
-            made = watch.new_dirs()
-            pkg_path = getattr(result, "package_path", None)
-            if pkg_path and Path(pkg_path).exists() and Path(pkg_path) != dst:
-                made.append(Path(pkg_path))
+        mlmodel = ct.models.MLModel(str(src), skip_model_load=True)
+        result = run(mlmodel, config)
+        dst = tmp / "out.mlpackage"
+        result.save(str(dst))
         loaded = ssio.load(dst)
-        # Read the weights into memory: the temp folder goes away below.
+        # Read the weights into memory: the temp folder goes away on exit.
         weights = {k: ssio.WeightFile(None, np.array(v.data)) for k, v in loaded.weights.items()}
         out = ssio.MLPackage(loaded.spec, weights, None, dict(pkg.metadata))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for d in made:
-            shutil.rmtree(d, ignore_errors=True)
+        del mlmodel, result
 
     # Report: every weight that became a constexpr op.
     _, after, _ = _program_inventory(out)
@@ -1002,14 +1051,15 @@ def _compress_mlprogram(pkg, opts, selector, report):
             snr = None
         bits_b = 8.0 * before["bytes"] / count
         report.layers.append(LayerReport(
-            "", op, kind, [name], count, _MIL_FLOAT_DTYPES.get(before["dtype"], str(before["dtype"])),
+            stage, op, kind, [name], count, _MIL_FLOAT_DTYPES.get(before["dtype"], str(before["dtype"])),
             info["type"], bits_b, 8.0 * info["bytes"] / count, before["bytes"], info["bytes"], snr,
             float(sparsity) if mode == "prune" else None))
     if opts["granularity"] == "per_grouped_channel":
         report.notes.append(f"one table per {opts['group_size']} output channels (iOS 18)")
     if out.spec.specificationVersion != pkg.spec.specificationVersion:
-        report.versions[""] = (pkg.spec.specificationVersion, out.spec.specificationVersion)
-    _explain_nothing_done(report)
+        report.versions[stage] = (pkg.spec.specificationVersion, out.spec.specificationVersion)
+    if final:
+        _explain_nothing_done(report)
     return out
 
 
@@ -1019,34 +1069,21 @@ def _proto_coremltools():
     return coremltools()
 
 
-class _TempDirWatch:
-    """Notes the temp folders coremltools creates (``/tmp/tmp*.mlpackage`` ...)
-    so the caller can remove them."""
-
-    def __enter__(self):
-        self.root = Path(tempfile.gettempdir())
-        self.before = set(self._list())
-        return self
-
-    def _list(self):
-        try:
-            return [p for p in self.root.iterdir()
-                    if p.name.startswith("tmp") and p.suffix in (".mlpackage", ".mlmodelc") and p.is_dir()]
-        except OSError:
-            return []
-
-    def new_dirs(self):
-        return [p for p in self._list() if p not in self.before and _owned(p)]
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _owned(path: Path) -> bool:
+@contextlib.contextmanager
+def _private_tempdir():
+    """Route every ``tempfile`` folder coremltools makes (its ``tmp*.mlpackage``
+    copies, weight folders) into one private folder, removed on exit: nothing
+    is left in /tmp, and nothing else's clean-up of /tmp can pull the folder
+    from under coremltools while it writes."""
+    parent = tempfile.gettempdir()
+    folder = Path(tempfile.mkdtemp(prefix="specsurgery-compress-", dir=parent))
+    old = tempfile.tempdir
+    tempfile.tempdir = str(folder)
     try:
-        return path.stat().st_uid == os.getuid()
-    except OSError:
-        return False
+        yield folder
+    finally:
+        tempfile.tempdir = old
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- helpers for users

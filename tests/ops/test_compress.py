@@ -345,6 +345,23 @@ def test_mlprogram_palettize_through_coremltools():
     assert "constexpr_lut_to_dense" in types
 
 
+def test_mlprogram_stage_of_a_pipeline_package(tmp_path):
+    from specsurgery.ops.pipeline_mlprogram import pipeline_mlprogram
+
+    pkg = ssio.load(need(CORPUS / "generated" / "shared_backbone_classifier.mlpackage"))
+    pipe = pipeline_mlprogram([pkg], names=["cls"])
+    (key,) = pipe.weights
+    out, rep = compress(pipe, mode="palettize", nbits=2, layers=["cls/y*"], return_report=True)
+    assert [r.name for r in rep.layers] == ["cls/y_1_cast_fp16", "cls/y_3_cast_fp16", "cls/y_cast_fp16"]
+    assert list(out.weights) == [key]                       # the stage keeps its own weight file
+    assert out.weights[key].size < pipe.weights[key].size
+    stage = out.spec.pipelineClassifier.pipeline.models[0]
+    assert {v.blobFileValue.fileName for v in ssio.iter_blob_values(stage.mlProgram)} == {"@model_path/" + key}
+    assert out.spec.specificationVersion >= stage.specificationVersion
+    ssio.save(out, tmp_path / "p.mlpackage")                 # blob offsets and types check out
+    assert pipe.spec.pipelineClassifier.pipeline.models[0].SerializeToString() != stage.SerializeToString()
+
+
 def test_mlprogram_already_palettized_is_skipped():
     path = need(CORPUS / "generated" / "shared_backbone_classifier_palettized.mlpackage")
     with pytest.raises(SpecSurgeryError, match="already compressed"):
