@@ -149,3 +149,15 @@ def test_cli_link_and_unlink(tmp_path, capsys):
     assert main(["link", str(tmp_path / "p.mlmodel"), "--stage", "nope", "--file", "F.mlmodelc",
                  "-o", str(tmp_path / "x.mlmodel")]) == 1
     assert "unknown stage: 'nope'" in capsys.readouterr().err
+
+
+def test_cli_standalone_stub(tmp_path, capsys):
+    save(nb.tiny_classifier(version=1), tmp_path / "c.mlmodel")
+    assert main(["link", str(tmp_path / "c.mlmodel"), "--standalone", "--file", "C.mlmodelc",
+                 "-o", str(tmp_path / "stub.mlmodel")]) == 0
+    from specsurgery.io import load_spec
+
+    stub = load_spec(tmp_path / "stub.mlmodel")
+    assert S.model_type(stub) == "linkedModel" and stub.specificationVersion == 4
+    assert main(["link", str(tmp_path / "c.mlmodel"), "--file", "C.mlmodelc", "-o", str(tmp_path / "x.mlmodel")]) == 1
+    assert "--stage" in capsys.readouterr().err

@@ -164,3 +164,13 @@ def test_cli_pipeline(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "note:" in captured.err and "pipeline of 2 stages" in captured.out
     assert S.stage_names(load_spec(out).pipeline) == ["feat", "head"]
+
+
+def test_cli_prefixes(tmp_path):
+    save(nb.tiny_nn(), tmp_path / "a.mlmodel")
+    save(nb.tiny_nn(seed=4), tmp_path / "b.mlmodel")
+    out = tmp_path / "p.mlmodel"
+    assert main(["pipeline", str(tmp_path / "a.mlmodel"), str(tmp_path / "b.mlmodel"), "-o", str(out)]) == 1
+    assert main(["pipeline", str(tmp_path / "a.mlmodel"), str(tmp_path / "b.mlmodel"), "-o", str(out),
+                 "--prefixes", ",b_"]) == 0
+    assert [f.name for f in load_spec(out).description.output] == ["y", "b_y"]
