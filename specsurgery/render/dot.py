@@ -40,7 +40,7 @@ def _quote(text: str) -> str:
 
 
 def _attrs(d: dict) -> str:
-    return "[" + ", ".join(f"{k}={_quote(v) if not str(v).startswith('<') else v}" for k, v in sorted(d.items())) + "]"
+    return "[" + ", ".join(f"{k}={_quote(v)}" for k, v in sorted(d.items())) + "]"
 
 
 def _human(n) -> str:

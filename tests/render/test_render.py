@@ -286,3 +286,11 @@ def test_odd_specs_inspect_tree_and_render(name):
         to_dot(spec, collapse="blocks")
     except SpecSurgeryError as exc:   # the only acceptable failure: a named cycle
         assert name == "cycle" and "cycle" in str(exc)
+
+
+@needs_dot
+def test_names_with_quotes_and_brackets(tmp_path):
+    b = NetBuilder({'in "x"': [1, 2, 4, 4]}, {"<y>": [1, 2, 4, 4]})
+    b.relu('<lambda> "q" {}', 'in "x"', "<y>")
+    titles = svg_node_titles(render(b.spec, tmp_path / "w.svg"))
+    assert {'input:in "x"', 'layer:<lambda> "q" {}', "output:<y>"} <= titles
