@@ -1,7 +1,7 @@
 """Small torch models converted to ML Programs for the tests in tests/mil.
 
-Conversions are cached on disk under the temp dir (keyed by a hash of this
-file, the model name and the precision), so a second run costs no ct.convert.
+Conversions are cached on disk under the temp dir (keyed by MODELS_VERSION,
+the model name and the precision), so a second run costs no ct.convert.
 If H3's ``tests/zoo.py`` offers ``converted(name, backend="mlprogram")``,
 tests may use it too; these models cover the MIL ops the runtime must run.
 """
@@ -16,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__)
-CACHE = Path(tempfile.gettempdir()) / ("specsurgery_milzoo_" + hashlib.sha1(HERE.read_bytes()).hexdigest()[:10])
+# bump when a model below changes (the cache is keyed by this, not by the file's
+# bytes, so adding a model does not throw away every other conversion)
+MODELS_VERSION = "1"
+CACHE = Path(tempfile.gettempdir()) / f"specsurgery_milzoo_v{MODELS_VERSION}"
 
 
 def _torch_models():
