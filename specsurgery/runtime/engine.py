@@ -174,7 +174,9 @@ def _array_input(value, ft, name, rank5, strict=True):
     if not strict:
         pass
     elif shape and not _spec.is_flexible(ft) and tuple(arr.shape) != tuple(shape):
-        if arr.size == int(np.prod(shape)):
+        # only size-1 axes may differ (e.g. a missing batch axis); a same-size array of
+        # another layout (HWC for CHW) is an error, never silently reshaped
+        if [d for d in arr.shape if d != 1] == [d for d in shape if d != 1]:
             arr = arr.reshape(shape)
         else:
             raise SpecSurgeryError(f"input {name!r}: array has shape {tuple(arr.shape)}, the model "
