@@ -49,14 +49,13 @@ import re
 import shutil
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from .. import io
 from .._proto import Model_pb2, NeuralNetwork_pb2
-from ..errors import LoadError, SaveError, SpecSurgeryError, UnsupportedError
+from ..errors import SaveError, SpecSurgeryError, UnsupportedError
 from ..spec import NN_TYPES, model_type, nn_of
 from ..weights import storage_kind, weight_nbytes
 

@@ -8,7 +8,6 @@ means byte-identical weights, as in models fine-tuned from one checkpoint.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
