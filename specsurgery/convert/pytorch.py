@@ -198,6 +198,8 @@ def from_torch(module, example_inputs, *, image_input=None, mean=None, std=None,
     if not exported and not isinstance(module, torch.nn.Module):
         raise ConvertError(f"expected a torch.nn.Module or torch.export.ExportedProgram, "
                            f"got {type(module).__name__}")
+    if isinstance(module, torch.jit.ScriptModule):
+        script = True  # already compiled: keep its control flow, freeze it, fold dict reads
     names = _input_names(module, examples, inputs, exported)
     images = _image_inputs(image_input, names, examples)
     labels = _read_labels(class_labels)
@@ -261,6 +263,13 @@ def _is_exported_program(obj) -> bool:
 
 
 def _forward_parameters(module) -> list[str]:
+    import torch
+
+    if isinstance(module, torch.jit.ScriptModule):
+        try:  # a compiled forward has a schema instead of a Python signature
+            return [a.name for a in module.forward.schema.arguments][1:]
+        except Exception:
+            return []
     try:
         sig = inspect.signature(module.forward)
     except (TypeError, ValueError):
@@ -279,8 +288,11 @@ def _input_names(module, examples, inputs, exported: bool) -> list[str]:
     if inputs is not None:
         if isinstance(inputs, str):
             inputs = [inputs]
-        names = [getattr(i, "name", i) for i in inputs]
-        if len(names) != len(examples) or not all(isinstance(n, str) and n for n in names):
+        names = list(inputs)
+        if not all(isinstance(n, str) for n in names):
+            raise ConvertError("inputs= takes input names (strings); shapes come from the examples "
+                               "and flexible=, images from image_input=")
+        if len(names) != len(examples) or not all(names):
             raise ConvertError(f"inputs= gives {len(names)} name(s) {names} for "
                                f"{len(examples)} example input(s); give one non-empty name each")
     elif exported:
@@ -759,8 +771,10 @@ def _freeze(script_module, name: str):
 
     try:
         return torch.jit.freeze(script_module)
-    except Exception as exc:
-        raise ConvertError(f"freezing scripted {name} failed: {_first_lines(exc)}") from exc
+    except Exception:
+        # Already frozen (no attributes left) or not freezable: convert as it is;
+        # coremltools reports anything it then cannot read.
+        return script_module
 
 
 def _first_lines(exc, n: int = 3) -> str:

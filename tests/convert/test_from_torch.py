@@ -469,3 +469,13 @@ def test_exported_program_with_per_channel_std_and_labels():
         expected = model(_normalised(pixels, IMAGENET_MEAN, IMAGENET_STD))[0].numpy()
     got = ss.predict(spec, {"image": Image.fromarray(pixels, "RGB")})
     np.testing.assert_allclose([got["classLabelProbs"][k] for k in "xyz"], expected, atol=1e-4)
+
+
+def test_a_script_module_keeps_its_loop_and_names():
+    scripted = torch.jit.script(Counter())
+    spec = from_torch(scripted, torch.full((1, 2), 7.0))
+    assert [i.name for i in spec.description.input] == ["x"]
+    assert [o.name for o in spec.description.output] == ["value", "steps"]
+    got = ss.predict(spec, {"x": np.full((1, 2), 0.75, np.float32)})
+    expected = Counter()(torch.full((1, 2), 0.75))
+    np.testing.assert_allclose(got["value"].reshape(1, 2), expected["value"].numpy(), rtol=1e-6)
