@@ -479,3 +479,39 @@ def test_a_script_module_keeps_its_loop_and_names():
     got = ss.predict(spec, {"x": np.full((1, 2), 0.75, np.float32)})
     expected = Counter()(torch.full((1, 2), 0.75))
     np.testing.assert_allclose(got["value"].reshape(1, 2), expected["value"].numpy(), rtol=1e-6)
+
+
+def test_enumerated_shapes_run_at_each_shape():
+    spec = from_torch(TwoInputs(), (torch.rand(1, 4), torch.rand(1, 4)),
+                      flexible={"left": Enumerated([(1, 4), (1, 8)]),
+                                "right": Enumerated([(1, 4), (1, 8)])})
+    for n in (4, 8):
+        a, b = np.full((1, n), 2.0, np.float32), np.full((1, n), 3.0, np.float32)
+        got = ss.predict(spec, {"left": a, "right": b})
+        np.testing.assert_allclose(got["output_0"].reshape(1, n), a * b + 1)
+
+
+def test_dead_layer_after_a_loop_is_dropped_but_loop_inputs_stay():
+    from specsurgery._proto import Model_pb2
+    from specsurgery.convert.pytorch import _drop_dead_layers
+
+    spec = Model_pb2.Model()
+    spec.specificationVersion = 4
+    net = spec.neuralNetwork
+    init = net.layers.add(name="init", output=["counter"])
+    init.loadConstantND.shape.append(1)
+    init.loadConstantND.data.floatValue.append(0.0)
+    loop = net.layers.add(name="loop")
+    body = loop.loop.bodyNetwork.layers.add(name="c", output=["c"])
+    body.loadConstantND.shape.append(1)
+    body.loadConstantND.data.floatValue.append(1.0)
+    step = loop.loop.bodyNetwork.layers.add(name="step", input=["counter", "c"], output=["counter"])
+    step.add.MergeFromString(b"")
+    again = net.layers.add(name="c", output=["c"])  # coremltools' duplicate: nothing reads it
+    again.loadConstantND.shape.append(1)
+    again.loadConstantND.data.floatValue.append(1.0)
+    out = net.layers.add(name="out", input=["counter"], output=["y"])
+    out.activation.linear.alpha = 1.0
+    spec.description.output.add(name="y")
+    assert _drop_dead_layers(spec) == 1
+    assert [layer.name for layer in net.layers] == ["init", "loop", "out"]
