@@ -8,6 +8,9 @@ from .findings import Findings
 NN_CLASSIFIER = "neuralNetworkClassifier"
 OTHER_CLASSIFIERS = ("glmClassifier", "supportVectorClassifier", "treeEnsembleClassifier")
 REGRESSORS = ("neuralNetworkRegressor",)
+#: Classifier kinds whose validator demands labels (kNN may learn them; tree
+#: ensembles have their own rules).
+LABELS_REQUIRED = (NN_CLASSIFIER, "glmClassifier", "supportVectorClassifier")
 
 
 def _labels_kind(msg):
@@ -23,11 +26,11 @@ def check_classifier(spec, kind: str, out: Findings) -> None:
     outputs = {f.name: f for f in desc.output}
     msg = getattr(spec, kind)
     label_kind, count = _labels_kind(msg)
-    if kind == NN_CLASSIFIER and (label_kind is None or count == 0):
+    if kind in LABELS_REQUIRED and (label_kind is None or count == 0):
         out.error("classLabels", "classifier.no-labels",
-                  "the classifier has no class labels; set stringClassLabels or int64ClassLabels")
-    if kind != NN_CLASSIFIER and label_kind is None:
-        return  # labels of tree/GLM models may come from elsewhere; nothing more to compare
+                  f"the {kind} has no class labels; set stringClassLabels or int64ClassLabels")
+    if label_kind is None and kind not in LABELS_REQUIRED:
+        return  # tree ensembles: labels may be implicit; nothing more to compare
     pf = desc.predictedFeatureName
     if not pf:
         out.error("description", "classifier.no-predicted-feature",

@@ -26,7 +26,7 @@ def _fmt_shape(shape) -> str:
 
 
 def check_array(arr, where: str, name: str, role: str, out: Findings, kind: str,
-                version: int = 10) -> None:
+                version: int = 10, optional: bool = False) -> None:
     label = f"{role} '{name}'"
     if arr.dataType not in DTYPES:
         out.error(where, "array.bad-dtype",
@@ -81,7 +81,7 @@ def check_array(arr, where: str, name: str, role: str, out: Findings, kind: str,
         elif arr.dataType == INT8 and not -128 <= arr.intDefaultValue <= 127:
             out.error(where, "array.default-value-type",
                       f"{label}: intDefaultValue {arr.intDefaultValue} is outside INT8 [-128, 127]")
-        if kind not in DEFAULT_VALUE_TYPES:
+        if kind not in DEFAULT_VALUE_TYPES and optional:
             out.error(where, "array.default-value-model",
                       f"{label}: default values for optional inputs are allowed only on neural "
                       f"networks, mlProgram and serializedModel, not {kind}")
@@ -134,7 +134,8 @@ def check_feature(f, where: str, role: str, out: Findings, kind: str, version: i
                   "multiArrayType, dictionaryType, sequenceType")
         return
     if which == "multiArrayType":
-        check_array(ft.multiArrayType, where, f.name, role, out, kind, version)
+        check_array(ft.multiArrayType, where, f.name, role, out, kind, version,
+                    optional=ft.isOptional and role == "input")
     elif which == "imageType":
         check_image(ft.imageType, where, f.name, role, out, version)
     elif which == "dictionaryType":

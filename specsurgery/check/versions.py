@@ -125,8 +125,10 @@ def _feature_needs(features, where: str) -> Iterator[tuple[int, str]]:
             elif arr.dataType == INT8:
                 yield 10, f"INT8 multiarray {label}"
             default = arr.WhichOneof("defaultOptionalValue")
-            if default and getattr(arr, default) != 0:
+            if default and ft.isOptional:
                 yield 5, f"default value on optional {label}"
+            elif default and getattr(arr, default) != 0:
+                yield 5, f"default value (non-zero) on {label}"
         elif kind == "imageType":
             img = ft.imageType
             if img.WhichOneof("SizeFlexibility"):

@@ -262,7 +262,14 @@ def test_default_value_only_on_nn_types():
     assert not errors(spec)
     stub = b.tiny_linked(version=5)
     stub.description.input[0].type.multiArrayType.floatDefaultValue = 0.5
+    assert "array.default-value-model" not in errors(stub)  # only optional inputs use defaults
+    stub.description.input[0].type.isOptional = True
     assert "array.default-value-model" in errors(stub)
+    spec.description.input.add().CopyFrom(spec.description.input[0])
+    spec.description.input[1].name = "opt"
+    spec.description.input[1].type.isOptional = True
+    spec.specificationVersion = 4
+    assert "version.below-minimum" in errors(spec)
 
 
 def test_classifier_with_int_labels_and_multiarray_probabilities():
