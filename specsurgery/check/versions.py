@@ -127,8 +127,6 @@ def _feature_needs(features, where: str) -> Iterator[tuple[int, str]]:
             default = arr.WhichOneof("defaultOptionalValue")
             if default and ft.isOptional:
                 yield 5, f"default value on optional {label}"
-            elif default and getattr(arr, default) != 0:
-                yield 5, f"default value (non-zero) on {label}"
         elif kind == "imageType":
             img = ft.imageType
             if img.WhichOneof("SizeFlexibility"):
@@ -153,9 +151,10 @@ def _description_needs(spec) -> Iterator[tuple[int, str]]:
     yield from _feature_needs(desc.input, "input")
     yield from _feature_needs(desc.output, "output")
     yield from _feature_needs(desc.state, "state")
-    kind = spec.WhichOneof("Type")
-    if not multifunction and len(desc.input) == 0 and (kind in NN_TYPES or kind == "mlProgram"
-                                                        or kind in ("pipeline", "pipelineClassifier", "pipelineRegressor")):
+    if multifunction:
+        if any(len(fn.input) == 0 for fn in desc.functions):
+            yield 9, "empty input list of a function"
+    elif len(desc.input) == 0:
         yield 9, "empty input list"
 
 
