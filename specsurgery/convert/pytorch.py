@@ -24,6 +24,7 @@ torch and coremltools are imported inside the functions only.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import json
 import os
@@ -32,7 +33,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence
 
 from ..errors import SpecSurgeryError, UnsupportedError
 
@@ -119,7 +120,6 @@ def quiet_coremltools(enabled: bool = True):
     if not enabled:
         yield
         return
-    import functools
     import importlib
     import logging
 
@@ -222,7 +222,7 @@ def from_torch(module, example_inputs, *, image_input=None, mean=None, std=None,
             if labels is not None and output_names is None and len(plan) == 1:
                 plan = [(CLASSIFIER_PROBS, plan[0][1])]
             out_names = [name for name, _ in plan]
-            wrapped = _Wrapper.make(module, plan, channel_scale, names, eager)
+            wrapped = _wrap(module, plan, channel_scale, eager)
             source = _trace_or_script(wrapped, module, examples, script)
         if labels is not None:
             _check_labels(labels, out_names, eager if not exported else None)
@@ -539,17 +539,19 @@ def _get(value, path):
     return value
 
 
+@functools.lru_cache(maxsize=None)
 def _wrapper_class():
+    """The wrapper module class (built on first use so torch loads lazily)."""
     import torch
 
-    class _Wrapper(torch.nn.Module):
-        """forward(*inputs) -> tuple of tensors, in the order of the plan.
+    class OutputWrapper(torch.nn.Module):
+        """forward(*inputs) -> the plan's tensors (a tuple, or one tensor).
 
         Also applies the exact per-channel ``1/std`` of image inputs whose std
         differs per channel (ImageType has one scale for all channels).
         """
 
-        def __init__(self, inner, paths, channel_scale, n_inputs):
+        def __init__(self, inner, paths, channel_scale):
             super().__init__()
             self.inner = inner
             self.paths = paths
@@ -557,7 +559,6 @@ def _wrapper_class():
             for i, values in channel_scale.items():
                 self.register_buffer(f"channel_scale_{i}",
                                      torch.tensor(values, dtype=torch.float32).reshape(1, -1, 1, 1))
-            self.n_inputs = n_inputs
 
         def forward(self, *args):
             args = list(args)
@@ -568,19 +569,19 @@ def _wrapper_class():
                 return _get(out, self.paths[0])
             return tuple(_get(out, p) for p in self.paths)
 
-    return _Wrapper
+    return OutputWrapper
 
 
-class _Wrapper:
-    @staticmethod
-    def make(module, plan, channel_scale, names, eager):
-        import torch
+def _wrap(module, plan, channel_scale, eager):
+    """``module`` itself when coremltools can take its outputs as they are,
+    else the wrapper that flattens them (and scales image channels)."""
+    import torch
 
-        paths = [p for _, p in plan]
-        if not channel_scale and (isinstance(eager, torch.Tensor) or
-                                  (type(eager) is tuple and all(len(p) == 1 for p in paths))):
-            return module
-        return _wrapper_class()(module, paths, channel_scale, len(names)).eval()
+    paths = [p for _, p in plan]
+    if not channel_scale and (isinstance(eager, torch.Tensor) or
+                              (type(eager) is tuple and all(len(p) == 1 for p in paths))):
+        return module
+    return _wrapper_class()(module, paths, channel_scale).eval()
 
 
 # --------------------------------------------------------------------------- trace / script
@@ -854,9 +855,9 @@ def _reexport_with_channel_scale(program, channel_scale, examples):
     n_out = sum(1 for s in program.graph_signature.output_specs if s.kind.name == "USER_OUTPUT")
     paths = [()] if n_out == 1 else [(i,) for i in range(n_out)]
     if n_out == 1:
-        wrapped = _wrapper_class()(inner, paths, channel_scale, len(examples))
+        wrapped = _wrapper_class()(inner, paths, channel_scale)
     else:
-        wrapped = _wrapper_class()(_Flat(inner), paths, channel_scale, len(examples))
+        wrapped = _wrapper_class()(_flat_class()(inner), paths, channel_scale)
     try:
         return torch.export.export(wrapped, tuple(examples))
     except Exception as exc:
@@ -864,6 +865,7 @@ def _reexport_with_channel_scale(program, channel_scale, examples):
                            f"{_first_lines(exc)}; pass the nn.Module instead") from exc
 
 
+@functools.lru_cache(maxsize=None)
 def _flat_class():
     import torch
     from torch.utils._pytree import tree_flatten
@@ -877,10 +879,6 @@ def _flat_class():
             return tuple(tree_flatten(self.inner(*args))[0])
 
     return _FlatModule
-
-
-def _Flat(inner):
-    return _flat_class()(inner)
 
 
 def _prepare_exported(program):
