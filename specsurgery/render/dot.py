@@ -604,7 +604,8 @@ class _Drawing:
 
             sizes = {n: node_size(node_attrs[n].get("label", n), node_attrs[n].get("shape", "box")) for n in drawn}
             pos, routes = layered_positions(drawn, edge_order, sizes, self.rankdir,
-                                            edge_labels=any(e["labels"] for e in edges.values()))
+                                            edge_labels=any(e["labels"] for e in edges.values()),
+                                            clusters={n: self.node_cluster.get(n, ()) for n in drawn})
             for n in drawn:
                 x, y = pos[n]
                 node_attrs[n]["pos"] = f"{x:.1f},{y:.1f}!"
@@ -648,13 +649,33 @@ class _Drawing:
             node.setdefault(None, []).append(n)
         counter = [0]
 
+        def bbox(sub: dict, key) -> tuple:
+            """Cluster box for pinned layouts (neato -n2 draws clusters from ``bb``)."""
+            boxes = []
+            for n in sub.get(None, []):
+                x, y = pos[n]
+                w, h = sizes[n]
+                boxes.append((x - w / 2, y - h / 2, x + w / 2, y + h / 2))
+            for k in sub:
+                if k is not None:
+                    boxes.append(bbox(sub[k], k))
+            x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+            x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+            label = self._cluster_attrs(key).get("label", "")
+            title_w = max((len(t) for t in label.split("\n")), default=0) * 6.5
+            x1 = max(x1, x0 + title_w)
+            return (x0 - 8, y0 - 8, x1 + 8, y1 + 8 + 15 * (label.count("\n") + 1))
+
         def emit(sub: dict, indent: str):
             for n in sub.get(None, []):
                 lines.append(f"{indent}{_quote(n)} {_attrs(node_attrs[n])};")
             for key in sorted((k for k in sub if k is not None), key=lambda k: self._cluster_pos(sub[k])):
                 counter[0] += 1
                 lines.append(f"{indent}subgraph cluster_{counter[0]} {{")
-                for k, v in sorted(self._cluster_attrs(key).items()):
+                cattrs = self._cluster_attrs(key)
+                if layered:
+                    cattrs["bb"] = ",".join(f"{v:.1f}" for v in bbox(sub[key], key))
+                for k, v in sorted(cattrs.items()):
                     lines.append(f"{indent}  {k}={_quote(v)};")
                 emit(sub[key], indent + "  ")
                 lines.append(f"{indent}}}")

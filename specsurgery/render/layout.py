@@ -34,7 +34,8 @@ def node_size(label: str, shape: str = "box") -> tuple[float, float]:
 
 
 def layered_positions(nodes: list[str], edges: list[tuple[str, str]], sizes: dict,
-                      rankdir: str = "TB", edge_labels: bool = True) -> tuple[dict, dict]:
+                      rankdir: str = "TB", edge_labels: bool = True,
+                      clusters: dict | None = None) -> tuple[dict, dict]:
     """({node: (x, y)}, {(u, v): [(x, y), ...] bends of edges spanning several ranks}).
 
     Points are in Graphviz points, y growing upwards.  An edge that skips
@@ -67,6 +68,11 @@ def layered_positions(nodes: list[str], edges: list[tuple[str, str]], sizes: dic
     rank = {}
     for n in order:
         rank[n] = max((rank[p] + 1 for p in pred[n] if p in rank), default=0)
+    # sources other than the first (constants, weights) sit just above their first consumer
+    first_source = order[0] if order else None
+    for n in reversed(order):
+        if not pred[n] and succ[n] and n != first_source and not str(n).startswith("input:"):
+            rank[n] = max(0, min(rank[v] for v in succ[n]) - 1)
     # virtual slots for edges that skip ranks
     vpred = {n: list(pred[n]) for n in order}
     virtual: dict = {}
@@ -140,8 +146,27 @@ def layered_positions(nodes: list[str], edges: list[tuple[str, str]], sizes: dic
     gap = RANK_SEP + (EDGE_LABEL_H if edge_labels else 0)
     if horizontal and edge_labels:
         gap = RANK_SEP + 70.0
+    # clusters (``clusters``: node -> tuple of enclosing cluster keys) need room for their
+    # borders and titles where ranks leave or enter them
+    def levels(r):
+        out = set()
+        for n in layers[r]:
+            chain = (clusters or {}).get(n, ())
+            for i in range(1, len(chain) + 1):
+                out.add(chain[:i])
+        return out
+
     depth, offsets = 0.0, []
+    prev_levels = set()
     for r in range(n_ranks):
+        here = levels(r) if clusters else set()
+        if r and clusters:
+            exited = {len(c) for c in prev_levels - here}
+            entered = {len(c) for c in here - prev_levels}
+            depth += 10 * len(exited) + 26 * len(entered)
+        elif clusters:
+            depth += 26 * len({len(c) for c in here})
+        prev_levels = here
         extent = max((across(n) for n in layers[r]), default=0)
         offsets.append(depth + extent / 2)
         depth += extent + gap
