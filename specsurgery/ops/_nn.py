@@ -149,11 +149,13 @@ class Closure:
     unknown: list = field(default_factory=list)      # blobs nobody produces
 
 
-def closure(nn, targets: Iterable[str], stops: Iterable[str] = (), model_inputs: Iterable[str] = ()) -> Closure:
+def closure(nn, targets: Iterable[str], stops: Iterable[str] = (), model_inputs: Iterable[str] = (),
+            prods: Optional[dict] = None) -> Closure:
     """Walk backwards from ``targets``: every layer they need, stopping at
-    ``stops`` (cut blobs) and at model inputs."""
+    ``stops`` (cut blobs) and at model inputs.  ``prods`` is a
+    :func:`producers` map the caller already built (for repeated walks)."""
     stops, model_inputs = set(stops), set(model_inputs)
-    prods = producers(nn)
+    prods = producers(nn) if prods is None else prods
     out = Closure()
     todo = [(b, None, None) for b in targets]   # (blob, consumer index, consumer position)
     seen = set()
@@ -552,11 +554,17 @@ def unknown_blobs_error(spec, missing: Sequence[str], what: str = "blob") -> Not
     return NotFoundError(missing_message(what, list(missing), blob_names(spec, nn)))
 
 
-def total_weight_bytes(nn, layer_idxs=None) -> int:
+def layer_weight_bytes(nn) -> list[int]:
+    """Weight bytes of each layer, by index."""
     from ..weights import layer_weights, weight_nbytes
 
+    return [sum(weight_nbytes(wp) for _, wp in layer_weights(layer)) for layer in nn.layers]
+
+
+def total_weight_bytes(nn, layer_idxs=None) -> int:
+    per_layer = layer_weight_bytes(nn)
     idxs = range(len(nn.layers)) if layer_idxs is None else layer_idxs
-    return sum(weight_nbytes(wp) for i in idxs for _, wp in layer_weights(nn.layers[i]))
+    return sum(per_layer[i] for i in idxs)
 
 
 class capture_notes:

@@ -84,7 +84,7 @@ def suggest_cuts(spec, path: str = "", max_blobs: int = 1) -> list[Cut]:
     nn = S.require_nn(target, "suggest-cuts")
     blobs = build_graph(root).articulation_blobs(path)
     model_inputs = [f.name for f in target.description.input]
-    total = _nn.total_weight_bytes(nn)
+    total = sum(_nn.layer_weight_bytes(nn))
     shapes = {}
     if blobs:
         try:
@@ -97,20 +97,30 @@ def suggest_cuts(spec, path: str = "", max_blobs: int = 1) -> list[Cut]:
                 except (SpecSurgeryError, ImportError):
                     break
     out = []
+    prods = _nn.producers(nn)
+    per_layer = _nn.layer_weight_bytes(nn)
+    # each articulation blob lies on every path to the next one, so the next
+    # backbone is this one plus the layers between the two: one walk in all
+    before_layers: set = set()
+    prev: list = []
+    before = 0
     for b in blobs:
-        cl = _nn.closure(nn, [b], model_inputs=model_inputs)
-        before = _nn.total_weight_bytes(nn, cl.layers)
-        out.append(Cut(b, shapes.get(b), len(cl.layers), len(nn.layers) - len(cl.layers), before, total))
+        cl = _nn.closure(nn, [b], stops=prev, model_inputs=model_inputs, prods=prods)
+        before += sum(per_layer[i] for i in cl.layers - before_layers)
+        before_layers |= cl.layers
+        prev = [b]
+        out.append(Cut(b, shapes.get(b), len(before_layers), len(nn.layers) - len(before_layers),
+                       before, total))
     if max_blobs > 1:
         outputs = {f.name for f in target.description.output}
         for group in multi_blob_cuts(nn, model_inputs, max_blobs):
             if outputs & set(group):
                 continue
-            cl = _nn.closure(nn, group, model_inputs=model_inputs)
+            cl = _nn.closure(nn, group, model_inputs=model_inputs, prods=prods)
             try:
                 group_shapes = [_nn.blob_shapes(target, [b])[0][b] for b in group]
             except (SpecSurgeryError, ImportError):
                 group_shapes = [None] * len(group)
             out.append(Cut(",".join(group), None, len(cl.layers), len(nn.layers) - len(cl.layers),
-                           _nn.total_weight_bytes(nn, cl.layers), total, list(group), group_shapes))
+                           sum(per_layer[i] for i in cl.layers), total, list(group), group_shapes))
     return out

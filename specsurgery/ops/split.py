@@ -181,9 +181,10 @@ def _bypass_message(nn, cuts, backbone_cl, head_cl, model_inputs) -> str:
     # a blob the head reads that comes from the shared part, consumed by a head-only layer
     head_only = head_cl.layers - backbone_cl.layers
     culprit = None
+    producers = _nn.producers(nn)
     for i in sorted(head_only):
         for b in _nn.layer_reads(nn.layers[i]):
-            prods = [p for p in _nn.producers(nn).get(b, []) if p in shared]
+            prods = [p for p in producers.get(b, []) if p in shared]
             if prods:
                 culprit = (b, i)
                 break
