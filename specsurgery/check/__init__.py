@@ -39,16 +39,23 @@ class _Context:
         self.base_dir = base_dir
         self.bundle = bundle
         self.bundle_ids = bundle_ids
-        self.program_checker = _program_checker()
 
 
 def _program_checker():
-    """``check_program`` from check/mlprogram.py, or None while it does not exist."""
+    """(``check_program`` from check/mlprogram.py or None, import problem or "").
+
+    Imported only when an mlProgram is met, so neural-network checks never
+    pay for (or break on) the ML Program machinery.
+    """
     try:
         module = importlib.import_module(".mlprogram", __name__)
-    except ImportError:
-        return None
-    return getattr(module, "check_program", None)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.endswith("check.mlprogram"):
+            return None, ""
+        return None, f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # a broken module must not break every check
+        return None, f"{type(exc).__name__}: {exc}"
+    return getattr(module, "check_program", None), ""
 
 
 def check(model, search_path=None, *, bundle=None, bundle_ids=None, base_dir=None) -> list[Finding]:
@@ -151,12 +158,17 @@ def _check_model(spec, path: str, ctx: _Context, sink: list) -> None:
         check_linked(spec, out)
         if ctx.search_path is not None:
             check_target(spec, out, ctx.search_path, ctx.base_dir, ctx.bundle, ctx.bundle_ids)
-    if kind == "mlProgram" and ctx.program_checker is not None:
-        try:
-            out.extend(ctx.program_checker(spec, ctx.package, path))
-        except Exception as exc:  # a crash in a rule must not hide the other findings
+    if kind == "mlProgram":
+        checker, problem = _program_checker()
+        if problem:
             out.error("mlProgram", "mlprogram.checker-crashed",
-                      f"the ML Program checker failed: {type(exc).__name__}: {exc}")
+                      f"the ML Program checker cannot be loaded: {problem}")
+        elif checker is not None:
+            try:
+                out.extend(checker(spec, ctx.package, path))
+            except Exception as exc:  # a crash in a rule must not hide the other findings
+                out.error("mlProgram", "mlprogram.checker-crashed",
+                          f"the ML Program checker failed: {type(exc).__name__}: {exc}")
     sink.extend(out)
     if kind in PIPELINE_TYPES:
         from .pipeline import check_pipeline, stage_labels
