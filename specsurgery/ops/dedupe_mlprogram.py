@@ -297,7 +297,7 @@ def _all_names(spec) -> set:
     return names
 
 
-def _build_group(cand, combo, ids, backbone_name, search_path):
+def _build_group(cand, combo, ids, backbone_name, search_path, step=lambda *a, **k: None):
     from .link_mlprogram import link_mlprogram
     from .pipeline_mlprogram import pipeline_mlprogram
     from .split_mlprogram import split_program
@@ -330,6 +330,7 @@ def _build_group(cand, combo, ids, backbone_name, search_path):
         pipe = pipeline_mlprogram([backbone, head], names=["backbone", "head"], interface=m.pkg)
         outputs[m.name] = link_mlprogram(pipe, "backbone", file_name=f"{backbone_name}.mlmodelc",
                                          search_path=search_path)
+        step()
     return backbone, outputs, ref_cuts, cuts
 
 
@@ -371,7 +372,7 @@ def _safe_name(name: str) -> str:
     return s if re.match(r"[A-Za-z_]", s) else "m_" + s
 
 
-def _load_members(models):
+def _load_members(models, step=lambda *a, **k: None):
     stats = {"bytes_hashed": 0, "blobs_hashed": 0}
     items = list(models.items()) if isinstance(models, dict) else [
         (Path(m).stem if isinstance(m, (str, os.PathLike)) else f"model{i}", m) for i, m in enumerate(models)]
@@ -385,12 +386,13 @@ def _load_members(models):
         spec, pkg = io.split_model(loaded)
         pkg = pkg if pkg is not None else io.MLPackage(spec)
         members.append(_Model(name, source, pkg, stats))
+        step()
     return members, stats
 
 
 def dedupe(models, *, backbone_name: str = "Backbone", search_path: str = DEFAULT_SEARCH_PATH,
            min_share: float = 0.2, allow_fp16_match: bool = False, multifunction: bool = False,
-           build: bool = True):
+           build: bool = True, progress=None):
     """Plan and build the dedupe of ML Programs; returns a ``DedupeResult``
     (``result.multifunction`` holds the multifunction package when asked)."""
     from .dedupe import DedupePlan, DedupeResult, HashStats, ModelPlan
@@ -398,7 +400,8 @@ def dedupe(models, *, backbone_name: str = "Backbone", search_path: str = DEFAUL
     t0 = time.perf_counter()
     if len(list(models)) < 2:
         raise SpecSurgeryError("dedupe: give at least two models")
-    members, stats = _load_members(models)
+    step = progress or (lambda *a, **k: None)
+    members, stats = _load_members(models, step)
     groups, alternatives, BackboneGroup = _plan(members, min_share)
     plans = [ModelPlan(m.name, str(m.source) if isinstance(m.source, (str, os.PathLike)) else m.name,
                        "mlProgram", m.bytes_before, m.weight_bytes) for m in members]
@@ -428,7 +431,7 @@ def dedupe(models, *, backbone_name: str = "Backbone", search_path: str = DEFAUL
             by_name[m.name].backbone = name
             by_name[m.name].shared_bytes = cand.shared_bytes
         if build:
-            backbone, outs, ref_cuts, cuts = _build_group(cand, combo, ids, name, search_path)
+            backbone, outs, ref_cuts, cuts = _build_group(cand, combo, ids, name, search_path, step)
             group.outputs = list(ref_cuts)
             group.inputs = [f.name for f in backbone.spec.description.input]
             group.cuts = cuts
@@ -467,7 +470,7 @@ def dedupe(models, *, backbone_name: str = "Backbone", search_path: str = DEFAUL
 
 def dedupe_files(paths, out_dir, *, backbone_name: str = "Backbone", search_path: str = DEFAULT_SEARCH_PATH,
                  min_share: float = 0.2, allow_fp16_match: bool = False, dry_run: bool = False,
-                 multifunction: bool = False, multifunction_name: str = "Models") -> dict:
+                 multifunction: bool = False, multifunction_name: str = "Models", progress=None) -> dict:
     """Dedupe .mlpackage files into ``out_dir`` (see module doc); returns the report dict.
 
     Linked (default): ``<backbone_name>.mlpackage`` plus ``<model>.mlpackage``
@@ -480,12 +483,22 @@ def dedupe_files(paths, out_dir, *, backbone_name: str = "Backbone", search_path
         if not dry_run and out_dir.resolve() == p.resolve().parent:
             raise SpecSurgeryError(f"output folder {out_dir} holds the input {p.name}; choose another -o folder")
     result = dedupe(paths, backbone_name=backbone_name, search_path=search_path, min_share=min_share,
-                    allow_fp16_match=allow_fp16_match, multifunction=multifunction, build=not dry_run)
+                    allow_fp16_match=allow_fp16_match, multifunction=multifunction, build=not dry_run,
+                    progress=progress)
     report = result.to_json()
     report["dry_run"] = dry_run
     report["out_dir"] = str(out_dir)
     report["written"] = []
     report["table"] = result.plan.table()
+    opts = result.plan.options
+    if "multifunction_bytes" in opts:
+        from ..cli._common import human_bytes
+
+        report["bundle_sizes"] = {"before": result.plan.total_before, "linked": opts["linked_bytes"],
+                                  "multifunction": opts["multifunction_bytes"]}
+        report["table"] += (f"\nbundle size: linked backbone pipelines (iOS 15+) {human_bytes(opts['linked_bytes'])}"
+                            f"; one multifunction package (iOS 18+) {human_bytes(opts['multifunction_bytes'])}"
+                            f" ({'written' if multifunction else 'use --multifunction'})")
     if dry_run or not result.plan.shares_anything:
         return report
     out_dir.parent.mkdir(parents=True, exist_ok=True)
