@@ -49,7 +49,8 @@ def main(argv=None) -> int:
         from bench_inspect import resnet50_mlmodel
 
         resnet = resnet50_mlmodel()
-    out = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_render_"))
+    tmp = None if args.keep else tempfile.TemporaryDirectory(prefix="bench_render_")
+    out = Path(args.keep) if args.keep else Path(tmp.name)
     out.mkdir(parents=True, exist_ok=True)
     times = {
         "ResNet-50": one("ResNet-50 -> SVG", resnet, out / "resnet50.svg"),
@@ -60,7 +61,9 @@ def main(argv=None) -> int:
     }
     worst = max(times["ResNet-50"], times[f"synthetic {args.layers}"])
     print(f"slowest of ResNet-50 / synthetic: {worst:.2f} s (target < 10 s): "
-          f"{'OK' if worst < 10 else 'TOO SLOW'}; SVGs in {out}")
+          f"{'OK' if worst < 10 else 'TOO SLOW'}" + (f"; SVGs in {out}" if args.keep else ""))
+    if tmp is not None:
+        tmp.cleanup()
     return 0
 
 
