@@ -1,0 +1,43 @@
+"""The CLI verbs on .mlpackage models: run --function, check, dedupe --multifunction."""
+
+import shutil
+
+import numpy as np
+
+from conftest import CORPUS
+from specsurgery.cli import main
+
+PAIR = ["shared_backbone_classifier", "shared_backbone_segmenter"]
+
+
+def _inputs(tmp_path):
+    out = []
+    for n in PAIR:
+        shutil.copytree(CORPUS / "generated" / f"{n}.mlpackage", tmp_path / f"{n}.mlpackage")
+        out.append(str(tmp_path / f"{n}.mlpackage"))
+    return out
+
+
+def test_dedupe_multifunction_then_run_a_function(tmp_path, capsys):
+    inputs = _inputs(tmp_path)
+    assert main(["dedupe", *inputs, "-o", str(tmp_path / "mf"), "--multifunction"]) == 0
+    text = capsys.readouterr().out
+    assert "one multifunction package (iOS 18+)" in text and "linked backbone pipelines" in text
+    pkg = tmp_path / "mf" / "Models.mlpackage"
+    assert main(["check", str(pkg)]) == 0
+    np.save(tmp_path / "img.npy", np.zeros((64, 64, 3), np.uint8))
+    assert main(["run", str(pkg), "--function", "shared_backbone_segmenter",
+                 "--input", f"image={tmp_path / 'img.npy'}", "-o", str(tmp_path / "o.npz")]) == 0
+    assert np.load(tmp_path / "o.npz")["segmentation"].shape == (1, 5, 64, 64)
+    assert main(["run", str(pkg), "--function", "nope", "--input", f"image={tmp_path / 'img.npy'}",
+                 "-o", str(tmp_path / "o.npz")]) == 1
+    assert "unknown function" in capsys.readouterr().err
+
+
+def test_check_reports_a_truncated_weight_file(tmp_path, capsys):
+    inputs = _inputs(tmp_path)
+    wfile = tmp_path / f"{PAIR[0]}.mlpackage" / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
+    wfile.write_bytes(wfile.read_bytes()[:4096])
+    assert main(["check", inputs[0]]) == 1
+    out = capsys.readouterr()
+    assert "too short" in out.out + out.err and "(4096 bytes)" in out.out + out.err
