@@ -208,7 +208,9 @@ def _check_version(spec, kind, version: int, out: Findings) -> None:
         why = "; ".join(n.reason() for n in strict if n.version == top)
         out.error("specificationVersion", "version.below-minimum",
                   f"declares v{version} but {why}; set specificationVersion to {top}")
-    soft = [n for n in needs if not n.strict and n.version > version]
+    # Soft needs already covered by the version the error asks for add nothing.
+    floor = max([version] + [n.version for n in strict])
+    soft = [n for n in needs if not n.strict and n.version > floor]
     if soft:
         top = max(n.version for n in soft)
         why = "; ".join(n.reason() for n in soft if n.version == top)
