@@ -113,14 +113,16 @@ def suggest_cuts(spec, path: str = "", max_blobs: int = 1) -> list[Cut]:
                        before, total))
     if max_blobs > 1:
         outputs = {f.name for f in target.description.output}
-        for group in multi_blob_cuts(nn, model_inputs, max_blobs):
-            if outputs & set(group):
-                continue
-            cl = _nn.closure(nn, group, model_inputs=model_inputs, prods=prods)
+        groups = [g for g in multi_blob_cuts(nn, model_inputs, max_blobs) if not outputs & set(g)]
+        wanted = sorted({b for g in groups for b in g} - set(shapes))
+        if wanted:
             try:
-                group_shapes = [_nn.blob_shapes(target, [b])[0][b] for b in group]
+                shapes.update(_nn.blob_shapes(target, wanted)[0])
             except (SpecSurgeryError, ImportError):
-                group_shapes = [None] * len(group)
+                pass
+        for group in groups:
+            cl = _nn.closure(nn, group, model_inputs=model_inputs, prods=prods)
+            group_shapes = [shapes.get(b) for b in group]
             out.append(Cut(",".join(group), None, len(cl.layers), len(nn.layers) - len(cl.layers),
                            sum(per_layer[i] for i in cl.layers), total, list(group), group_shapes))
     return out
