@@ -682,13 +682,22 @@ def check_updatable(spec, nn, out: Findings) -> None:
         if params.input and params.input not in produced:
             out.error("updateParams", "nn.update-loss",
                       f"loss layer '{loss.name}' reads '{params.input}', which no layer produces")
-        if training and params.target and params.target not in training:
+        predicted = spec.description.predictedFeatureName if spec.WhichOneof("Type") == \
+            "neuralNetworkClassifier" else ""
+        if training and params.target and params.target not in training and predicted not in training:
             out.error("trainingInput", "nn.training-input",
                       f"loss target '{params.target}' of loss layer '{loss.name}' is not a training "
-                      "input; add it to description.trainingInput")
+                      "input" + (f" (nor is the predicted feature '{predicted}')" if predicted else "")
+                      + "; add it to description.trainingInput")
     if not training:
         out.error("trainingInput", "nn.training-input",
                   "an updatable model needs description.trainingInput (an input plus the loss target)")
-    elif not training & {f.name for f in spec.description.input}:
-        out.error("trainingInput", "nn.training-input",
-                  "trainingInput shares no feature with the prediction inputs")
+    else:
+        inputs = {f.name for f in spec.description.input}
+        if not training & inputs:
+            out.error("trainingInput", "nn.training-input",
+                      "trainingInput shares no feature with the prediction inputs; include the "
+                      "input(s) training needs")
+        if not training - inputs:
+            out.error("trainingInput", "nn.training-input",
+                      "trainingInput lists only prediction inputs; add the loss target")
