@@ -24,7 +24,7 @@ _LOSS_KINDS = ("categoricalCrossEntropyLossLayer", "meanSquaredErrorLossLayer")
 
 
 def _desc_lists(desc):
-    return (desc.input, desc.output, desc.trainingInput)
+    return (desc.input, desc.output, desc.trainingInput, desc.state)
 
 
 def _nn_names(nn, out: dict, where: str) -> None:
