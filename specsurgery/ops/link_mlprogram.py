@@ -80,4 +80,64 @@ def link_mlprogram(model, stage=None, file_name: str = "Backbone.mlmodelc",
 
 link_stage = link_mlprogram
 
-__all__ = ["link_mlprogram", "link_stage"]
+
+def unlink_mlprogram(model, search_path=None, base_dir=None, bundle=None) -> MLPackage:
+    """Inline every top-level linked stage whose target is an ML Program (or a
+    pipeline holding one) back into the pipeline, weights included: each
+    program gets its own ``weights/<i>-weight.bin`` with exactly its blobs.
+
+    ``search_path`` overrides the stubs' own; ``base_dir`` is the folder of the
+    model holding the stubs (default: the package's folder); ``bundle`` stands
+    for ``$BUNDLE_MAIN``.  A target whose interface differs from its stub's is
+    an error.
+    """
+    from pathlib import Path
+
+    from ..linked import require_linked
+    from .pipeline import type_difference
+
+    if base_dir is None and isinstance(model, (str, Path)):
+        base_dir = Path(model).resolve().parent
+    loaded = load(model)
+    spec, pkg = split_model(loaded)
+    if base_dir is None and pkg is not None and pkg.path is not None:
+        base_dir = pkg.path.resolve().parent
+    pipe_msg = S.pipeline_of(spec)
+    if pipe_msg is None:
+        raise SpecSurgeryError("unlink: the model is not a pipeline; nothing to inline")
+    out = copy_spec(spec)
+    pipe = S.pipeline_of(out)
+    sources = {i: pkg for i in range(len(pipe.models))}
+    names = S.stage_names(pipe)
+    found = False
+    for i, stage in enumerate(pipe.models):
+        if S.model_type(stage) != "linkedModel":
+            continue
+        found = True
+        path = require_linked(stage, search_path=search_path, base_dir=base_dir, bundle=bundle,
+                              where=f"stage {names[i]!r}")
+        target = load(path)
+        tspec, tpkg = split_model(target)
+        problems = []
+        for kind in ("input", "output"):
+            want = {f.name: f.type for f in getattr(stage.description, kind)}
+            have = {f.name: f.type for f in getattr(tspec.description, kind)}
+            for name in want:
+                if name not in have:
+                    problems.append(f"{kind} {name!r} missing from the target")
+                elif type_difference(want[name], have[name]):
+                    problems.append(f"{kind} {name!r}: {type_difference(want[name], have[name])}")
+        if problems:
+            raise SpecSurgeryError(f"unlink: the target {path} of stage {names[i]!r} does not match its stub: "
+                                   + "; ".join(problems))
+        pipe.models[i].CopyFrom(tspec)
+        sources[i] = tpkg
+    if not found:
+        raise NotFoundError("unlink: the model has no linkedModel stages; nothing to inline")
+    out.specificationVersion = max([out.specificationVersion] + [m.specificationVersion for m in pipe.models])
+    if not has_program(out):
+        return out
+    return MLPackage(out, pack_weights(out, sources), None, {})
+
+
+__all__ = ["link_mlprogram", "link_stage", "unlink_mlprogram"]

@@ -109,3 +109,21 @@ def test_bad_cuts():
         split_program(pkg, ["x"])
     with pytest.raises(SpecSurgeryError, match="leaves the head empty"):
         split_program(pkg, ["out"])
+
+
+def test_link_then_unlink_round_trip(tmp_path):
+    from specsurgery.ops.link_mlprogram import unlink_mlprogram
+
+    src = CORPUS / "generated" / "shared_backbone_segmenter.mlpackage"
+    cut = _three_cuts(suggest_cuts(src))[1]
+    backbone, head = split_program(src, [cut.blob])
+    pipe = split_pipeline(src, backbone, head)
+    linked = link_mlprogram(pipe, "backbone", file_name="SegBackbone.mlmodelc", search_path=".")
+    io.save(backbone, tmp_path / "SegBackbone.mlpackage")
+    io.save(linked, tmp_path / "Seg.mlpackage", search_path=str(tmp_path))
+    inlined = unlink_mlprogram(tmp_path / "Seg.mlpackage")
+    assert sorted(inlined.weights) == ["weights/0-weight.bin", "weights/1-weight.bin"]
+    io.save(inlined, tmp_path / "Inlined.mlpackage")
+    assert verify(src, tmp_path / "Inlined.mlpackage", samples=1).ok
+    with pytest.raises(NotFoundError, match="SegBackbone.mlmodelc"):
+        unlink_mlprogram(tmp_path / "Seg.mlpackage", search_path=str(tmp_path / "nowhere"))
