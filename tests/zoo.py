@@ -251,6 +251,25 @@ class LayerMix(nn.Module):
         return y, out
 
 
+class ScriptedLoop(nn.Module):
+    """Scripted (not traced) control flow: a counted loop and a data-dependent if,
+    which ct.convert turns into loop / branch layers with copy."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 6)
+
+    def forward(self, x):
+        y = x
+        for _ in range(3):
+            y = torch.tanh(self.fc(y)) + y
+        if bool(y.sum() > 0):
+            y = y * 2.0
+        else:
+            y = y - 1.0
+        return y
+
+
 @dataclass
 class Arch:
     name: str
@@ -261,6 +280,7 @@ class Arch:
     int_inputs: dict = None      # input name -> exclusive upper bound
     flexible: bool = False
     doc: str = ""
+    script: bool = False         # convert torch.jit.script(module) instead of a trace
 
 
 ARCHS: dict[str, Arch] = {a.name: a for a in [
@@ -282,6 +302,8 @@ ARCHS: dict[str, Arch] = {a.name: a for a in [
          doc="fully convolutional with a flexible (RangeDim) input shape"),
     Arch("layer_mix", lambda: LayerMix(), {"x": (1, 4, 16, 16)}, ["y", "seq"],
          doc="grouped/dilated conv, deconv output padding, pooling padding modes, PReLU, ELU, GRU"),
+    Arch("scripted_loop", lambda: ScriptedLoop(), {"x": (1, 6)}, ["y"], script=True,
+         doc="torch.jit.script loop and if (loop, branch, copy layers)"),
 ]}
 
 
@@ -421,7 +443,7 @@ def converted(name: str, backend: str = "neuralnetwork") -> Path:
     ct = _ct()
 
     module, example, kwargs = build(name)
-    traced = torch.jit.trace(module, example)
+    traced = torch.jit.script(module) if ARCHS[name].script else torch.jit.trace(module, example)
     before = set(Path(tempfile.gettempdir()).glob("tmp*"))
     mlmodel = ct.convert(traced, convert_to=backend, **kwargs)
     tmp = CACHE_DIR / f".{target.name}.{uuid.uuid4().hex}{suffix}"

@@ -58,7 +58,14 @@ def test_infer_shapes_matches_a_real_run(arch):
                  zoo.coreml_inputs(arch))
     seen.update({k: v.shape for k, v in blobs.items()})
     compiled(spec).run(blobs, trace=lambda name, v: seen.__setitem__(name, np.shape(v)))
-    assert shapes == {k: tuple(v) for k, v in seen.items()}
+    seen = {k: tuple(v) for k, v in seen.items()}
+    if zoo.ARCHS[arch].script:
+        # shape mode feeds zeros, so a data-dependent branch may take the other arm:
+        # the blobs both runs produce agree, and every output has a shape
+        assert all(shapes[k] == seen[k] for k in set(shapes) & set(seen))
+        assert all(o in shapes for o in zoo.ARCHS[arch].outputs)
+    else:
+        assert shapes == seen
 
 
 def test_repeated_predict_reuses_the_compiled_network():
