@@ -43,7 +43,7 @@ def configure(parser) -> None:
     parser.add_argument("--no-shapes", action="store_true", help="do not label edges with inferred shapes")
     parser.add_argument("--layout", choices=("auto", "dot", "layered"), default="auto",
                         help="dot: Graphviz places nodes; layered: fast built-in layout for big graphs; "
-                             "auto (default): layered above 600 nodes")
+                             "auto (default): layered above 400 nodes")
 
 
 def run(args) -> int:

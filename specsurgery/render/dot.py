@@ -30,7 +30,7 @@ CUT_COLORS = {"backbone": ("#1f5fbf", "#eef4fb"), "head": ("#c55a11", "#fdf1e7")
 HIGHLIGHT = "#d62728"
 #: above this many drawn nodes, ``layout="auto"`` uses the built-in layered layout
 #: (dot 2.43 needs minutes for thousands of nodes; see render/layout.py)
-LAYERED_ABOVE = 600
+LAYERED_ABOVE = 400
 SMALL_CONST_BYTES = 64   # const ops below this many bytes (pad types, strides...) are not drawn
 
 
@@ -727,7 +727,7 @@ def to_dot(model, *, rankdir: str = "TB", collapse: Union[None, str, int] = None
     ``shapes``: label edges with shapes inferred by the reference runtime.
     ``layout``: ``"dot"`` lets Graphviz's dot place the nodes; ``"layered"``
     pins positions from a fast built-in layered layout (drawn by ``neato -n2``);
-    ``"auto"`` (default) uses dot up to 600 drawn nodes, layered above.
+    ``"auto"`` (default) uses dot up to 400 drawn nodes, layered above.
     """
     base_dir = None
     if isinstance(model, (str, os.PathLike)):

@@ -220,7 +220,7 @@ def test_layered_layout_pins_positions_and_routes_skips():
     # the skip connection x0 -> block0_add bends around the chain
     skip = next(l for l in text.splitlines() if '"layer:stem_relu" -> "layer:block0_add"' in l)
     assert skip.count(",") > 8
-    big = to_dot(synthetic_network(700), shapes=False)      # auto: layered above 600 nodes
+    big = to_dot(synthetic_network(700), shapes=False)      # auto: layered above 400 nodes
     assert big.startswith("// specsurgery: layered layout")
     assert not to_dot(synthetic_network(60)).startswith("//")
     with pytest.raises(SpecSurgeryError, match="layout"):
