@@ -133,3 +133,15 @@ def test_inspect_does_not_import_heavy_modules(tmp_path):
             "print('HEAVY', heavy, ct)")
     out = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True, check=True)
     assert "HEAVY [] _DeferredPackage" in out.stdout
+
+
+def test_tree_json_and_stages_only(capsys):
+    path = CORPUS / "generated" / "linked_backbone_pipeline.mlmodel"
+    if not path.exists():
+        pytest.skip("corpus file missing")
+    code, out, _ = run_cli(capsys, "tree", "--json", path)
+    tree = json.loads(out)
+    assert [s["name"] for s in tree["stages"]] == ["backbone", "head"]
+    assert tree["stages"][0]["linked"]["file_name"] == "Backbone.mlmodelc"
+    code, out, _ = run_cli(capsys, "tree", "--stages-only", "--ascii", path)
+    assert "gap [pooling]" not in out and "`-- head: neuralNetworkClassifier v4" in out
