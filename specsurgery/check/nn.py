@@ -619,6 +619,58 @@ def check_weights(nn, out: Findings, spec=None) -> None:
 
 # --------------------------------------------------------------------------- updatable
 
+#: Layers gradients flow through (Core ML's updatable-network graph); for
+#: activations only these nonlinearities.
+BACKPROP_KINDS = ("convolution", "innerProduct", "uniDirectionalLSTM", "flatten", "pooling", "batchnorm")
+BACKPROP_ACTIVATIONS = ("ReLU", "sigmoid", "tanh")
+
+
+def _backpropagable(layer) -> bool:
+    kind = layer.WhichOneof("layer")
+    if kind == "activation":
+        return layer.activation.WhichOneof("NonlinearityType") in BACKPROP_ACTIVATIONS
+    return kind in BACKPROP_KINDS
+
+
+def _check_backprop_path(nn, up, out: Findings) -> None:
+    """Walk back from each loss layer: an updatable layer must not sit behind a
+    layer that cannot back-propagate (softmax right before a cross-entropy
+    loss is fine)."""
+    producer = {}
+    for layer in nn.layers:
+        for blob in layer.output:
+            producer.setdefault(blob, layer)
+    reported = set()
+    for loss in up.lossLayers:
+        which = loss.WhichOneof("LossLayerType")
+        if which is None:
+            continue
+        start = producer.get(getattr(loss, which).input)
+        if start is None:
+            continue
+        # state: (layer, name of the first non-backpropagable layer on the way, or "")
+        queue = [(start, "")]
+        seen = set()
+        while queue:
+            layer, blocker = queue.pop(0)
+            if (layer.name, blocker) in seen:
+                continue
+            seen.add((layer.name, blocker))
+            if layer.isUpdatable and blocker and layer.name not in reported:
+                reported.add(layer.name)
+                out.error(f"layer:{layer.name}", "nn.updatable-behind-non-backprop",
+                          f"updatable layer '{layer.name}' sits behind layer '{blocker}', which does not "
+                          f"support back-propagation, on the way to loss '{loss.name}'; move the "
+                          "updatable layers after it or freeze them")
+            softmax_into_cce = (layer is start and layer.WhichOneof("layer") == "softmax"
+                                and which == "categoricalCrossEntropyLossLayer")
+            if not blocker and not _backpropagable(layer) and not softmax_into_cce:
+                blocker = layer.name
+            for blob in layer.input:
+                parent = producer.get(blob)
+                if parent is not None and parent is not layer:
+                    queue.append((parent, blocker))
+
 def check_updatable(spec, nn, out: Findings) -> None:
     layers = list(_all_layers(nn))
     updatable = [l for l in layers if l.isUpdatable]
@@ -673,6 +725,7 @@ def check_updatable(spec, nn, out: Findings) -> None:
     if not up.HasField("epochs"):
         out.error("updateParams", "nn.update-epochs", "an updatable network needs updateParams.epochs")
     produced = {b for l in layers for b in l.output}
+    _check_backprop_path(nn, up, out)
     training = {f.name for f in spec.description.trainingInput}
     for loss in up.lossLayers:
         which = loss.WhichOneof("LossLayerType")

@@ -335,6 +335,26 @@ def test_updatable_network_complete_passes():
     layer.innerProduct.weights.isUpdatable = False
     assert "weights.updatable" in errors(spec)
     layer.innerProduct.weights.isUpdatable = True
+    # put an lrn layer (no back-propagation) between the updatable layer and the softmax
+    nn = spec.neuralNetworkClassifier
+    fc, softmax = nn.layers[0], nn.layers[1]
+    fc_copy, softmax_copy = type(fc)(), type(softmax)()
+    fc_copy.CopyFrom(fc)
+    softmax_copy.CopyFrom(softmax)
+    softmax_copy.input[0] = "normed"
+    nn.ClearField("layers")
+    nn.layers.add().CopyFrom(fc_copy)
+    lrn = nn.layers.add()
+    lrn.name = "lrn"
+    lrn.input.append("logits")
+    lrn.output.append("normed")
+    lrn.lrn.alpha, lrn.lrn.beta, lrn.lrn.localSize, lrn.lrn.k = 1e-4, 0.75, 3, 1.0
+    nn.layers.add().CopyFrom(softmax_copy)
+    assert "nn.updatable-behind-non-backprop" in errors(spec)
+    lrn_layer = nn.layers[1]
+    lrn_layer.ClearField("lrn")
+    lrn_layer.activation.ReLU.SetInParent()
+    assert not errors(spec)
     loss.categoricalCrossEntropyLossLayer.target = "truth"
     assert not errors(spec)  # a classifier may train on its predicted feature instead
     label.name = "label"
