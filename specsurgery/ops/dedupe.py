@@ -908,14 +908,24 @@ def _build_backbone(group: BackboneGroup, ref_spec, extract, rename_feature):
 
 
 def _build_member(group: BackboneGroup, member: str, spec, stub, split_at, extract, make_pipeline,
-                  rename_feature):
+                  rename_feature, backbone=None):
     cuts = group.cuts[member]
     if group.head_reads_inputs.get(member):
         # the head also reads a model input (preprocessing included): split_at handles that
         _, head = split_at(spec, group.head_cuts[member])
     else:
-        # extract copies only the head's layers (split_at would copy the backbone too)
-        head = extract(spec, group.head_cuts[member], [f.name for f in spec.description.output])
+        # extract copies only the head's layers (split_at would copy the backbone too). The cut
+        # blobs compute what the backbone outputs, so their types come from the backbone: no
+        # second shape inference over (a copy of) the backbone's layers per member
+        from ..spec import feature_shape
+
+        typed = {f.name: f for f in backbone.description.output}
+        given = {old: feature_shape(typed[cuts[old]].type) for old in group.head_cuts[member]}
+        head = extract(spec, group.head_cuts[member], [f.name for f in spec.description.output],
+                       shapes={k: v for k, v in given.items() if v})
+        for f in head.description.input:
+            if f.name in cuts and cuts[f.name] in typed:
+                f.type.CopyFrom(typed[cuts[f.name]].type)
         declared = {f.name: f for f in spec.description.output}
         for f in head.description.output:      # keep the original's declared output types
             if f.name in declared:
@@ -947,7 +957,7 @@ def _build(plan: DedupePlan, loaded: dict, search_path: str, progress=None) -> t
                 if progress is not None:
                     progress(f"rewrite {member}")
                 built[member] = _build_member(group, member, io.load_spec(loaded[member]), stub,
-                                              split_at, extract, make_pipeline, rename_feature)
+                                              split_at, extract, make_pipeline, rename_feature, backbone)
         except SpecSurgeryError as exc:
             # this group cannot be cut here (e.g. a cut blob shape inference cannot type):
             # its members stay unchanged, the others go ahead, and the report says why
