@@ -289,8 +289,16 @@ def _family():
             return self.fc(self.backbone(x).flatten(1))
 
     torch.manual_seed(8)
-    return {"Classifier": Classifier().eval(), "Regressor": Regressor().eval(),
-            "Segmenter": Segmenter().eval(), "Embedder": Embedder().eval()}
+    models = {"Classifier": Classifier().eval(), "Regressor": Regressor().eval(),
+              "Segmenter": Segmenter().eval(), "Embedder": Embedder().eval()}
+    # "Tuned": the classifier with its backbone's last stage fine-tuned
+    import copy
+
+    tuned = copy.deepcopy(models["Classifier"])
+    with torch.no_grad():
+        tuned.backbone.body[7].weight.mul_(1.1)
+    models["Tuned"] = tuned.eval()
+    return models
 
 
 FAMILY = ["Classifier", "Regressor", "Segmenter", "Embedder"]

@@ -86,3 +86,17 @@ def test_other_preprocessing_is_not_merged(tmp_path):
     b = M.family_converted("Regressor", scale=1 / 128.0)
     result = dedupe([a, b], build=False)
     assert not result.plan.shares_anything
+
+
+def test_partly_shared_backbone_picks_the_deeper_group(tmp_path):
+    """Three models share the whole backbone, a fourth (fine-tuned last stage)
+    only its first layers: the deep group of three saves more and wins."""
+    names = ["Classifier", "Regressor", "Segmenter", "Tuned"]
+    inputs = _copies(tmp_path, [M.family_converted(n) for n in names])
+    result = dedupe(inputs)
+    group = result.plan.groups[0]
+    assert sorted(group.members) == sorted(p.stem for p in inputs[:3])
+    tuned = next(m for m in result.plan.models if m.name == inputs[3].stem)
+    assert tuned.backbone is None and tuned.reason
+    alt = [c for c in result.plan.alternatives if len(c.members) == 4]
+    assert alt and alt[0].saving < group.saving
