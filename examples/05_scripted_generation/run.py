@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -140,7 +141,8 @@ def main(out: Path) -> int:
         print("FAIL: tracing the data-dependent loop should have been refused")
         ok = False
     except ConvertError as exc:
-        print(f"trace refused, as it should be:\n  {str(exc)[:160]}...")
+        print("trace refused, as it should be:\n" +
+              textwrap.fill(str(exc), 100, initial_indent="  ", subsequent_indent="  "))
 
     t0 = time.perf_counter()
     loop = from_torch(generate, prompt, script=True, output_names=["tokens"],
