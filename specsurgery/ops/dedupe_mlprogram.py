@@ -390,6 +390,20 @@ def _load_members(models, step=lambda *a, **k: None):
     return members, stats
 
 
+def _why_alone(name, groups, alternatives, min_share) -> str:
+    """Why model ``name`` joined no backbone, for the report."""
+    mine = [c for c in alternatives if name in c.members]
+    if not mine:
+        return "shares no computation with the other models"
+    best = max(mine, key=lambda c: c.saving)
+    if best.rejected:
+        return f"with {', '.join(n for n in best.members if n != name)}: {best.rejected}"
+    chosen = [cand for cand, _, _ in groups]
+    beaten = " and ".join(", ".join(c.members) for c in chosen) or "another group"
+    return (f"its best group ({', '.join(best.members)}) would share {best.shared_bytes} weight bytes, "
+            f"saving {best.saving}; the chosen group ({beaten}) saves more and a model joins one backbone")
+
+
 def dedupe(models, *, backbone_name: str = "Backbone", search_path: str = DEFAULT_SEARCH_PATH,
            min_share: float = 0.2, allow_fp16_match: bool = False, multifunction: bool = False,
            build: bool = True, progress=None):
@@ -430,6 +444,10 @@ def dedupe(models, *, backbone_name: str = "Backbone", search_path: str = DEFAUL
         for m in combo:
             by_name[m.name].backbone = name
             by_name[m.name].shared_bytes = cand.shared_bytes
+        if not build:   # dry run: estimates (weights move to the backbone)
+            plan.backbone_bytes[name] = cand.shared_bytes
+            for m in combo:
+                by_name[m.name].bytes_after = by_name[m.name].bytes_before - cand.shared_bytes
         if build:
             backbone, outs, ref_cuts, cuts = _build_group(cand, combo, ids, name, search_path, step)
             group.outputs = list(ref_cuts)
@@ -441,8 +459,7 @@ def dedupe(models, *, backbone_name: str = "Backbone", search_path: str = DEFAUL
     for m in members:
         p = by_name[m.name]
         if p.backbone is None:
-            p.reason = ("shares no computation with the other models" if not groups else
-                        f"shares less than min_share {min_share:.0%} of its weight bytes with a group")
+            p.reason = _why_alone(m.name, groups, alternatives, min_share)
             outputs[m.name] = m.pkg
             p.bytes_after = p.bytes_before
             p.measured = True
