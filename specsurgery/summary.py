@@ -173,7 +173,20 @@ def _nn_summary(nn, with_layers: bool, path: str, shapes: Optional[dict]) -> tup
     return out, rows
 
 
+#: networks whose inputs hold more elements than this are listed without inferred shapes:
+#: the reference runtime materialises blobs while inferring (a 3x1000x1000 input means GBs)
+MAX_INFER_ELEMENTS = 1 << 20
+
+
 def _infer_shapes(spec) -> Optional[dict]:
+    from .spec import feature_shape
+
+    for f in spec.description.input:
+        n = 1
+        for d in feature_shape(f.type) or []:
+            n *= max(1, int(d))
+        if n > MAX_INFER_ELEMENTS:
+            return None
     try:
         from .runtime import infer_shapes
     except ImportError:

@@ -58,30 +58,12 @@ def _shape_text(shape) -> str:
     return "x".join("?" if d is None else str(d) for d in shape)
 
 
-#: networks whose inputs hold more elements than this are drawn without shapes: the
-#: reference runtime materialises blobs while inferring, which for a 3x1000x1000
-#: super-resolution input means gigabytes
-MAX_INFER_ELEMENTS = 1 << 20
-
-
 def _infer(spec) -> dict:
-    """Inferred blob shapes of one network; {} when the runtime cannot infer them."""
-    from ..spec import feature_shape
+    """Inferred blob shapes of one network; {} when the runtime cannot infer them
+    (an unsupported layer, a flexible input, inputs too big to infer cheaply)."""
+    from ..summary import _infer_shapes
 
-    for f in spec.description.input:
-        n = 1
-        for d in feature_shape(f.type) or []:
-            n *= max(1, int(d))
-        if n > MAX_INFER_ELEMENTS:
-            return {}
-    try:
-        from ..runtime import infer_shapes
-    except ImportError:
-        return {}
-    try:
-        shapes = infer_shapes(spec)
-    except Exception:  # unsupported layer, flexible input, half-built runtime: no shapes
-        return {}
+    shapes = _infer_shapes(spec)
     return {k: tuple(v) for k, v in (shapes or {}).items() if v is not None}
 
 
