@@ -81,9 +81,7 @@ class _Drawing:
         self.collapse = collapse
         self.title = title
         self.base_dir = base_dir
-        import networkx as nx
-
-        self.g = nx.DiGraph(gi.g)            # a copy: expansion rewires it
+        self.g = gi.g.copy()                 # a copy: expansion rewires it
         self.models = {p: info.model for p, info in gi.models.items()}
         self.nets = {p: gi.net(p) for p in gi.nn_paths}
         self.linked_info: dict[str, dict] = {}
