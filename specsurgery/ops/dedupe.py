@@ -97,6 +97,13 @@ def _h(*parts) -> str:
     return hasher.hexdigest()
 
 
+def _weight_hash(tag: bytes, data: bytes) -> str:
+    # SHA-256 runs at ~1.5 GB/s on CPUs with SHA extensions: the weights' bytes are the bulk
+    hasher = hashlib.sha256(tag + b"\x00")
+    hasher.update(data)
+    return hasher.hexdigest()[:32]
+
+
 class _Canon:
     """The name-free computation ids of one neural-network model."""
 
@@ -140,9 +147,9 @@ class _Canon:
                 data = np.asarray(wp.floatValue, dtype=np.float32).astype("<f2").tobytes()
             else:
                 data = bytes(wp.float16Value)
-            digest = _h(b"half", data, wp.isUpdatable)
+            digest = _weight_hash(b"half%d" % wp.isUpdatable, data)
         else:
-            digest = _h(b"weight", wp.SerializeToString(deterministic=True))
+            digest = _weight_hash(b"weight", wp.SerializeToString(deterministic=True))
         self.weights[digest] = nbytes
         self.weight_bytes += nbytes
         return digest
