@@ -21,13 +21,14 @@ needs_dot = pytest.mark.skipif(not HAS_DOT, reason="Graphviz dot not installed")
 SVG = "{http://www.w3.org/2000/svg}"
 
 
-def svg_node_titles(path: Path) -> set:
+def svg_node_list(path: Path) -> list:
+    """Titles (node ids) of every node group in an SVG written by Graphviz."""
     root = ET.parse(path).getroot()
-    titles = set()
-    for g in root.iter(f"{SVG}g"):
-        if g.get("class") == "node":
-            titles.add(g.find(f"{SVG}title").text)
-    return titles
+    return [g.find(f"{SVG}title").text for g in root.iter(f"{SVG}g") if g.get("class") == "node"]
+
+
+def svg_node_titles(path: Path) -> set:
+    return set(svg_node_list(path))
 
 
 def expected_nodes(model) -> set:
@@ -82,9 +83,15 @@ def test_every_corpus_file_renders_dot_deterministically(path):
 @pytest.mark.parametrize("path", VALID_FILES, ids=corpus_id)
 def test_every_corpus_file_renders_svg(path, tmp_path):
     out = render(path, tmp_path / "g.svg")
-    titles = svg_node_titles(out)
-    missing = expected_nodes(path) - titles
+    nodes = svg_node_list(out)
+    missing = expected_nodes(path) - set(nodes)
     assert not missing
+    # exactly one node per layer, input and output
+    assert len(nodes) == len(set(nodes))
+    gi = build_graph(path)
+    for kind in ("layer", "input", "output"):
+        want = [n for n, d in gi.g.nodes(data=True) if d["type"] == kind and (kind == "layer" or d["path"] == "")]
+        assert sorted(n for n in nodes if n.startswith(kind + ":")) == sorted(want)
 
 
 def test_same_spec_same_text_and_copy():
