@@ -705,3 +705,16 @@ def test_zoo_model_and_its_fine_tuned_copy(arch, tmp_path):
     assert group["members"] == ["original", "tuned"]
     check_all(out)
     verify_all(out, originals)
+
+
+def test_feature_extractor_model_beside_a_classifier_end_to_end(tmp_path):
+    # 'feat' outputs the trunk's last blob: that layer stays in its head (an identity-free cut)
+    _require_surgery()
+    net = trunk(Net("neuralNetwork"))
+    originals = {"feat": net.output(net.last).spec, "clf": classifier()}
+    paths = save_all(tmp_path, originals)
+    out = tmp_path / "out"
+    report = dedupe_files(paths, out)
+    assert report["backbones"][0]["outputs"] == ["stage2_out"]
+    check_all(out)
+    verify_all(out, originals)
