@@ -334,7 +334,7 @@ class Candidate:
 
     def to_json(self) -> dict:
         return {"members": list(self.members), "shared_layers": self.shared_layers,
-                "shared_bytes": self.shared_bytes, "saving": self.saving,
+                "shared_bytes": self.shared_bytes, "saving": self.saving, "linking_overhead": self.overhead,
                 "shares": {k: round(v, 4) for k, v in self.shares.items()},
                 **({"rejected": self.rejected} if self.rejected else {})}
 
