@@ -240,6 +240,80 @@ def mil_value_bytes(value) -> tuple[int, Optional[str], str]:
     return (count * bits + 7) // 8, dtype, where
 
 
+def _dtype_bits(dtype: Optional[str]) -> int:
+    for name, bits in MIL_DTYPES.values():
+        if name == dtype:
+            return bits
+    return 8
+
+
+def mil_compression(op_type: str, values: dict) -> Optional[str]:
+    """Storage name of a compressed-weight op (``lut4``, ``linear8``, ``sparse``), else None.
+
+    ``values`` maps argument names (``lut``, ``indices``, ``data``...) to
+    (dtype, shape) of their constants.
+    """
+    if op_type.startswith("constexpr_lut_to_dense"):
+        idx, lut = values.get("indices"), values.get("lut")
+        if idx and idx[0] and _dtype_bits(idx[0]) < 8:
+            return f"lut{_dtype_bits(idx[0])}"
+        if lut and lut[1]:
+            shape = [d or 1 for d in lut[1]]
+            n = shape[0] if len(shape) == 1 else shape[-2]      # iOS16 [P]; iOS18 [..., P, vector]
+            if n > 0 and n & (n - 1) == 0:
+                return f"lut{n.bit_length() - 1}"
+        return "lut"
+    if op_type.startswith("constexpr_affine_dequantize"):
+        q = values.get("quantized_data")
+        return f"linear{_dtype_bits(q[0]) if q else 8}"
+    if op_type.startswith("constexpr_blockwise_shift_scale"):
+        d = values.get("data")
+        return f"linear{_dtype_bits(d[0]) if d else 8}"
+    if "sparse" in op_type:
+        return "sparse"
+    if op_type.startswith("constexpr_cast"):
+        return None
+    return None
+
+
+def block_storages(block) -> dict:
+    """{op position: storage name} for compressed weights in one MIL block.
+
+    A ``constexpr_*`` op names its own storage; a ``const`` that feeds one by
+    name (iOS 18 style) gets the storage of the op it feeds.
+    """
+    consts = {}
+    for op in block.operations:
+        if op.type == "const" and "val" in op.attributes and len(op.outputs):
+            dtype, shape, _ = mil_tensor_info(op.attributes["val"].type)
+            consts[op.outputs[0].name] = (dtype, shape)
+    out, feeds = {}, {}
+    for k, op in enumerate(block.operations):
+        if not op.type.startswith("constexpr"):
+            continue
+        values, names = {}, []
+        for name in op.attributes:
+            value = op.attributes[name]
+            if value.WhichOneof("value") in ("blobFileValue", "immediateValue"):
+                values[name] = mil_tensor_info(value.type)[:2]
+        for arg in op.inputs:
+            for binding in op.inputs[arg].arguments:
+                if binding.WhichOneof("binding") == "value":
+                    values[arg] = mil_tensor_info(binding.value.type)[:2]
+                elif binding.name in consts:
+                    values[arg] = consts[binding.name]
+                    names.append(binding.name)
+        storage = mil_compression(op.type, values)
+        if storage:
+            out[k] = storage
+            for n in names:
+                feeds[n] = storage
+    for k, op in enumerate(block.operations):
+        if op.type == "const" and len(op.outputs) and op.outputs[0].name in feeds:
+            out[k] = feeds[op.outputs[0].name]
+    return out
+
+
 def _iter_op_constants(op):
     """Every constant Value of an op: attributes (``val`` of const) and inline inputs."""
     for name in sorted(op.attributes):
@@ -501,6 +575,7 @@ class GraphIndex:
     def _add_block(self, block, path: str, fname: str, bpath: str, _seen: dict) -> None:
         g = self.g
         fpath = q(path, fname)
+        compressed = block_storages(block)
         for k, op in enumerate(block.operations):
             first = op.outputs[0].name if len(op.outputs) else f"{op.type}_{bpath}{k}"
             oid = f"op:{fpath}/{first}"
@@ -523,7 +598,8 @@ class GraphIndex:
                 out_shapes[o.name] = shape
             g.add_node(oid, type="op", path=path, name=first, kind=op.type, function=fname,
                        block=bpath, category=mil_category(op.type), weight_bytes=nbytes,
-                       blob_bytes=blob_bytes, blob_files=sorted(files), storage=",".join(sorted(storages)),
+                       blob_bytes=blob_bytes, blob_files=sorted(files),
+                       storage=compressed.get(k) or ",".join(sorted(storages)),
                        inputs=[b.name for a in op.inputs.values() for b in a.arguments
                                if b.WhichOneof("binding") == "name"],
                        outputs=[o.name for o in op.outputs], shapes=out_shapes)

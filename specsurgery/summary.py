@@ -87,8 +87,11 @@ def _program_summary(spec, package: Optional[MLPackage], top: bool = True) -> di
     const_bytes: Counter = Counter()
     blob_refs: Counter = Counter()
 
+    from .graph import block_storages
+
     def walk(block, counts):
-        for op in block.operations:
+        compressed = block_storages(block)
+        for k, op in enumerate(block.operations):
             counts[op.type] += 1
             values = [v for k, v in op.attributes.items()
                       if v.WhichOneof("value") in ("blobFileValue", "immediateValue")]
@@ -104,6 +107,7 @@ def _program_summary(spec, package: Optional[MLPackage], top: bool = True) -> di
                         n *= int(d.constant.size)
                 dtype, bits = _MIL_BITS.get(t.tensorType.dataType, (f"dtype{t.tensorType.dataType}", 8))
                 nbytes = (n * bits + 7) // 8
+                dtype = compressed.get(k, dtype)
                 if v.WhichOneof("value") == "blobFileValue":
                     const_bytes[dtype] += nbytes
                     blob_refs[v.blobFileValue.fileName] += 1

@@ -145,3 +145,11 @@ def test_tree_json_and_stages_only(capsys):
     assert tree["stages"][0]["linked"]["file_name"] == "Backbone.mlmodelc"
     code, out, _ = run_cli(capsys, "tree", "--stages-only", "--ascii", path)
     assert "gap [pooling]" not in out and "`-- head: neuralNetworkClassifier v4" in out
+
+
+def test_palettized_program_weights_by_storage(capsys):
+    path = CORPUS / "generated" / "shared_backbone_classifier_palettized.mlpackage"
+    if not path.exists():
+        pytest.skip("corpus file missing")
+    code, out, _ = run_cli(capsys, "inspect", "--json", path)
+    assert "lut4" in json.loads(out)["weight_bytes"]

@@ -169,3 +169,39 @@ def test_two_thousand_layers_build_fast():
     elapsed = time.perf_counter() - start
     assert len(order) == 2000 and len(arts) > 600
     assert elapsed < 5  # well under a second on a quiet machine; loose for shared CI
+
+
+def _const(block, name, dtype_code, shape):
+    op = block.operations.add()
+    op.type = "const"
+    out = op.outputs.add()
+    out.name = name
+    val = op.attributes["val"]
+    val.type.tensorType.dataType = dtype_code
+    val.type.tensorType.rank = len(shape)
+    for d in shape:
+        val.type.tensorType.dimensions.add().constant.size = d
+        out.type.tensorType.dimensions.add().constant.size = d
+    val.blobFileValue.fileName = "@model_path/weights/weight.bin"
+    return op
+
+
+def test_compressed_weight_storage_names():
+    from specsurgery._proto import MIL_pb2
+    from specsurgery.graph import block_storages, mil_compression
+
+    block = MIL_pb2.Block()
+    _const(block, "idx", 35, [64, 16])        # uint4 indices (iOS 18 style, fed by name)
+    _const(block, "lut", 10, [64, 1, 16, 1])  # float16 palettes
+    lut = block.operations.add()
+    lut.type = "constexpr_lut_to_dense"
+    lut.outputs.add().name = "w"
+    lut.inputs["indices"].arguments.add().name = "idx"
+    lut.inputs["lut"].arguments.add().name = "lut"
+    _const(block, "plain", 10, [8])
+    assert block_storages(block) == {0: "lut4", 1: "lut4", 2: "lut4"}
+    # iOS 16 style: a 1-D table of 2^bits entries beside uint8-packed indices
+    assert mil_compression("constexpr_lut_to_dense", {"lut": ("float16", [16]), "indices": ("uint8", [1152])}) == "lut4"
+    assert mil_compression("constexpr_affine_dequantize", {"quantized_data": ("int8", [4, 4])}) == "linear8"
+    assert mil_compression("constexpr_blockwise_shift_scale", {"data": ("int4", [4, 4])}) == "linear4"
+    assert mil_compression("const", {}) is None
