@@ -184,6 +184,22 @@ class LSTMText(nn.Module):
         return torch.softmax(self.fc(y[:, -1]), dim=-1)
 
 
+class BiLSTMTagger(nn.Module):
+    """Embedding + 2-layer bidirectional LSTM, a tag score per token."""
+
+    VOCAB = 30
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(self.VOCAB, 8)
+        self.lstm = nn.LSTM(8, 6, num_layers=2, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(12, 4)
+
+    def forward(self, tokens):
+        y, _ = self.lstm(self.emb(tokens))
+        return self.fc(y)
+
+
 class DictOutputs(nn.Module):
     """Returns a dict; the conversion wrapper names Core ML outputs by its keys."""
 
@@ -293,6 +309,8 @@ ARCHS: dict[str, Arch] = {a.name: a for a in [
          doc="pre-norm transformer block: layer norm, matmul, softmax, GELU"),
     Arch("lstm_text", lambda: LSTMText(), {"tokens": (1, 12)}, ["probs"],
          int_inputs={"tokens": LSTMText.VOCAB}, doc="embedding + LSTM text classifier"),
+    Arch("bilstm_tagger", lambda: BiLSTMTagger(), {"tokens": (1, 9)}, ["tags"],
+         int_inputs={"tokens": BiLSTMTagger.VOCAB}, doc="embedding + stacked bidirectional LSTM"),
     Arch("dict_outputs", lambda: DictOutputs(), {"x": (1, 3, 16, 16)}, ["segmentation", "scores"],
          kind="dict", doc="forward returns a dict of outputs"),
     Arch("image_classifier", lambda: ImageClassifier(), {"image": (1, 3, 32, 32)},

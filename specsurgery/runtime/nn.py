@@ -1094,16 +1094,11 @@ def _split(ctx, p, ins):
 def _slice_legacy(ctx, p, ins):
     x = ins[0]
     ax = {0: -3, 1: -2, 2: -1}[p.axis]
-    size = x.shape[ax]
-    start = int(p.startIndex)
-    end = int(p.endIndex)
-    if start < 0:
-        start += size
-    if end <= 0:
-        end += size
+    # python slicing semantics, as the proto and coremltools' numpy reference state
+    # ([startIndex, endIndex), negative indexes count from the end)
     stride = int(p.stride) or 1
     sl = [slice(None)] * x.ndim
-    sl[ax] = slice(start, end, stride)
+    sl[ax] = slice(int(p.startIndex), int(p.endIndex), stride)
     return np.ascontiguousarray(x[tuple(sl)])
 
 
