@@ -43,10 +43,10 @@ from typing import Iterable, Optional, Sequence
 
 from .errors import NotFoundError, SpecSurgeryError, UnsupportedError, missing_message
 from .io import MLPackage, load
-from .layers import category, layer_facts
+from .layers import layer_facts
 from .spec import (
-    NN_TYPES, PIPELINE_TYPES, describe_type, feature_shape, iter_models, model_type, nn_of,
-    pipeline_of,
+    NN_TYPES, PIPELINE_TYPES, describe_type, feature_shape, iter_models, model_type, pipeline_of,
+    stage_names,
 )
 
 
@@ -516,8 +516,6 @@ class GraphIndex:
 
         for f in spec.description.input:
             g.add_edge(node_id("input", path, f.name), produce(f.name), blob=f.name)
-        from .spec import stage_names
-
         for i, (sname, stage) in enumerate(zip(stage_names(pipe), pipe.models)):
             spath = q(path, sname)
             self._add_model(stage, spath, sname, index + (i,))
@@ -557,7 +555,7 @@ class GraphIndex:
                 block = fn.block_specializations[sorted(fn.block_specializations)[0]]
             if block is None:
                 continue
-            self._add_block(block, path, fname, "", {})
+            self._add_block(block, path, fname, "")
             if fname == default_fn:
                 for f in desc.input:
                     bid = f"blob:{fpath}/{f.name}"
@@ -572,7 +570,7 @@ class GraphIndex:
                         g.add_node(bid, type="blob", path=path, name=src, function=fname, undefined=True)
                     g.add_edge(bid, node_id("output", path, oname), blob=src)
 
-    def _add_block(self, block, path: str, fname: str, bpath: str, _seen: dict) -> None:
+    def _add_block(self, block, path: str, fname: str, bpath: str) -> None:
         g = self.g
         fpath = q(path, fname)
         compressed = block_storages(block)
@@ -623,7 +621,7 @@ class GraphIndex:
                     bid = f"blob:{fpath}/{inp.name}"
                     if bid not in g:
                         g.add_node(bid, type="blob", path=path, name=inp.name, function=fname)
-                self._add_block(sub, path, fname, f"{bpath}{first}[{j}]/", _seen)
+                self._add_block(sub, path, fname, f"{bpath}{first}[{j}]/")
 
     # ------------------------------------------------------------------ lookups
     def net(self, path: str = "") -> _NetView:

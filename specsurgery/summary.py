@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from .io import MLPackage, load
-from .layers import category, layer_facts
+from .layers import layer_facts
 from .spec import (
     NN_TYPES, PIPELINE_TYPES, class_labels, feature_to_json, iter_models, model_type, pipeline_of,
     stage_names,

@@ -15,13 +15,13 @@ from __future__ import annotations
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 from ..errors import NotFoundError, SpecSurgeryError, UnsupportedError, missing_message
 from ..graph import GraphIndex, build_graph, q, weight_shapes
 from ..io import MLPackage, load
 from ..layers import CATEGORY_COLORS
-from ..spec import NN_TYPES, model_type
+from ..spec import model_type
 
 #: node types that are drawn as nodes; everything else is an edge (pass-through)
 DRAWN = {"layer", "preprocess", "classifier", "linked", "model", "op"}

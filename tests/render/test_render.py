@@ -12,7 +12,7 @@ from conftest import CORPUS, VALID_FILES, corpus_id
 from specsurgery._proto import Model_pb2
 from specsurgery.errors import NotFoundError, SpecSurgeryError
 from specsurgery.graph import build_graph
-from specsurgery.io import load, serialize
+from specsurgery.io import serialize
 from specsurgery.render import render, to_dot
 from specsurgery.render.synthetic import NetBuilder, residual_network, synthetic_network
 
