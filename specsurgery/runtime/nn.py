@@ -75,11 +75,13 @@ class Ctx:
         self.rank5 = net.rank5
 
     def w(self, wp, shape=None, channel_axis=0, field="weights") -> np.ndarray:
-        """The decoded float32 weight ``wp`` (cached by message identity)."""
+        """The decoded float32 weight ``wp``, cached by message identity plus a cheap
+        signature (storage size, end values), so in-place edits are noticed."""
         key = (id(wp), shape, channel_axis)
         cache = self.net.root.wcache
         hit = cache.get(key)
-        if hit is not None and hit[0] is wp:
+        sig = _signature(wp)
+        if hit is not None and hit[0] is wp and hit[2] == sig:
             return hit[1]
         if _weights.storage_kind(wp) == "empty":
             raise LayerError(f"layer {self.name!r} ({self.kind}): {field} holds no values")
@@ -92,8 +94,21 @@ class Ctx:
             raise LayerError(str(exc)) from None
         arr = np.ascontiguousarray(arr, dtype=F32)
         arr.setflags(write=False)
-        cache[key] = (wp, arr)
+        cache[key] = (wp, arr, sig)
         return arr
+
+    def derived(self, tag, parts: tuple, make):
+        """A value computed from decoded weights ``parts``, cached until one of them
+        is decoded anew."""
+        key = (tag, self.name, id(self.net))
+        cache = self.net.root.wcache
+        hit = cache.get(key)
+        ids = tuple(id(p) for p in parts)
+        if hit is not None and hit[0] == ids:
+            return hit[1]
+        value = make(*parts)
+        cache[key] = (ids, value, parts)
+        return value
 
     def opt_w(self, wp, shape=None, channel_axis=0, field="bias"):
         if _weights.storage_kind(wp) == "empty":
@@ -112,6 +127,15 @@ class Ctx:
             hit = Net(nn_msg, rank5=self.net.rank5, root=self.net.root, where=f"{self.name}/")
             subs[key] = hit
         return hit
+
+
+def _signature(wp) -> tuple:
+    n = len(wp.floatValue)
+    q = wp.quantization
+    scale = q.linearQuantization.scale if q.HasField("linearQuantization") else ()
+    lut = q.lookupTableQuantization.floatValue if q.HasField("lookupTableQuantization") else ()
+    return (wp.ByteSize(), n, wp.floatValue[0] if n else None, wp.floatValue[n - 1] if n else None,
+            scale[0] if len(scale) else None, lut[len(lut) - 1] if len(lut) else None)
 
 
 class Net:
@@ -472,29 +496,24 @@ def _batchnorm(ctx, p, ins):
     ax = _axis_c(x)
     if x.shape[ax] != c:
         ctx.fail(f"input has {x.shape[ax]} channels on axis {ax}, the layer expects {c}")
-    key = ("bn", id(p))
-    cache = ctx.net.root.wcache
-    hit = cache.get(key)
-    if hit is None or hit[0] is not p:
-        gamma = ctx.w(p.gamma, (c,), field="gamma")
-        beta = ctx.w(p.beta, (c,), field="beta")
-        if not p.computeMeanVar:
-            mean = ctx.w(p.mean, (c,), field="mean")
-            var = ctx.w(p.variance, (c,), field="variance")
+    gamma = ctx.w(p.gamma, (c,), field="gamma")
+    beta = ctx.w(p.beta, (c,), field="beta")
+    if not p.computeMeanVar:
+        mean = ctx.w(p.mean, (c,), field="mean")
+        var = ctx.w(p.variance, (c,), field="variance")
+
+        def fold(gamma, beta, mean, var):
             scale = (gamma / np.sqrt(var.astype(np.float64) + p.epsilon)).astype(F32)
-            shift = (beta - mean * scale).astype(F32)
-        else:
-            scale = shift = None
-        hit = (p, gamma, beta, scale, shift)
-        cache[key] = hit
-    _, gamma, beta, scale, shift = hit
+            return scale, (beta - mean * scale).astype(F32)
+        scale, shift = ctx.derived("bn", (gamma, beta, mean, var), fold)
     if ctx.shape_only:
         return x
     if p.computeMeanVar:
-        axes = tuple(i for i in range(x.ndim) if i != x.ndim + ax) if p.instanceNormalization is False \
-            else tuple(range(x.ndim + ax + 1, x.ndim))
+        # statistics per channel: over batch and space, or (instance norm) space only
         if p.instanceNormalization:
-            axes = tuple(range(x.ndim - 2, x.ndim))
+            axes = tuple(range(x.ndim + ax + 1, x.ndim))
+        else:
+            axes = tuple(i for i in range(x.ndim) if i != x.ndim + ax)
         mean = x.mean(axis=axes, keepdims=True)
         var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
         y = (x - mean) / np.sqrt(var + p.epsilon)
@@ -1683,35 +1702,32 @@ def _out5(y):
 
 
 def _lstm_weights(ctx, wp, p, hidden, insize):
-    key = ("lstm", id(wp))
-    cache = ctx.net.root.wcache
-    hit = cache.get(key)
-    if hit is not None and hit[0] is wp:
-        return hit[1]
-    W = np.concatenate([ctx.w(m, (hidden, insize), field=f) for f, m in (
+    parts = [ctx.w(m, (hidden, insize), field=f) for f, m in (
         ("W_i", wp.inputGateWeightMatrix), ("W_f", wp.forgetGateWeightMatrix),
-        ("W_z", wp.blockInputWeightMatrix), ("W_o", wp.outputGateWeightMatrix))])
-    R = np.concatenate([ctx.w(m, (hidden, hidden), field=f) for f, m in (
+        ("W_z", wp.blockInputWeightMatrix), ("W_o", wp.outputGateWeightMatrix))]
+    parts += [ctx.w(m, (hidden, hidden), field=f) for f, m in (
         ("R_i", wp.inputGateRecursionMatrix), ("R_f", wp.forgetGateRecursionMatrix),
-        ("R_z", wp.blockInputRecursionMatrix), ("R_o", wp.outputGateRecursionMatrix))])
+        ("R_z", wp.blockInputRecursionMatrix), ("R_o", wp.outputGateRecursionMatrix))]
     if p.hasBiasVectors:
-        b = np.concatenate([ctx.w(m, (hidden,), field=f) for f, m in (
+        parts += [ctx.w(m, (hidden,), field=f) for f, m in (
             ("b_i", wp.inputGateBiasVector), ("b_f", wp.forgetGateBiasVector),
-            ("b_z", wp.blockInputBiasVector), ("b_o", wp.outputGateBiasVector))])
-    else:
-        b = np.zeros(4 * hidden, F32)
-    if p.forgetBias:
-        b = b.copy()
-        b[hidden: 2 * hidden] += 1.0
+            ("b_z", wp.blockInputBiasVector), ("b_o", wp.outputGateBiasVector))]
+    n_bias = 4 if p.hasBiasVectors else 0
     if p.hasPeepholeVectors:
-        peep = [ctx.w(m, (hidden,), field=f) for f, m in (
+        parts += [ctx.w(m, (hidden,), field=f) for f, m in (
             ("p_i", wp.inputGatePeepholeVector), ("p_f", wp.forgetGatePeepholeVector),
             ("p_o", wp.outputGatePeepholeVector))]
-    else:
-        peep = None
-    res = (W, R, b, peep)
-    cache[key] = (wp, res)
-    return res
+
+    def stack(*arrs):
+        W = np.concatenate(arrs[0:4])
+        R = np.concatenate(arrs[4:8])
+        b = np.concatenate(arrs[8:12]) if n_bias else np.zeros(4 * hidden, F32)
+        if p.forgetBias:
+            b = b.copy()
+            b[hidden: 2 * hidden] += 1.0
+        peep = list(arrs[8 + n_bias:]) if p.hasPeepholeVectors else None
+        return W, R, b, peep
+    return ctx.derived(("lstm", id(wp)), tuple(parts), stack)
 
 
 def _lstm_run(ctx, x, h, c, weights, p, acts, reverse):

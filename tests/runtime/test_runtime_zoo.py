@@ -76,3 +76,18 @@ def test_repeated_predict_reuses_the_compiled_network():
     predict(spec, zoo.coreml_inputs("resnet"))
     assert compiled(spec) is net
     assert net.wcache, "decoded weights are cached"
+
+
+def test_in_place_weight_edits_are_noticed():
+    import nnbuild
+    from specsurgery import weights
+
+    spec = nnbuild.tiny_nn()
+    x = {"x": np.ones(4, np.float32)}
+    before = predict(spec, x)["y"].copy()
+    wp = spec.neuralNetwork.layers[0].innerProduct.weights
+    weights.set_float32(wp, np.asarray(wp.floatValue) * 2)
+    bias = spec.neuralNetwork.layers[0].innerProduct.bias
+    weights.set_float32(bias, np.asarray(bias.floatValue) * 2)
+    after = predict(spec, x)["y"]
+    np.testing.assert_allclose(after, before * 2, rtol=1e-6)
