@@ -154,9 +154,13 @@ class Net:
             kind = layer.WhichOneof("layer")
             fn = OPS.get(kind)
             if fn is None:
+                extra = ""
+                if kind == "custom":
+                    extra = (f" (custom class {layer.custom.className!r}: app-provided code that "
+                             "only runs inside that app)")
                 raise UnsupportedError(
-                    f"layer {where}{layer.name!r} has kind {kind!r}, which the reference runtime "
-                    "does not support (see docs/runtime.md for the supported kinds)")
+                    f"layer {where}{layer.name!r} has kind {kind!r}{extra}, which the reference "
+                    "runtime does not support (see docs/runtime.md for the supported kinds)")
             self.steps.append((layer.name, kind, fn, getattr(layer, kind), tuple(layer.input),
                                tuple(layer.output)))
         # blob liveness (top-level networks without control flow only): after the
