@@ -70,7 +70,7 @@ def compiled(spec) -> Net:
         _CACHE.move_to_end(key)
         return hit[3]
     rank5 = _is_rank5(nn_msg)
-    net = Net(nn_msg, rank5=rank5)
+    net = Net(nn_msg, rank5=rank5)   # unsupported layers are reported when it runs
     _CACHE[key] = (nn_msg, fp, spec, net)
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)

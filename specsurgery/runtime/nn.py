@@ -118,7 +118,7 @@ class Ctx:
     def fail(self, msg: str):
         raise LayerError(f"layer {self.name!r} ({self.kind}): {msg}")
 
-    def sub(self, nn_msg) -> "Net":
+    def sub(self, nn_msg) -> "Net":  # noqa: D401
         """Compiled sub-network of a branch or loop (cached)."""
         key = id(nn_msg)
         subs = self.net.root.subnets
@@ -126,6 +126,8 @@ class Ctx:
         if hit is None or hit.msg is not nn_msg:
             hit = Net(nn_msg, rank5=self.net.rank5, root=self.net.root, where=f"{self.name}/")
             subs[key] = hit
+        if not self.shape_only:
+            hit.require_supported()
         return hit
 
 
@@ -150,19 +152,15 @@ class Net:
             self.wcache: dict = {}
             self.subnets: dict = {}
         self.steps = []
+        self.unsupported: list[str] = []     # "'name' (kind)" of layers no function runs
         for layer in nn_msg.layers:
             kind = layer.WhichOneof("layer")
             fn = OPS.get(kind)
             if fn is None:
-                extra = ""
-                if kind == "custom":
-                    extra = (f" (custom class {layer.custom.className!r}: app-provided code that "
-                             "only runs inside that app)")
-                raise UnsupportedError(
-                    f"layer {where}{layer.name!r} has kind {kind!r}{extra}, which the reference "
-                    "runtime does not support (see docs/runtime.md for the supported kinds)")
-            self.steps.append((layer.name, kind, fn, getattr(layer, kind), tuple(layer.input),
-                               tuple(layer.output)))
+                extra = f", class {layer.custom.className!r}" if kind == "custom" else ""
+                self.unsupported.append(f"{where}{layer.name!r} ({kind}{extra})")
+            self.steps.append((layer.name, kind, fn, getattr(layer, kind) if kind else None,
+                               tuple(layer.input), tuple(layer.output)))
         # blob liveness (top-level networks without control flow only): after the
         # step that reads a blob last, the blob can be dropped to bound memory
         self.last_use: dict[str, int] = {}
@@ -171,16 +169,30 @@ class Net:
                 for b in step[4]:
                     self.last_use[b] = i
 
+    def require_supported(self) -> None:
+        if self.unsupported:
+            custom = any("(custom" in u for u in self.unsupported)
+            raise UnsupportedError(
+                f"the reference runtime does not support layer(s) {', '.join(self.unsupported)}"
+                + ("; custom layers are app-provided code that only runs inside that app"
+                   if custom else "") + " (docs/runtime.md lists the supported kinds)")
+
     def run(self, blobs: dict, shape_only: bool = False, trace: Optional[Callable] = None,
-            keep: Optional[set] = None) -> dict:
+            keep: Optional[set] = None, lenient: bool = False) -> dict:
         """Run every layer, updating ``blobs``.  With ``keep`` given, blobs not in
-        ``keep`` are dropped after their last reader (saves memory on big inputs)."""
+        ``keep`` are dropped after their last reader (saves memory on big inputs).
+        ``lenient`` (shape inference) skips unsupported layers and everything that
+        depends on them instead of raising."""
+        if not lenient:
+            self.require_supported()
         ctx = Ctx(self)
         ctx.shape_only = shape_only
         ctx.trace = trace
         free = keep is not None and bool(self.last_use)
         for step_i, (name, kind, fn, params, ins, outs) in enumerate(self.steps):
             ctx.name, ctx.kind = name, kind
+            if lenient and (fn is None or any(i not in blobs for i in ins)):
+                continue
             try:
                 args = [blobs[i] for i in ins]
             except KeyError as exc:

@@ -49,7 +49,10 @@ def _default_held_shape(f, nn_msg, override=None) -> tuple:
 
 def infer_shapes(model, input_shapes: Optional[Mapping] = None) -> dict:
     """{blob name: shape} for every blob of a neural network (model inputs too),
-    as the runtime holds them; pipelines give the union over their NN stages."""
+    as the runtime holds them; pipelines give the union over their NN stages.
+
+    Layers the runtime cannot run (custom layers) and everything downstream of
+    them are left out rather than failing the whole inference."""
     spec = _io.load_spec(model)
     shapes: dict = {}
     _infer(spec, dict(input_shapes or {}), shapes)
@@ -65,7 +68,7 @@ def _infer(spec, input_shapes, shapes):
         for f in spec.description.input:
             shape = _default_held_shape(f, nn_msg, input_shapes.get(f.name))
             blobs[f.name] = np.zeros(shape, np.float32)
-        net.run(blobs, shape_only=True)
+        net.run(blobs, shape_only=True, lenient=True)
         for name, v in blobs.items():
             shapes[name] = tuple(int(d) for d in np.shape(v))
         return

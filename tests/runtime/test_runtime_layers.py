@@ -448,7 +448,7 @@ def test_unsupported_layer_is_named():
     def build(nn):
         p = layer(nn, "custom", "x", "y", name="mystery")
         p.className = "MyLayer"
-    with pytest.raises(UnsupportedError, match=r"'mystery' has kind 'custom'"):
+    with pytest.raises(UnsupportedError, match=r"'mystery' \(custom, class 'MyLayer'\)"):
         run1(net({"x": [2]}, build), x=np.zeros(2))
 
 
@@ -502,3 +502,12 @@ def test_conv3d_and_pool3d_match_torch():
     cnt = F.avg_pool3d(F.pad(torch.ones_like(t), (0, 1, 0, 0, 0, 1)), 2, 2).numpy()
     close(o["p"], ref_p / cnt)
     close(o["g"], x.max(axis=(2, 3, 4), keepdims=True))
+
+
+def test_infer_shapes_skips_what_depends_on_unsupported_layers():
+    def build(nn):
+        layer(nn, "activation", "x", "a").ReLU.SetInParent()
+        layer(nn, "custom", "a", "b", name="mystery").className = "MyLayer"
+        layer(nn, "activation", "b", "y").ReLU.SetInParent()
+    shapes = infer_shapes(net({"x": [2, 3]}, build))
+    assert shapes == {"x": (2, 3), "a": (2, 3)}
