@@ -1544,8 +1544,10 @@ def _scatter(ctx, p, ins):
     upd = _f(ins[2])
     ax = _norm_axis(p.axis, x.ndim)
     xm = np.moveaxis(x, ax, 0)
-    um = np.moveaxis(upd, ax, 0) if idx.ndim == 1 or True else upd
-    flat_idx = idx.reshape(-1)
+    # updates = container shape with axis ``ax`` replaced by the indices' shape
+    k = max(idx.ndim, 1)
+    um = np.moveaxis(upd, list(range(ax, ax + k)), list(range(k)))
+    flat_idx = np.where(idx < 0, idx + x.shape[ax], idx).reshape(-1)
     um = um.reshape((flat_idx.size,) + xm.shape[1:])
     for i, j in enumerate(flat_idx):
         xm[j] = _scatter_apply(p.mode, xm[j], um[i])
