@@ -326,6 +326,39 @@ def _iter_op_constants(op):
                 yield arg_name, binding.value
 
 
+#: control-flow layers and the nested networks whose blobs they read and write
+CONTROL_FLOW_NETS = {"branch": ("ifBranch", "elseBranch"), "loop": ("conditionNetwork", "bodyNetwork")}
+
+
+def _layer_blobs(layer) -> tuple[list, list]:
+    """(blobs read, blobs written) by a layer, nested branch/loop networks included.
+
+    A loop body updates outer blobs through ``copy`` layers and lists no
+    outputs of its own, so its writes are what its nested layers write; its
+    reads are what they read before writing it (plus the loop's condition).
+    """
+    kind = layer.WhichOneof("layer")
+    if kind not in CONTROL_FLOW_NETS:
+        return list(layer.input), list(layer.output)
+    reads, writes = list(layer.input), list(layer.output)
+    msg = getattr(layer, kind)
+    produced: set = set()
+    for sub in CONTROL_FLOW_NETS[kind]:
+        if not msg.HasField(sub):
+            continue
+        for inner in getattr(msg, sub).layers:
+            r, w = _layer_blobs(inner)
+            reads += [b for b in r if b not in produced and b not in reads]
+            produced.update(w)
+            writes += [b for b in w if b not in writes]
+        if kind == "branch":
+            produced = set()          # the two branches are alternatives
+    if kind == "loop" and msg.conditionVar and msg.conditionVar not in produced \
+            and msg.conditionVar not in reads:
+        reads.append(msg.conditionVar)
+    return reads, writes
+
+
 # --------------------------------------------------------------------------- the index
 
 @dataclass
@@ -342,7 +375,27 @@ class _NetView:
     outputs: list                   # model output names produced by layers (or classifier source)
     blob_order: list                # blobs in order of first appearance
     classifier_source: Optional[str] = None
-    extra: dict = field(default_factory=dict)
+    reads: list = field(default_factory=list)    # per layer: blobs read (nested networks included)
+    writes: list = field(default_factory=list)   # per layer: blobs written (nested networks included)
+
+    def producers_for(self, blob: str, consumer: Optional[int], *, latest: bool = True) -> list:
+        """Producers of ``blob`` as seen by layer ``consumer``.
+
+        A blob re-written by ``copy`` or a loop body has several producers;
+        the consumer reads the version of the last one listed before it
+        (``latest``), or, for ordering, must wait for all listed before it.
+        Outputs (``consumer`` None) see the last producer; out-of-order specs
+        fall back to every producer.
+        """
+        prods = self.producers.get(blob, [])
+        if len(prods) < 2:
+            return prods
+        if consumer is None:
+            return [prods[-1]] if latest else prods
+        earlier = [p for p in prods if p < consumer]
+        if not earlier:
+            return prods
+        return [max(earlier)] if latest else earlier
 
 
 class GraphIndex:
@@ -450,6 +503,7 @@ class GraphIndex:
                 g.add_edge(src, b, blob=name)
 
         index = {}
+        reads, writes = [], []
         for i, layer in enumerate(layers):
             lname = layer.name
             index.setdefault(lname, i)
@@ -462,10 +516,13 @@ class GraphIndex:
             facts["index"] = i
             facts["params"] = key_params(layer)
             g.add_node(lid, **facts)
-            for bname in layer.input:
+            r, w = _layer_blobs(layer)
+            reads.append(r)
+            writes.append(w)
+            for bname in r:
                 g.add_edge(blob(bname), lid, blob=bname)
                 consumers.setdefault(bname, []).append(i)
-            for bname in layer.output:
+            for bname in w:
                 g.add_edge(lid, blob(bname), blob=bname)
                 producers.setdefault(bname, []).append(i)
 
@@ -498,7 +555,7 @@ class GraphIndex:
             if name not in producers and name not in inputs:
                 g.nodes[f"blob:{q(path, name)}"]["undefined"] = True
         self._nets[path] = _NetView(path, kind, layers, index, producers, consumers, inputs,
-                                    outputs, order, classifier_source)
+                                    outputs, order, classifier_source, reads, writes)
 
     def _add_pipeline(self, spec, path: str, index: tuple) -> None:
         g = self.g
@@ -688,10 +745,10 @@ class GraphIndex:
         n = len(view.layers)
         indeg = [0] * n
         succ: list[list[int]] = [[] for _ in range(n)]
-        for i, layer in enumerate(view.layers):
+        for i in range(n):
             deps = set()
-            for b in layer.input:
-                for p in view.producers.get(b, ()):
+            for b in view.reads[i]:
+                for p in view.producers_for(b, i, latest=False):
                     if p != i:
                         deps.add(p)
             for p in deps:
@@ -717,9 +774,9 @@ class GraphIndex:
 
         sub = nx.DiGraph()
         for i in left:
-            for b in view.layers[i].input:
-                for p in view.producers.get(b, ()):
-                    if p in left or p == i:
+            for b in view.reads[i]:
+                for p in view.producers_for(b, i, latest=False):
+                    if p in left and p != i:
                         sub.add_edge(p, i, blob=b)
         try:
             cycle = nx.find_cycle(sub)
@@ -756,14 +813,15 @@ class GraphIndex:
         leaks = []
         while stack:
             b, via = stack.pop()
-            if b in seen_blobs:
+            prods = view.producers_for(b, via[0] if via is not None else None)
+            key = (b, tuple(prods))
+            if key in seen_blobs:
                 continue
-            seen_blobs.add(b)
-            if via is not None:
+            seen_blobs.add(key)
+            if via is not None and b not in parent:
                 parent[b] = via
             if b in given:
                 continue
-            prods = view.producers.get(b)
             if not prods:
                 leaks.append(b)
                 continue
@@ -771,9 +829,8 @@ class GraphIndex:
                 if p in needed:
                     continue
                 needed.add(p)
-                for src in view.layers[p].input:
-                    if src not in seen_blobs:
-                        stack.append((src, (p, b)))
+                for src in view.reads[p]:
+                    stack.append((src, (p, b)))
         if leaks:
             paths = []
             for leak in leaks:
@@ -811,11 +868,11 @@ class GraphIndex:
         for b in view.inputs:
             h.add_edge(src, ("b", b))
         for i in order:
-            layer = view.layers[i]
-            for b in layer.input:
+            for b in view.reads[i]:
                 h.add_edge(("b", b), ("l", i))
-            for b in layer.output:
-                h.add_edge(("l", i), ("b", b))
+            for b in view.writes[i]:
+                if b not in view.reads[i]:   # an in-place update (loop bodies) is not a new path
+                    h.add_edge(("l", i), ("b", b))
         for b in view.outputs:
             h.add_edge(("b", b), dst)
         if dst not in h or not nx.has_path(h, src, dst):

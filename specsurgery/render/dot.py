@@ -383,10 +383,13 @@ class _Drawing:
                 if not shape and g.nodes[u].get("type") in ("input", "output"):
                     shape = _shape_text(g.nodes[u].get("shape"))
                 is_cut = self._is_cut(label_node, blob)
+                view = self._multi_producer_view(u, label_node, blob)
                 for v in targets:
                     rv = self.rep[v]
                     if rv == ru:
                         continue
+                    if view is not None and not self._feeds(view, u, v, blob):
+                        continue   # a blob written twice (copy, loop): v reads the other version
                     e = edges.setdefault((ru, rv), {"labels": [], "cut": False, "hl": False})
                     text = blob + (f"\n{shape}" if shape else "")
                     if text not in e["labels"]:
@@ -394,6 +397,22 @@ class _Drawing:
                     e["cut"] = e["cut"] or is_cut
                     e["hl"] = e["hl"] or hl
         return edges
+
+    def _multi_producer_view(self, u: str, blob_node: str, blob: str):
+        """The network view when ``u`` is one of several layers writing ``blob``."""
+        du, db = self.g.nodes[u], self.g.nodes[blob_node]
+        if du.get("type") != "layer" or db.get("type") != "blob":
+            return None
+        view = self.nets.get(du.get("path", ""))
+        if view is None or du.get("path") != db.get("path") or len(view.producers.get(blob, ())) < 2:
+            return None
+        return view
+
+    def _feeds(self, view, u: str, v: str, blob: str) -> bool:
+        dv = self.g.nodes[v]
+        if dv.get("type") != "layer" or dv.get("path") != self.g.nodes[u].get("path"):
+            return True
+        return self.g.nodes[u]["index"] in view.producers_for(blob, dv["index"])
 
     def _blob_shape(self, node: str, blob: str) -> str:
         d = self.g.nodes[node]

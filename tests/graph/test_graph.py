@@ -205,3 +205,41 @@ def test_compressed_weight_storage_names():
     assert mil_compression("constexpr_affine_dequantize", {"quantized_data": ("int8", [4, 4])}) == "linear8"
     assert mil_compression("constexpr_blockwise_shift_scale", {"data": ("int4", [4, 4])}) == "linear4"
     assert mil_compression("const", {}) is None
+
+
+def test_control_flow_layers_read_and_write_through_nested_networks():
+    b = NetBuilder({"x": [1, 2], "cond": [1]}, {"y": [1, 2]})
+    b.relu("relu", "x", "a")
+    br = b.nn.layers.add()
+    br.name = "br"
+    br.input.append("cond")
+    inner = br.branch.ifBranch.layers.add()
+    inner.name, inner.input[:], inner.output[:] = "inner_relu", ["a"], ["y"]
+    inner.activation.ReLU.SetInParent()
+    other = br.branch.elseBranch.layers.add()
+    other.name, other.input[:], other.output[:] = "inner_copy", ["a"], ["y"]
+    other.copy.SetInParent()
+    b.relu("after", "y", "z")   # re-reads y
+    gi = build_graph(b.spec)
+    assert gi.producers("y") == ["br"] and "br" in gi.consumers("a")
+    assert gi.between(["x", "cond"], ["y"]) == ["relu", "br"]
+    with pytest.raises(SpecSurgeryError, match="model input 'cond'"):
+        gi.between(["x"], ["y"])
+    from specsurgery.render import to_dot
+
+    text = to_dot(b.spec)
+    assert '"layer:relu" -> "layer:br"' in text and '"layer:br" -> "output:y"' in text
+
+
+def test_rewritten_blob_is_read_from_the_latest_writer():
+    b = NetBuilder({"x": [1, 2]}, {"y": [1, 2]})
+    b.relu("first", "x", "t")
+    b.relu("use_first", "t", "u")
+    second = b.nn.layers.add()
+    second.name, second.input[:], second.output[:] = "second", ["u"], ["t"]   # copy overwrites t
+    second.copy.SetInParent()
+    b.relu("use_second", "t", "y")
+    gi = build_graph(b.spec)
+    assert gi.topological_layers() == ["first", "use_first", "second", "use_second"]
+    assert gi.between(["x"], ["y"]) == ["first", "use_first", "second", "use_second"]
+    assert gi.between(["u"], ["y"]) == ["second", "use_second"]
