@@ -2070,3 +2070,67 @@ def _global_pool3d(ctx, p, ins):
     x = _f(ins[0])
     axes = (-3, -2, -1)
     return _f(x.max(axis=axes, keepdims=True) if p.type == 0 else x.mean(axis=axes, keepdims=True))
+
+
+# --------------------------------------------------------------------------- detection, sampling
+
+def _iou_center(a, b):
+    """IoU of boxes given as (x_center, y_center, width, height)."""
+    ax0, ay0, ax1, ay1 = a[0] - a[2] / 2, a[1] - a[3] / 2, a[0] + a[2] / 2, a[1] + a[3] / 2
+    bx0, by0, bx1, by1 = b[0] - b[2] / 2, b[1] - b[3] / 2, b[0] + b[2] / 2, b[1] + b[3] / 2
+    iw = max(0.0, min(ax1, bx1) - max(ax0, bx0))
+    ih = max(0.0, min(ay1, by1) - max(ay0, by0))
+    inter = iw * ih
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+@op("NonMaximumSuppression")
+def _nms(ctx, p, ins):
+    boxes, scores = _f(ins[0]), _f(ins[1])
+    iou_t = float(ins[2].reshape(-1)[0]) if len(ins) > 2 else p.iouThreshold
+    score_t = float(ins[3].reshape(-1)[0]) if len(ins) > 3 else p.scoreThreshold
+    max_boxes = int(ins[4].reshape(-1)[0]) if len(ins) > 4 else int(p.maxBoxes)
+    b, n, c = scores.shape
+    out_boxes = np.zeros((b, max_boxes, 4), F32)
+    out_scores = np.zeros((b, max_boxes, c), F32)
+    out_idx = np.full((b, max_boxes), -1, F32)
+    out_n = np.zeros(b, F32)
+    for bi in range(b):
+        best = scores[bi].max(axis=1)
+        cls = scores[bi].argmax(axis=1)
+        order = np.argsort(-best, kind="stable")
+        kept: list[int] = []
+        for i in order:
+            if len(kept) >= max_boxes:
+                break
+            if best[i] < score_t:
+                break
+            if all(_iou_center(boxes[bi, i], boxes[bi, j]) <= iou_t
+                   for j in kept if not p.perClassSuppression or cls[j] == cls[i]):
+                kept.append(int(i))
+        if not kept and n:
+            kept = [int(order[0])]      # never an empty result (NeuralNetwork.proto)
+        for k, i in enumerate(kept):
+            out_boxes[bi, k] = boxes[bi, i]
+            out_scores[bi, k] = scores[bi, i]
+            out_idx[bi, k] = i
+        out_n[bi] = len(kept)
+    return [out_boxes, out_scores, out_idx, out_n]
+
+
+@op("categoricalDistribution")
+def _categorical(ctx, p, ins):
+    x = ins[0].astype(np.float64)
+    temp = p.temperature or 1.0
+    if p.isLogits:
+        z = x / temp
+        z = np.exp(z - z.max(axis=-1, keepdims=True))
+        probs = z / z.sum(axis=-1, keepdims=True)
+    else:
+        probs = x / np.maximum(x.sum(axis=-1, keepdims=True), p.eps or 1e-10)
+    rng = _rng(p.seed)
+    flat = probs.reshape(-1, probs.shape[-1])
+    k = int(p.numSamples) or 1
+    out = np.stack([rng.choice(flat.shape[1], size=k, p=row) for row in flat])
+    return out.reshape(probs.shape[:-1] + (k,)).astype(F32)

@@ -194,3 +194,36 @@ def test_int8_dynamic_inner_product():
         p.weights.quantization.linearQuantization.scale.append(0.5)
     x = np.array([[1.0, 2.0, 3.0]], np.float32)
     close(one("innerProduct", ip, {"x": x}), x @ (w.astype(np.float32) * 0.5).T)
+
+
+def test_non_maximum_suppression():
+    # boxes (x_c, y_c, w, h); box 1 overlaps box 0 heavily, box 2 is apart, box 3 scores too low
+    boxes = np.array([[[5, 5, 4, 4], [5.5, 5, 4, 4], [20, 20, 4, 4], [30, 30, 2, 2]]], np.float32)
+    scores = np.array([[[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.05, 0.01]]], np.float32)
+
+    def setup(p):
+        p.iouThreshold, p.scoreThreshold, p.maxBoxes = 0.5, 0.1, 3
+    b, s, i, n = one("NonMaximumSuppression", setup, {"b": boxes, "s": scores}, n_out=4)
+    assert n.tolist() == [2]
+    assert i.tolist() == [[0, 2, -1]]
+    close(b[0, :2], boxes[0, [0, 2]])
+    close(s[0, 2], [0, 0])
+    # per-class suppression keeps box 1 when it belongs to another class
+    scores2 = scores.copy()
+    scores2[0, 1] = [0.1, 0.8]
+
+    def setup2(p):
+        setup(p)
+        p.perClassSuppression = True
+    _, _, i, n = one("NonMaximumSuppression", setup2, {"b": boxes, "s": scores2}, n_out=4)
+    assert n.tolist() == [3] and i.tolist() == [[0, 1, 2]]
+
+
+def test_categorical_distribution_is_seeded():
+    logits = np.log(np.array([[0.0001, 0.9998, 0.0001]], np.float32))
+
+    def setup(p):
+        p.seed, p.numSamples, p.isLogits = 3, 20, True
+    a = one("categoricalDistribution", setup, {"x": logits})
+    assert a.shape == (1, 20) and (a == 1).mean() > 0.8
+    np.testing.assert_array_equal(a, one("categoricalDistribution", setup, {"x": logits}))
