@@ -80,7 +80,7 @@ def _feature_for(name, value_type, where) -> "Model_pb2.FeatureDescription":
         raise UnsupportedError(f"{where}: cut value {name!r} is {P.describe_value_type(value_type)}; a cut "
                                "value must be a float32, float16 or int32 tensor")
     ma = fd.type.multiArrayType
-    ma.dataType = MIL_TO_ARRAY[MIL_pb2.FLOAT32 if dt == MIL_pb2.FLOAT16 else dt]
+    ma.dataType = MIL_TO_ARRAY[dt]
     if None in shape:
         for d in shape:
             r = ma.shapeRange.sizeRanges.add()
@@ -112,6 +112,56 @@ def _cast_op(x: str, out_name: str, dtype: str, out_type) -> "MIL_pb2.Operation"
     o.type.CopyFrom(out_type)
     op.attributes["name"].CopyFrom(P.numpy_to_value(np.array(out_name)))
     return op
+
+
+_IFACE_DTYPE = {MIL_pb2.FLOAT16: MIL_pb2.FLOAT32, MIL_pb2.BOOL: MIL_pb2.INT32,
+                MIL_pb2.INT64: MIL_pb2.INT32, MIL_pb2.INT8: MIL_pb2.INT32, MIL_pb2.INT16: MIL_pb2.INT32,
+                MIL_pb2.UINT8: MIL_pb2.INT32, MIL_pb2.UINT16: MIL_pb2.INT32}
+_CAST_NAME = {MIL_pb2.FLOAT16: "fp16", MIL_pb2.FLOAT32: "fp32", MIL_pb2.BOOL: "bool",
+              MIL_pb2.INT32: "int32", MIL_pb2.INT64: "int64", MIL_pb2.INT8: "int8",
+              MIL_pb2.INT16: "int16", MIL_pb2.UINT8: "uint8", MIL_pb2.UINT16: "uint16"}
+
+
+def _interface_type(vt, where, name):
+    """The type a cut value has as a feature: float32/int32 arrays of rank >= 1
+    (fp16 crosses as fp32, bool and small ints as int32, a scalar as [1])."""
+    dt, shape = P.tensor_dtype(vt), P.tensor_shape(vt)
+    if dt is None or shape is None or vt.WhichOneof("type") != "tensorType":
+        raise UnsupportedError(f"{where}: cut value {name!r} is {P.describe_value_type(vt)}; a cut value "
+                               "must be a tensor")
+    if dt not in MIL_TO_ARRAY and dt not in _IFACE_DTYPE:
+        raise UnsupportedError(f"{where}: cut value {name!r} is {P.describe_value_type(vt)}; Core ML "
+                               "features cannot carry that dtype")
+    return P.tensor_type(_IFACE_DTYPE.get(dt, dt), shape if len(shape) else (1,))
+
+
+def _reshape_op(x: str, out_name: str, shape, out_type) -> "MIL_pb2.Operation":
+    op = MIL_pb2.Operation()
+    op.type = "reshape"
+    op.inputs["x"].arguments.add().name = x
+    op.inputs["shape"].arguments.add().value.CopyFrom(P.numpy_to_value(np.array(shape, dtype=np.int32)))
+    o = op.outputs.add()
+    o.name = out_name
+    o.type.CopyFrom(out_type)
+    op.attributes["name"].CopyFrom(P.numpy_to_value(np.array(out_name)))
+    return op
+
+
+def _adapters(src: str, dst: str, from_t, to_t, taken: set) -> list:
+    """Ops turning value ``src`` of type ``from_t`` into ``dst`` of type ``to_t``
+    (a cast and/or a reshape between a scalar and [1]); exact both ways."""
+    ops, cur = [], src
+    fdt, tdt = P.tensor_dtype(from_t), P.tensor_dtype(to_t)
+    fshape, tshape = P.tensor_shape(from_t), P.tensor_shape(to_t)
+    need_reshape = len(fshape) != len(tshape)
+    if fdt != tdt:
+        out = _fresh(dst + "__cast", taken) if need_reshape else dst
+        ops.append(_cast_op(cur, out, _CAST_NAME[tdt], P.tensor_type(tdt, fshape)))
+        cur = out
+    if need_reshape:
+        ops.append(_reshape_op(cur, dst, [d if d is not None else -1 for d in tshape] if tshape else [],
+                               to_t))
+    return ops
 
 
 def _fresh(name: str, taken: set) -> str:
@@ -208,17 +258,20 @@ def split_program(model, values: Sequence[str]) -> tuple[MLPackage, MLPackage]:
         if f.name in bb_inputs_used:
             backbone.description.input.add().CopyFrom(f)
     for v in values:
-        backbone.description.output.add().CopyFrom(_feature_for(v, value_types[v], "split"))
-        if P.tensor_dtype(value_types[v]) == MIL_pb2.FLOAT16:
-            inner = _fresh(v + FP16_SUFFIX, taken)
-            for op in bblock.operations:
-                for o in op.outputs:
-                    if o.name == v:
-                        o.name = inner
-            _rename_reads(bblock, v, inner)
-            bblock.outputs[list(bblock.outputs).index(inner)] = v
-            t32 = P.tensor_type(MIL_pb2.FLOAT32, P.tensor_shape(value_types[v]))
-            bblock.operations.add().CopyFrom(_cast_op(inner, v, "fp32", t32))
+        vt = value_types[v]
+        it = _interface_type(vt, "split", v)
+        backbone.description.output.add().CopyFrom(_feature_for(v, it, "split"))
+        if it.SerializeToString() == vt.SerializeToString():
+            continue
+        inner = _fresh(v + FP16_SUFFIX, taken)
+        for op in bblock.operations:
+            for o in op.outputs:
+                if o.name == v:
+                    o.name = inner
+        _rename_reads(bblock, v, inner)
+        bblock.outputs[list(bblock.outputs).index(inner)] = v
+        for adapter in _adapters(inner, v, vt, it, taken):
+            bblock.operations.add().CopyFrom(adapter)
     # --- head
     head_ops = [ops[i] for i in sorted(head_idx)]
     head_reads = _reads(head_ops)
@@ -229,12 +282,12 @@ def split_program(model, values: Sequence[str]) -> tuple[MLPackage, MLPackage]:
             continue
         nvt = MIL_pb2.NamedValueType()
         nvt.name = v
-        if P.tensor_dtype(value_types[v]) == MIL_pb2.FLOAT16:
-            nvt.type.CopyFrom(P.tensor_type(MIL_pb2.FLOAT32, P.tensor_shape(value_types[v])))
+        vt = value_types[v]
+        it = _interface_type(vt, "split", v)
+        nvt.type.CopyFrom(it)
+        if it.SerializeToString() != vt.SerializeToString():
             inner = _fresh(v + FP16_SUFFIX, taken)
-            pre_ops.append((v, inner))
-        else:
-            nvt.type.CopyFrom(value_types[v])
+            pre_ops.append((v, inner, vt, it))
         head_in.append(nvt)
     unused = [v for v in values if v not in head_reads]
     if unused:
@@ -245,17 +298,17 @@ def split_program(model, values: Sequence[str]) -> tuple[MLPackage, MLPackage]:
     is_classifier = bool(spec.description.predictedFeatureName)
     head = _new_program_spec(spec, fname, fn, head_ops, head_in, outputs, keep_classifier=is_classifier)
     hblock = head.mlProgram.functions[fname].block_specializations[fn.opset]
-    for v, inner in pre_ops:
+    for v, inner, vt, it in pre_ops:
         _rename_reads(hblock, v, inner)
-        t16 = value_types[v]
-        cast = _cast_op(v, inner, "fp16", t16)
-        new_ops = [cast] + [MIL_pb2.Operation.FromString(o.SerializeToString()) for o in hblock.operations]
+        new_ops = _adapters(v, inner, it, vt, taken) + [
+            MIL_pb2.Operation.FromString(o.SerializeToString()) for o in hblock.operations]
         del hblock.operations[:]
         for o in new_ops:
             hblock.operations.add().CopyFrom(o)
     for v in values:
         if v in head_reads:
-            head.description.input.add().CopyFrom(_feature_for(v, value_types[v], "split"))
+            head.description.input.add().CopyFrom(
+                _feature_for(v, _interface_type(value_types[v], "split", v), "split"))
     for f in spec.description.input:
         if f.name in head_reads:
             head.description.input.add().CopyFrom(f)

@@ -382,6 +382,16 @@ def _conv(c):
     dilations = c.ints("dilations", [1] * nsp)
     groups = int(c.scalar("groups", 1))
     pads = _pads(c, x.shape[2:], kernel, strides, dilations)
+    if nsp == 2 and x.dtype == np.float32:
+        # the 2-D case goes through the neuralNetwork runtime's banded im2col kernel
+        try:
+            from ._kernels import conv2d
+        except ImportError:  # pragma: no cover - kernels not in this build
+            conv2d = None
+        if conv2d is not None:
+            bias = c.get("bias")
+            return conv2d(x, w, None if bias is None else _f(bias), strides, dilations,
+                          (pads[0][0], pads[0][1], pads[1][0], pads[1][1]), groups)
     xp = np.pad(x, [(0, 0), (0, 0)] + list(pads))
     win = _windows(xp, kernel, strides, dilations)  # N, C, *out, *k
     n, cin = x.shape[:2]

@@ -187,12 +187,20 @@ def converted(name, precision="fp32", deployment="iOS16") -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=CACHE))
     mlmodel.save(str(tmp / "m.mlpackage"))
-    pkg_dir = getattr(mlmodel, "package_path", None)
-    os.replace(tmp / "m.mlpackage", target) if not target.exists() else None
+    if not target.exists():
+        os.replace(tmp / "m.mlpackage", target)
     shutil.rmtree(tmp, ignore_errors=True)
-    if pkg_dir and Path(pkg_dir).exists() and str(pkg_dir).startswith(tempfile.gettempdir()):
-        shutil.rmtree(pkg_dir, ignore_errors=True)
+    _drop_temp_package(mlmodel)
     return target
+
+
+def _drop_temp_package(mlmodel) -> None:
+    """Remove the temporary .mlpackage ct.convert left for this model (only
+    that one: other processes' temp folders are none of our business)."""
+    pkg_dir = getattr(mlmodel, "package_path", None)
+    if pkg_dir and Path(pkg_dir).exists() and str(Path(pkg_dir).resolve()).startswith(
+            str(Path(tempfile.gettempdir()).resolve())):
+        shutil.rmtree(pkg_dir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- H3's zoo at both precisions
@@ -203,7 +211,8 @@ def zoo_converted(name, precision="fp32") -> Path:
     import zoo
 
     key = hashlib.sha1(Path(zoo.__file__).read_bytes()).hexdigest()[:10]
-    target = CACHE / f"zoo_{name}_{precision}_{key}.mlpackage"
+    scripted = getattr(zoo.ARCHS[name], "script", False)
+    target = CACHE / f"zoo_{name}_{precision}_{key}{'_scripted' if scripted else ''}.mlpackage"
     if target.is_dir():
         return target
     import torch
@@ -211,8 +220,8 @@ def zoo_converted(name, precision="fp32") -> Path:
 
     ct = coremltools()
     module, example, kwargs = zoo.build(name)
-    traced = torch.jit.trace(module, example)
-    before = set(Path(tempfile.gettempdir()).glob("tmp*"))
+    traced = torch.jit.script(module) if scripted else torch.jit.trace(module, example)
+    first = None
     mlmodel = ct.convert(traced, convert_to="mlprogram",
                          compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
                          **kwargs)
@@ -221,6 +230,7 @@ def zoo_converted(name, precision="fp32") -> Path:
         old = spec.description.predictedProbabilitiesName
         if old and old != "probs":
             ct.utils.rename_feature(spec, old, "probs")
+            first = mlmodel
             mlmodel = ct.models.MLModel(spec, weights_dir=mlmodel.weights_dir, skip_model_load=True)
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=CACHE))
@@ -228,10 +238,9 @@ def zoo_converted(name, precision="fp32") -> Path:
     if not target.exists():
         os.replace(tmp / "m.mlpackage", target)
     shutil.rmtree(tmp, ignore_errors=True)
-    del mlmodel
-    for left in set(Path(tempfile.gettempdir()).glob("tmp*")) - before:
-        if left.suffix in (".mlmodelc", ".mlpackage") or left.is_dir():
-            shutil.rmtree(left, ignore_errors=True)
+    _drop_temp_package(mlmodel)
+    if first is not None:
+        _drop_temp_package(first)
     return target
 
 
@@ -317,7 +326,6 @@ def family_converted(name, scale=1 / 255.0) -> Path:
     ct = coremltools()
     module = _family()[name]
     traced = torch.jit.trace(module, torch.rand(1, 3, 32, 32))
-    before = set(Path(tempfile.gettempdir()).glob("tmp*"))
     mlmodel = ct.convert(traced, inputs=[ct.ImageType(name="image", shape=(1, 3, 32, 32), scale=scale)],
                          outputs=[ct.TensorType(name="out")], convert_to="mlprogram")
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -326,8 +334,5 @@ def family_converted(name, scale=1 / 255.0) -> Path:
     if not target.exists():
         os.replace(tmp / "m.mlpackage", target)
     shutil.rmtree(tmp, ignore_errors=True)
-    del mlmodel
-    for left in set(Path(tempfile.gettempdir()).glob("tmp*")) - before:
-        if left.suffix in (".mlmodelc", ".mlpackage") or left.is_dir():
-            shutil.rmtree(left, ignore_errors=True)
+    _drop_temp_package(mlmodel)
     return target
