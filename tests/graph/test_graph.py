@@ -243,3 +243,29 @@ def test_rewritten_blob_is_read_from_the_latest_writer():
     assert gi.topological_layers() == ["first", "use_first", "second", "use_second"]
     assert gi.between(["x"], ["y"]) == ["first", "use_first", "second", "use_second"]
     assert gi.between(["u"], ["y"]) == ["second", "use_second"]
+
+
+def test_nested_pipeline_paths():
+    inner = two_stage_pipeline()
+    tail = NetBuilder({"z": [1, 2, 4, 4]}, {"w": [1, 2, 4, 4]})
+    tail.relu("last", "z", "w")
+    outer = Model_pb2.Model()
+    outer.specificationVersion = 4
+    outer.description.input.add().CopyFrom(inner.description.input[0])
+    outer.description.output.add().CopyFrom(tail.spec.description.output[0])
+    outer.pipeline.models.add().CopyFrom(inner)
+    outer.pipeline.models.add().CopyFrom(tail.spec)   # no names: model0, model1
+    gi = build_graph(outer)
+    assert list(gi.models) == ["", "model0", "model0/backbone", "model0/mid", "model0/head", "model1"]
+    assert gi.nn_paths == ["model0/backbone", "model0/head", "model1"]
+    assert "layer:model0/backbone/conv" in gi.g and "linked:model0/mid" in gi.g
+    assert gi.topological_layers("model0/head") == ["again"]
+    import networkx as nx
+
+    assert nx.has_path(gi.g, "input:x", "output:w")
+    from specsurgery.render import to_dot
+    from specsurgery.summary import tree_text
+
+    text = to_dot(outer)
+    assert 'label="model0: pipeline v4"' in text and 'label="backbone: neuralNetwork v4"' in text
+    assert "│   ├── backbone: neuralNetwork v4" in tree_text(outer)
