@@ -443,19 +443,25 @@ def _versions() -> str:
     return f"torch{torch.__version__}-ct{ct.__version__}"
 
 
-def cache_key(name: str, backend: str) -> str:
+def cache_key(name: str, backend: str, precision: str | None = None) -> str:
     src = Path(__file__).read_bytes()
-    digest = hashlib.sha256(src + f"{name}|{backend}|{ZOO_VERSION}|{_versions()}".encode()).hexdigest()[:16]
-    return f"{name}-{backend}-{digest}"
+    tag = backend if precision is None else f"{backend}-{precision}"
+    digest = hashlib.sha256(src + f"{name}|{tag}|{ZOO_VERSION}|{_versions()}".encode()).hexdigest()[:16]
+    return f"{name}-{tag}-{digest}"
 
 
-def converted(name: str, backend: str = "neuralnetwork") -> Path:
-    """Path of the converted model (cached on disk; converts on first use)."""
+def converted(name: str, backend: str = "neuralnetwork", precision: str | None = None) -> Path:
+    """Path of the converted model (cached on disk; converts on first use).
+
+    ``precision`` ("float16" / "float32") sets an ML Program's compute precision;
+    None keeps coremltools' default (float16 for ML Programs)."""
     if backend not in ("neuralnetwork", "mlprogram"):
         raise ValueError(f"backend must be 'neuralnetwork' or 'mlprogram', not {backend!r}")
+    if precision not in (None, "float16", "float32") or (precision and backend != "mlprogram"):
+        raise ValueError("precision is 'float16' or 'float32', for backend='mlprogram' only")
     suffix = ".mlmodel" if backend == "neuralnetwork" else ".mlpackage"
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    target = CACHE_DIR / (cache_key(name, backend) + suffix)
+    target = CACHE_DIR / (cache_key(name, backend, precision) + suffix)
     if target.exists():
         return target
     ct = _ct()
@@ -463,6 +469,9 @@ def converted(name: str, backend: str = "neuralnetwork") -> Path:
     module, example, kwargs = build(name)
     traced = torch.jit.script(module) if ARCHS[name].script else torch.jit.trace(module, example)
     before = set(Path(tempfile.gettempdir()).glob("tmp*"))
+    if precision is not None:
+        kwargs["compute_precision"] = (ct.precision.FLOAT32 if precision == "float32"
+                                       else ct.precision.FLOAT16)
     mlmodel = ct.convert(traced, convert_to=backend, **kwargs)
     tmp = CACHE_DIR / f".{target.name}.{uuid.uuid4().hex}{suffix}"
     if ARCHS[name].kind == "image_classifier":

@@ -91,3 +91,13 @@ def test_in_place_weight_edits_are_noticed():
     weights.set_float32(bias, np.asarray(bias.floatValue) * 2)
     after = predict(spec, x)["y"]
     np.testing.assert_allclose(after, before * 2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["resnet", "image_classifier"])
+def test_predict_delegates_ml_programs(arch):
+    """predict hands an .mlpackage to specsurgery.runtime.mil; at float32 compute
+    precision it matches torch like the NN backend does."""
+    path = zoo.converted(arch, backend="mlprogram", precision="float32")
+    got = predict(path, zoo.coreml_inputs(arch, 2))
+    for name, value in zoo.torch_outputs(arch, 2).items():
+        _assert_close(f"{arch}/mlprogram/{name}", got[name], value)
