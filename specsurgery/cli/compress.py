@@ -72,7 +72,7 @@ def run(args) -> int:
     if args.grouped_channels is not None and mode != "palettize":
         raise SpecSurgeryError("--grouped-channels applies to --palettize only")
     original = load(args.model)
-    progress = Progress(0, "compress")
+    progress = Progress(_weighted_layers(original), "compress")
     compressed, report = compress(
         original, mode=mode, nbits=nbits, per_channel=args.per_channel, sparsity=args.prune,
         layers=args.layers, exclude=args.exclude, min_weights=args.min_weights, seed=args.seed,
@@ -96,3 +96,17 @@ def run(args) -> int:
             print(f"output {name}: SNR {'inf' if snr == float('inf') else f'{snr:.1f}'} dB")
     print(f"wrote {args.output}")
     return 0
+
+
+def _weighted_layers(model) -> int:
+    """How many neuralNetwork layers hold weights (the progress total)."""
+    from ..io import load_spec
+    from ..ops.compress import _has_weights, _iter_layers
+    from ..spec import iter_models, nn_of
+
+    total = 0
+    for info in iter_models(load_spec(model)):
+        nn = nn_of(info.model)
+        if nn is not None:
+            total += sum(1 for layer in _iter_layers(nn) if _has_weights(layer))
+    return total
