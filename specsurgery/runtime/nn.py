@@ -67,7 +67,7 @@ def supported_kinds() -> list[str]:
 class Ctx:
     """What a layer function sees: its layer, the weight cache, the mode."""
 
-    __slots__ = ("net", "layer", "name", "kind", "shape_only", "rank5", "cache_key", "trace")
+    __slots__ = ("net", "name", "kind", "shape_only", "rank5", "trace")
 
     def __init__(self, net: "Net"):
         self.net = net
@@ -118,7 +118,7 @@ class Ctx:
     def fail(self, msg: str):
         raise LayerError(f"layer {self.name!r} ({self.kind}): {msg}")
 
-    def sub(self, nn_msg) -> "Net":  # noqa: D401
+    def sub(self, nn_msg) -> "Net":
         """Compiled sub-network of a branch or loop (cached)."""
         key = id(nn_msg)
         subs = self.net.root.subnets
