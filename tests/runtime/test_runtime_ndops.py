@@ -181,8 +181,6 @@ def test_legacy_scale_bias_dot_crop():
 
 
 def test_int8_dynamic_inner_product():
-    from specsurgery._proto import NeuralNetwork_pb2
-
     w = np.array([[1, -2, 3], [4, 5, -6]], np.int8)
 
     def ip(p):
