@@ -2134,3 +2134,53 @@ def _categorical(ctx, p, ins):
     k = int(p.numSamples) or 1
     out = np.stack([rng.choice(flat.shape[1], size=k, p=row) for row in flat])
     return out.reshape(probs.shape[:-1] + (k,)).astype(F32)
+
+
+@op("cropResize")
+def _crop_resize(ctx, p, ins):
+    """Crop boxes and resize them bilinearly.  Only the endpoint-aligned sampling
+    modes run (their semantics are pinned down by coremltools' reference tests);
+    UPSAMPLE_MODE and ROI_ALIGN_MODE raise rather than guess."""
+    x, roi = _f(ins[0]), _f(ins[1])
+    method = p.mode.samplingMethod
+    if method not in (0, 1):
+        raise UnsupportedError(f"layer {ctx.name!r} (cropResize): sampling mode "
+                               f"{['STRICT_ALIGN_ENDPOINTS', 'ALIGN_ENDPOINTS', 'UPSAMPLE', 'ROI_ALIGN'][method]}"
+                               " is not supported by the reference runtime")
+    x5 = x.reshape((1,) * (5 - x.ndim) + x.shape) if x.ndim < 5 else x
+    _, b, c, h, w = x5.shape
+    th, tw = _hw(p.targetSize, (1, 1))
+    boxes = roi.reshape(roi.shape[0], -1)
+    with_index = boxes.shape[1] == 5
+    if boxes.shape[1] not in (4, 5):
+        ctx.fail(f"RoI input must be [N,1,4,1,1] or [N,1,5,1,1], got {tuple(roi.shape)}")
+    n = boxes.shape[0]
+    out_b = 1 if with_index else b
+    if ctx.shape_only:
+        return _zeros((n, out_b, c, th, tw))
+    scale = p.spatialScale or 1.0
+    out = np.zeros((n, out_b, c, th, tw), F32)
+    for i in range(n):
+        v = boxes[i, 1:] if with_index else boxes[i]
+        mode = p.boxIndicesMode.boxMode
+        if mode == 0:
+            hs, ws, he, we = v
+        elif mode == 1:
+            ws, hs, we, he = v
+        else:
+            if mode == 2:
+                hc, wc, bh, bw = v
+            else:
+                wc, hc, bw, bh = v
+            hs, he, ws, we = hc - bh / 2, hc + bh / 2, wc - bw / 2, wc + bw / 2
+        if p.normalizedCoordinates:
+            hs, he, ws, we = hs * (h - 1), he * (h - 1), ws * (w - 1), we * (w - 1)
+        hs, he, ws, we = hs * scale, he * scale, ws * scale, we * scale
+
+        def grid(s, e, k):
+            if k == 1:
+                return np.array([s if method == 0 else (s + e) / 2.0])
+            return np.linspace(s, e, k)
+        src = x5[0, int(boxes[i, 0])][None] if with_index else x5[0]
+        out[i] = K.bilinear(src, grid(hs, he, th), grid(ws, we, tw))
+    return out

@@ -224,3 +224,29 @@ def test_categorical_distribution_is_seeded():
     a = one("categoricalDistribution", setup, {"x": logits})
     assert a.shape == (1, 20) and (a == 1).mean() > 0.8
     np.testing.assert_array_equal(a, one("categoricalDistribution", setup, {"x": logits}))
+
+
+def test_crop_resize_matches_coremltools_reference_values():
+    """Expected values from coremltools' own crop_resize tests (ALIGN_CORNERS)."""
+    x = np.arange(1, 17, dtype=np.float32).reshape(1, 1, 1, 4, 4)
+    roi = np.array([1, 1, 2, 2], np.float32).reshape(1, 1, 4, 1, 1)
+
+    def setup(size, method=1, normalized=False):
+        def s(p):
+            p.targetSize.extend(size)
+            p.mode.samplingMethod = method
+            p.normalizedCoordinates = normalized
+        return s
+    close(one("cropResize", setup([2, 2]), {"x": x, "r": roi}).reshape(-1), [6, 7, 10, 11])
+    close(one("cropResize", setup([1, 1]), {"x": x, "r": roi}).reshape(-1), [8.5])
+    close(one("cropResize", setup([4, 4]), {"x": x, "r": roi})[0, 0, 0, 1],
+          [7.333333, 7.666666, 8, 8.333333])
+    roi_n = np.array([0, 0, 0, 1 / 3, 1 / 3], np.float32).reshape(1, 1, 5, 1, 1)
+    close(one("cropResize", setup([2, 2], normalized=True), {"x": x, "r": roi_n}).reshape(-1), [1, 2, 5, 6])
+    roi_inv = np.array([2, 2, 1, 1], np.float32).reshape(1, 1, 4, 1, 1)
+    close(one("cropResize", setup([2, 2]), {"x": x, "r": roi_inv}).reshape(-1), [11, 10, 7, 6])
+    from specsurgery.errors import UnsupportedError
+    import pytest
+
+    with pytest.raises(UnsupportedError, match="ROI_ALIGN"):
+        one("cropResize", setup([2, 2], method=3), {"x": x, "r": roi})
