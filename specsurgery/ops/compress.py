@@ -991,6 +991,7 @@ def _compress_mlprogram(pkg, opts, selector, report, stage: str = "", known_out=
 
     # Which weight consts the selection keeps, named by the op that reads them.
     op_names = {}
+    selected = set()
     for name, info in consts.items():
         users = consumers.get(name, [])
         if not users:
@@ -1009,6 +1010,7 @@ def _compress_mlprogram(pkg, opts, selector, report, stage: str = "", known_out=
             report.skipped.append(Skipped(stage, op, kind, f"{count} weights < min_weights {opts['min_weights']}"))
             continue
         op_names[op] = True
+        selected.add(name)
     if final:
         selector.check_all_used(known)
     else:
@@ -1017,6 +1019,14 @@ def _compress_mlprogram(pkg, opts, selector, report, stage: str = "", known_out=
         if not final:
             return None
         _explain_nothing_done(report)
+
+    if (mode == "palettize" and opts["granularity"] == "per_tensor" and nbits in DIRECT_LUT_BITS
+            and opset <= 7):
+        # Fast path: write iOS 16 constexpr_lut_to_dense ops ourselves.
+        out = _palettize_program_direct(pkg, consts, consumers, selected, nbits, opts, report, stage)
+        if final:
+            _explain_nothing_done(report)
+        return out
 
     ct = _proto_coremltools()
     cto = ct.optimize.coreml
@@ -1100,6 +1110,101 @@ def _compress_mlprogram(pkg, opts, selector, report, stage: str = "", known_out=
         report.versions[stage] = (pkg.spec.specificationVersion, out.spec.specificationVersion)
     if final:
         _explain_nothing_done(report)
+    return out
+
+
+#: Bits the iOS 16 ``constexpr_lut_to_dense`` takes (indices packed in a uint8 tensor).
+DIRECT_LUT_BITS = (1, 2, 4, 6, 8)
+
+
+def _palettize_program_direct(pkg, consts, consumers, chosen, nbits, opts, report, stage):
+    """Palettize an ML Program without coremltools: every selected weight
+    ``const`` becomes an iOS 16 ``constexpr_lut_to_dense`` op (same output
+    name and type, so no consumer changes) whose ``indices`` (uint8 tensor,
+    codes packed least significant bit first) and ``lut`` (2**nbits entries
+    in the weight's own float type) are new blobs; the weight file is
+    rewritten with exactly the blobs the program reads.  Functions on opset
+    CoreML5 move to CoreML6 (iOS 16), and the spec to version 7 or more."""
+    from ..mil import blobs as B
+    from .._proto import MIL_pb2
+
+    out = pkg.copy()
+    pending: list = []
+    new_name = "@specsurgery-new-blob"
+    rows = []
+
+    def blob_value(value, array, mil_dtype):
+        value.type.tensorType.dataType = mil_dtype
+        value.type.tensorType.rank = 1
+        value.type.tensorType.dimensions.add().constant.size = int(array.size if mil_dtype != MIL_pb2.UINT8
+                                                                   else len(array))
+        value.blobFileValue.fileName = new_name
+        value.blobFileValue.offset = len(pending)
+        pending.append((array, mil_dtype))
+
+    def walk(block):
+        for op in block.operations:
+            if op.type == "const" and len(op.outputs) and op.outputs[0].name in chosen:
+                name = op.outputs[0].name
+                val = op.attributes["val"]
+                src = pkg.weight_file(val.blobFileValue.fileName)
+                values = B.read_blob(src, val.blobFileValue.offset)
+                float_type = op.outputs[0].type.tensorType.dataType
+                flat = values.astype(np.float32).reshape(-1)
+                table, codes = lut_quantize(flat, nbits, seed=opts["seed"])
+                packed, _ = B.pack_subbyte(codes, nbits) if nbits < 8 else (codes.tobytes(), 0)
+                dims = [int(d.constant.size) for d in op.outputs[0].type.tensorType.dimensions]
+                op.type = "constexpr_lut_to_dense"
+                del op.attributes["val"]
+                np_float = np.float16 if float_type == MIL_pb2.FLOAT16 else np.float32
+                lut = table.astype(np_float)
+                blob_value(op.attributes["lut"], lut, float_type)
+                blob_value(op.attributes["indices"], np.frombuffer(packed, dtype=np.uint8), MIL_pb2.UINT8)
+                shape = op.attributes["shape"]
+                shape.type.tensorType.dataType = MIL_pb2.UINT32
+                shape.type.tensorType.rank = 1
+                shape.type.tensorType.dimensions.add().constant.size = len(dims)
+                shape.immediateValue.tensor.bytes.values = np.asarray(dims, dtype="<u4").tobytes()
+                kind, user = consumers[name][0]
+                bytes_before = consts[name]["bytes"]
+                bytes_after = len(packed) + lut.nbytes
+                count = flat.size
+                rows.append(LayerReport(stage, user, kind, [name], count,
+                                        _MIL_FLOAT_DTYPES.get(float_type, str(float_type)),
+                                        "constexpr_lut_to_dense", 8.0 * bytes_before / count,
+                                        8.0 * bytes_after / count, bytes_before, bytes_after,
+                                        snr_db(flat, lut.astype(np.float32)[codes])))
+            for sub in op.blocks:
+                walk(sub)
+
+    for fn in out.spec.mlProgram.functions.values():
+        for key in list(fn.block_specializations):
+            walk(fn.block_specializations[key])
+        for key in list(fn.block_specializations):
+            if key.startswith("CoreML") and key[6:].isdigit() and int(key[6:]) < 6:
+                block = fn.block_specializations[key]
+                fn.block_specializations["CoreML6"].CopyFrom(block)
+                del fn.block_specializations[key]
+        if fn.opset.startswith("CoreML") and fn.opset[6:].isdigit() and int(fn.opset[6:]) < 6:
+            fn.opset = "CoreML6"
+    # One new weight file: the blobs the program still reads, then the new ones.
+    writer = B.BlobWriter()
+    for value in B.iter_program_blobs(out.spec.mlProgram):
+        bfv = value.blobFileValue
+        if bfv.fileName == new_name:
+            array, mil_dtype = pending[bfv.offset]
+            bfv.offset = writer.add_array(array, mil_dtype)
+        else:
+            rec, raw = B.raw_bytes(pkg.weight_file(bfv.fileName), bfv.offset)
+            bfv.offset = writer.add_raw(rec.dtype, raw, rec.padding_bits)
+        bfv.fileName = ssio.WEIGHT_FILE_NAME
+    out.weights = {ssio.weight_key(ssio.WEIGHT_FILE_NAME): writer.to_weight_file()}
+    before = out.spec.specificationVersion
+    if rows and before < 7:
+        out.spec.specificationVersion = 7
+        report.versions[stage] = (before, 7)
+    report.layers.extend(rows)
+    out.path = None
     return out
 
 

@@ -332,17 +332,54 @@ def test_quantizer_helpers():
 
 # --------------------------------------------------------------------------- ML Program
 
-def test_mlprogram_palettize_through_coremltools():
+def _program_ops(pkg):
+    return [op for fn in pkg.spec.mlProgram.functions.values()
+            for b in fn.block_specializations.values() for op in b.operations]
+
+
+def test_mlprogram_palettize_writes_lut_ops(tmp_path):
+    """Direct path: consts become iOS 16 constexpr_lut_to_dense ops whose blobs
+    decode (LSB-first indices) to our k-means table; the program runs."""
+    from specsurgery.mil import blobs as B
+    from specsurgery.ops.kmeans import lut_quantize
+
     path = need(CORPUS / "generated" / "shared_backbone_classifier.mlpackage")
-    out, rep = compress(path, mode="palettize", nbits=4, return_report=True)
+    pkg = ssio.load(path)
+    out, rep = compress(pkg, mode="palettize", nbits=4, return_report=True)
     assert isinstance(out, ssio.MLPackage)
-    assert rep.layers and all(r.storage_after == "constexpr_lut_to_dense" for r in rep.layers)
-    # fp16 weights -> 4-bit indices plus a 16-entry fp16 table
-    assert rep.ratio == pytest.approx(0.25, rel=0.03)
-    assert all(r.snr_db and r.snr_db > 15 for r in rep.layers)
-    types = {op.type for fn in out.spec.mlProgram.functions.values()
-             for b in fn.block_specializations.values() for op in b.operations}
-    assert "constexpr_lut_to_dense" in types
+    assert len(rep.layers) == 7 and all(r.storage_after == "constexpr_lut_to_dense" for r in rep.layers)
+    assert rep.ratio == pytest.approx(0.25, rel=0.03)        # fp16 -> 4-bit plus a 16-entry table
+    assert all(r.snr_db > 15 for r in rep.layers)
+    assert out.spec.specificationVersion == 7 and rep.versions[""] == (6, 7)
+    assert all(fn.opset == "CoreML6" and list(fn.block_specializations) == ["CoreML6"]
+               for fn in out.spec.mlProgram.functions.values())
+    before = {op.outputs[0].name: op for op in _program_ops(pkg) if op.type == "const"}
+    luts = [op for op in _program_ops(out) if op.type == "constexpr_lut_to_dense"]
+    op = next(o for o in luts if o.outputs[0].name == rep.layers[-1].fields[0])
+    wf = out.weight_file(op.attributes["indices"].blobFileValue.fileName)
+    orig_val = before[op.outputs[0].name].attributes["val"].blobFileValue
+    values = B.read_blob(pkg.weight_file(orig_val.fileName), orig_val.offset).astype(np.float32)
+    table, codes = lut_quantize(values, 4)
+    _, raw = B.raw_bytes(wf, op.attributes["indices"].blobFileValue.offset)
+    assert np.array_equal(B.unpack_subbyte(np.asarray(raw), 4, values.size), codes)
+    lut = B.read_blob(wf, op.attributes["lut"].blobFileValue.offset)
+    assert np.array_equal(lut, table.astype(np.float16))
+    ssio.save(out, tmp_path / "p.mlpackage")                 # check: blobs, types, offsets
+    runtime = pytest.importorskip("specsurgery.runtime")
+    x = runtime.random_inputs(pkg, seed=0)
+    a, b = runtime.predict(pkg, x), runtime.predict(ssio.load(tmp_path / "p.mlpackage"), x)
+    probs = [k for k in a if isinstance(a[k], dict)]
+    for k in probs:
+        assert max(abs(a[k][c] - b[k][c]) for c in a[k]) < 0.05
+
+
+def test_mlprogram_linear_through_coremltools():
+    path = need(CORPUS / "generated" / "shared_backbone_classifier.mlpackage")
+    out, rep = compress(path, mode="linear", per_channel=True, return_report=True)
+    assert rep.layers and all(r.storage_after.startswith("constexpr_") for r in rep.layers)
+    assert rep.ratio == pytest.approx(0.5, rel=0.05)         # fp16 -> int8 plus scales
+    types = {op.type for op in _program_ops(out)}
+    assert any(t.startswith("constexpr_") for t in types) and "const" in types
 
 
 def test_mlprogram_stage_of_a_pipeline_package(tmp_path):
