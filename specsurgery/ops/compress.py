@@ -587,7 +587,7 @@ def compress(model, *, mode: str = "fp16", nbits: Optional[int] = None, per_chan
         raise UnsupportedError(
             f"compress: a {model_type(spec)} model has no neural-network weights to compress; "
             "compress works on neuralNetwork(Classifier/Regressor) models, pipelines of them and "
-            "ML Programs (.mlpackage)" + (". " + " ".join(report.notes) if report.notes else ""))
+            "ML Programs (.mlpackage)" + ("; " + "; ".join(report.notes) if report.notes else ""))
     selector.check_all_used(known_layers)
     _raise_spec_versions(out_spec, need, report)
     _explain_nothing_done(report)
@@ -849,7 +849,7 @@ def _explain_nothing_done(report) -> None:
         return
     if not report.skipped:
         raise SpecSurgeryError("compress: no layer holds weights to compress"
-                               + ("; " + " ".join(report.notes) if report.notes else ""))
+                               + ("; " + "; ".join(report.notes) if report.notes else ""))
     reasons: dict[str, list[str]] = {}
     for s in report.skipped:
         key = s.reason.split(":")[0] if s.reason.startswith("already") else s.reason
@@ -862,7 +862,8 @@ def _explain_nothing_done(report) -> None:
         hint = "; never quantize twice: compress the float model instead"
     elif any("min_weights" in s.reason for s in report.skipped):
         hint = "; lower min_weights (--min-weights) to include small layers"
-    raise SpecSurgeryError("compress: nothing to compress: " + "; ".join(parts) + hint)
+    notes = ("; " + "; ".join(report.notes)) if report.notes else ""
+    raise SpecSurgeryError("compress: nothing to compress: " + "; ".join(parts) + hint + notes)
 
 
 # --------------------------------------------------------------------------- ML Programs
