@@ -424,3 +424,25 @@ def test_cli_report_json_and_verify(tmp_path, capsys):
     assert "outside 1..8" in capsys.readouterr().err
     assert main(["compress", str(RESNET), "-o", str(tmp_path / "x.mlmodel")]) == 1
     assert main(["compress", str(RESNET), "-o", str(tmp_path / "p.mlmodel"), "--prune", "0.5"]) == 0
+
+
+def test_4bit_works_where_coremltools_kmeans_crashes():
+    """coremltools 9.0's quantize_weights(model, 4, "kmeans") fails on protobuf 7
+    (its table comes back with shape (16, 1)); our 4-bit path on the same
+    protobuf writes a valid 16-entry table."""
+    import google.protobuf
+
+    spec = ssio.load_spec(need(RESNET))
+    out = compress(spec, mode="palettize", nbits=4)
+    table = conv_fields(out)["y"].weights.quantization.lookupTableQuantization.floatValue
+    assert len(table) == 16
+    pytest.importorskip("sklearn")
+    from specsurgery._proto import coremltools
+
+    ct = coremltools()
+    from coremltools.models.neural_network import quantization_utils as qu
+
+    if int(google.protobuf.__version__.split(".")[0]) < 6:
+        pytest.skip("the crash needs protobuf 7's strict repeated-float fields")
+    with pytest.raises(Exception, match="has type ndarray"):
+        qu.quantize_weights(ct.models.MLModel(spec, skip_model_load=True), 4, "kmeans")
