@@ -47,19 +47,20 @@ def _default_held_shape(f, nn_msg, override=None) -> tuple:
     return (1,)
 
 
-def infer_shapes(model, input_shapes: Optional[Mapping] = None) -> dict:
+def infer_shapes(model, input_shapes: Optional[Mapping] = None, *, partial: bool = False) -> dict:
     """{blob name: shape} for every blob of a neural network (model inputs too),
     as the runtime holds them; pipelines give the union over their NN stages.
 
-    Layers the runtime cannot run (custom layers) and everything downstream of
-    them are left out rather than failing the whole inference."""
+    A layer the runtime cannot run (a custom layer) raises ``UnsupportedError``
+    naming it; with ``partial=True`` such layers and everything downstream of
+    them are left out instead (for listings that show what they can)."""
     spec = _io.load_spec(model)
     shapes: dict = {}
-    _infer(spec, dict(input_shapes or {}), shapes)
+    _infer(spec, dict(input_shapes or {}), shapes, partial)
     return shapes
 
 
-def _infer(spec, input_shapes, shapes):
+def _infer(spec, input_shapes, shapes, partial=False):
     kind = _spec.model_type(spec)
     if kind in _spec.NN_TYPES:
         nn_msg = _spec.nn_of(spec)
@@ -68,7 +69,7 @@ def _infer(spec, input_shapes, shapes):
         for f in spec.description.input:
             shape = _default_held_shape(f, nn_msg, input_shapes.get(f.name))
             blobs[f.name] = np.zeros(shape, np.float32)
-        net.run(blobs, shape_only=True, lenient=True)
+        net.run(blobs, shape_only=True, lenient=partial)
         for name, v in blobs.items():
             shapes[name] = tuple(int(d) for d in np.shape(v))
         return
@@ -79,4 +80,4 @@ def _infer(spec, input_shapes, shapes):
             for f in stage.description.input:
                 if f.name in input_shapes:
                     stage_in[f.name] = input_shapes[f.name]
-            _infer(stage, stage_in, shapes)
+            _infer(stage, stage_in, shapes, partial)

@@ -509,5 +509,7 @@ def test_infer_shapes_skips_what_depends_on_unsupported_layers():
         layer(nn, "activation", "x", "a").ReLU.SetInParent()
         layer(nn, "custom", "a", "b", name="mystery").className = "MyLayer"
         layer(nn, "activation", "b", "y").ReLU.SetInParent()
-    shapes = infer_shapes(net({"x": [2, 3]}, build))
-    assert shapes == {"x": (2, 3), "a": (2, 3)}
+    spec = net({"x": [2, 3]}, build)
+    assert infer_shapes(spec, partial=True) == {"x": (2, 3), "a": (2, 3)}
+    with pytest.raises(UnsupportedError, match=r"'mystery' \(custom, class 'MyLayer'\)"):
+        infer_shapes(spec)
