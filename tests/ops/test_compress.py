@@ -446,3 +446,16 @@ def test_4bit_works_where_coremltools_kmeans_crashes():
         pytest.skip("the crash needs protobuf 7's strict repeated-float fields")
     with pytest.raises(Exception, match="has type ndarray"):
         qu.quantize_weights(ct.models.MLModel(spec, skip_model_load=True), 4, "kmeans")
+
+
+@pytest.mark.parametrize("kw", [dict(mode="linear"), dict(mode="linear", per_channel=True),
+                                dict(mode="linear", sparsity=0.5), dict(mode="palettize", nbits=3),
+                                dict(mode="palettize", nbits=2, sparsity=0.5)])
+def test_reported_snr_is_that_of_the_stored_weights(kw):
+    spec = ssio.load_spec(need(RESNET))
+    out, rep = compress(spec, return_report=True, **kw)
+    ref = conv_fields(dequantize(out))
+    for row in rep.layers:
+        original = np.asarray(conv_fields(spec)[row.layer].weights.floatValue)
+        stored = np.asarray(ref[row.layer].weights.floatValue)
+        assert row.snr_db == pytest.approx(snr_db(original, stored), abs=1e-3)
