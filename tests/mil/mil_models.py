@@ -165,7 +165,7 @@ def torch_forward(name, inputs):
     return out.numpy()
 
 
-def converted(name, precision="fp32", deployment="iOS16") -> Path:
+def _converted_impl(name, precision="fp32", deployment="iOS16") -> Path:
     """Path of the cached .mlpackage of model ``name`` (precision fp32 or fp16)."""
     target = CACHE / f"{name}_{precision}_{deployment}.mlpackage"
     if target.is_dir():
@@ -187,11 +187,39 @@ def converted(name, precision="fp32", deployment="iOS16") -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=CACHE))
     mlmodel.save(str(tmp / "m.mlpackage"))
-    if not target.exists():
-        os.replace(tmp / "m.mlpackage", target)
+    _publish(tmp / "m.mlpackage", target)
     shutil.rmtree(tmp, ignore_errors=True)
     _drop_temp_package(mlmodel)
     return target
+
+
+class private_tmp:
+    """Point ``tempfile`` (so coremltools' temporary packages) at a private
+    folder while converting, and delete it afterwards: other processes that
+    sweep /tmp/tmp* then never touch our in-flight files, and we never touch
+    theirs."""
+
+    def __enter__(self):
+        CACHE.mkdir(parents=True, exist_ok=True)
+        self.saved = tempfile.tempdir
+        self.path = tempfile.mkdtemp(prefix=".ct-", dir=CACHE)
+        tempfile.tempdir = self.path
+        return Path(self.path)
+
+    def __exit__(self, *exc):
+        tempfile.tempdir = self.saved
+        shutil.rmtree(self.path, ignore_errors=True)
+        return False
+
+
+def _publish(built: Path, target: Path) -> None:
+    """Move a finished package into the cache; a parallel worker that got
+    there first wrote the same model, so losing the race is fine."""
+    try:
+        if not target.exists():
+            os.replace(built, target)
+    except OSError:
+        pass
 
 
 def _drop_temp_package(mlmodel) -> None:
@@ -205,7 +233,7 @@ def _drop_temp_package(mlmodel) -> None:
 
 # --------------------------------------------------------------------------- H3's zoo at both precisions
 
-def zoo_converted(name, precision="fp32") -> Path:
+def _zoo_converted_impl(name, precision="fp32") -> Path:
     """H3's ``tests/zoo.py`` architecture ``name`` as an ML Program at ``precision``
     (zoo.converted(name, backend="mlprogram") gives ct's default, fp16 only)."""
     import zoo
@@ -235,8 +263,7 @@ def zoo_converted(name, precision="fp32") -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=CACHE))
     mlmodel.save(str(tmp / "m.mlpackage"))
-    if not target.exists():
-        os.replace(tmp / "m.mlpackage", target)
+    _publish(tmp / "m.mlpackage", target)
     shutil.rmtree(tmp, ignore_errors=True)
     _drop_temp_package(mlmodel)
     if first is not None:
@@ -313,7 +340,7 @@ def _family():
 FAMILY = ["Classifier", "Regressor", "Segmenter", "Embedder"]
 
 
-def family_converted(name, scale=1 / 255.0) -> Path:
+def _family_converted_impl(name, scale=1 / 255.0) -> Path:
     """Model ``name`` of a family sharing one backbone, as an ML Program with an
     image input (``scale`` is the image preprocessing; another scale must not dedupe)."""
     tag = f"{scale:.6g}".replace(".", "p")
@@ -331,8 +358,28 @@ def family_converted(name, scale=1 / 255.0) -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=CACHE))
     mlmodel.save(str(tmp / "m.mlpackage"))
-    if not target.exists():
-        os.replace(tmp / "m.mlpackage", target)
+    _publish(tmp / "m.mlpackage", target)
     shutil.rmtree(tmp, ignore_errors=True)
     _drop_temp_package(mlmodel)
     return target
+
+
+def converted(name, precision="fp32", deployment="iOS16") -> Path:
+    """Path of the cached .mlpackage of model ``name`` (precision fp32 or fp16)."""
+    target = CACHE / f"{name}_{precision}_{deployment}.mlpackage"
+    if target.is_dir():
+        return target
+    with private_tmp():
+        return _converted_impl(name, precision, deployment)
+
+
+def zoo_converted(name, precision="fp32") -> Path:
+    """H3's zoo architecture ``name`` as an ML Program at ``precision`` (cached)."""
+    with private_tmp():
+        return _zoo_converted_impl(name, precision)
+
+
+def family_converted(name, scale=1 / 255.0) -> Path:
+    """Model ``name`` of the shared-backbone family (cached)."""
+    with private_tmp():
+        return _family_converted_impl(name, scale)

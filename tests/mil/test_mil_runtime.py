@@ -90,14 +90,19 @@ def _compress_cases():
 
 
 @pytest.mark.parametrize("deployment,kind,params", _compress_cases())
-def test_compressed_weight_forms_decode_exactly(tmp_path, deployment, kind, params):
+def test_compressed_weight_forms_decode_exactly(tmp_path, monkeypatch, deployment, kind, params):
     """A ct.optimize-compressed model runs like its ct-decompressed twin."""
+    import tempfile
+
     from specsurgery._proto import coremltools
+
+    src = M.converted("resnet", "fp32", deployment)
+    (tmp_path / "ct").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "ct"))  # ct's temp packages stay ours
 
     ct = coremltools()
     import coremltools.optimize.coreml as cto
 
-    src = M.converted("resnet", "fp32", deployment)
     model = ct.models.MLModel(str(src), skip_model_load=True)
     fn, cfg = {"palettize": (cto.palettize_weights, cto.OpPalettizerConfig),
                "linear": (cto.linear_quantize_weights, cto.OpLinearQuantizerConfig),
