@@ -287,6 +287,7 @@ def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -299,6 +300,12 @@ def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> Path:
             pass
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path, text: str) -> Path:
@@ -376,7 +383,7 @@ def save(model, path: Union[str, os.PathLike], *, check: bool = True, search_pat
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
-            os.rmdir(tmp)
+            os.rmdir(tmp)  # the name is ours; the tree is built with open()'s modes
             _write_package_tree(pkg, tmp)
             _replace_dir(tmp, path)
         except BaseException:

@@ -226,3 +226,8 @@ def _check_version(spec, kind, version: int, out: Findings) -> None:
             out.warning("specificationVersion", "version.outer-below-stage",
                         f"the pipeline declares v{version} but its stages need or declare up to v{top}; "
                         f"set the pipeline's specificationVersion to {top}")
+
+
+from .._callable import make_callable  # noqa: E402
+
+make_callable(__name__, "check")

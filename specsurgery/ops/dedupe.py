@@ -1192,3 +1192,8 @@ def dedupe_files(paths, out_dir, *, backbone_name: str = "Backbone", search_path
 
 __all__ = ["dedupe", "dedupe_files", "plan_dedupe", "DedupePlan", "DedupeResult", "BackboneGroup",
            "ModelPlan", "Candidate", "HashStats"]
+
+
+from .._callable import make_callable  # noqa: E402
+
+make_callable(__name__, "dedupe")

@@ -163,14 +163,6 @@ def extract(spec, inputs, outputs, *, shapes=None, inplace: bool = False):
     return out
 
 
+from .._callable import make_callable  # noqa: E402
 
-# ``specsurgery.ops.extract`` names both this module and the function: once the
-# module is imported, Python sets the package attribute to the module, so
-# ``from specsurgery.ops import extract`` would hand out the module.  Making the
-# module callable keeps ``extract(spec, inputs, outputs)`` working either way.
-class _CallableModule(__import__("types").ModuleType):
-    def __call__(self, *args, **kwargs):
-        return extract(*args, **kwargs)
-
-
-__import__("sys").modules[__name__].__class__ = _CallableModule
+make_callable(__name__, "extract")

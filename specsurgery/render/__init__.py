@@ -66,33 +66,12 @@ def render(model, out_path: Union[str, os.PathLike], **kwargs) -> Path:
         _dot_binary()   # fail before the work when the binary is missing
     text = to_dot(model, **kwargs)
     data = text.encode("utf-8") if fmt == "dot" else dot_to_bytes(text, fmt)
-    written = atomic_write_bytes(out, data)
-    _umask_mode(written)
-    return written
-
-
-def _umask_mode(path: Path) -> None:
-    """Give the file the mode a plain ``open()`` would (the atomic write's temp file is 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    try:
-        os.chmod(path, 0o666 & ~mask)
-    except OSError:  # pragma: no cover - e.g. a filesystem without modes
-        pass
+    return atomic_write_bytes(out, data)
 
 
 __all__ = ["to_dot", "render", "dot_to_bytes", "FORMATS"]
 
 
-class _CallableModule(type(os)):
-    """``specsurgery.render`` is both this package and the :func:`render` function:
-    once the package is imported, ``specsurgery.render`` names the module, so calling
-    it draws (``ss.render(model, "g.svg")`` works whichever was touched first)."""
+from .._callable import make_callable  # noqa: E402
 
-    def __call__(self, model, out_path, **kwargs):
-        return render(model, out_path, **kwargs)
-
-
-import sys as _sys  # noqa: E402
-
-_sys.modules[__name__].__class__ = _CallableModule
+make_callable(__name__, "render")
