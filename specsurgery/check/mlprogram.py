@@ -10,7 +10,7 @@ Rule ids (all under ``mlprogram.``): ``no-functions``, ``function-missing``,
 ``no-block``, ``undefined-value``, ``duplicate-value``, ``untyped-output``,
 ``const-type``, ``cast-type``, ``block-output``, ``interface-input``,
 ``interface-output``, ``blob-file-missing``, ``blob-no-package``, ``blob-bad``,
-``blob-dtype``, ``blob-size``, ``blob-count``, ``unknown-op`` (info).
+``blob-dtype``, ``blob-size``, ``blob-count``, ``blob-unused`` (info).
 """
 
 from __future__ import annotations
@@ -293,7 +293,13 @@ def _check_blobs(spec, package, out):
             out.error(f"weights:{file_name}", "mlprogram.blob-bad", str(exc))
             continue
         try:
-            records = sum(1 for _ in B.iter_records(wf))
+            offsets = [r.offset for r in B.iter_records(wf)]
+            records = len(offsets)
+            unused = set(offsets) - {v.blobFileValue.offset for _, _, _, v in items}
+            if unused and not _read_elsewhere(spec, package, file_name):
+                out.info(f"weights:{file_name}", "mlprogram.blob-unused",
+                         f"weight file {where_file}: {len(unused)} of its {records} blobs are not read by "
+                         "this program (repack the package to drop them)")
             if count is not None and records != count:
                 out.error(f"weights:{file_name}", "mlprogram.blob-count",
                           f"weight file {where_file}: header says {count} blobs, {records} found")
@@ -320,6 +326,12 @@ def _check_blobs(spec, package, out):
                           f"{P.op_name(op)!r}.{key} is {P.describe_value_type(value.type)} ({need} bytes) "
                           f"but the blob at offset {offset} of {where_file} holds {rec.size} bytes")
             seen.add((file_name, offset))
+
+
+def _read_elsewhere(spec, package, file_name) -> bool:
+    """True when the file may be read by other models of the package (pipeline stages)."""
+    root = getattr(package, "spec", None)
+    return root is not None and root is not spec and root.WhichOneof("Type") != "mlProgram"
 
 
 def unknown_ops(spec) -> Counter:

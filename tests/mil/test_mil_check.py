@@ -111,3 +111,18 @@ def test_bad_identifier_and_duplicate():
     found = check_program(spec, io.MLPackage(spec, pkg.weights), "")
     rules = {f.rule for f in found}
     assert {"mlprogram.duplicate-value", "mlprogram.identifier"} <= rules
+
+
+def test_unused_blob_is_an_info():
+    pkg = io.load(CLASSIFIER)
+    spec = io.copy_spec(pkg.spec)
+    block = P.main_block(P.get_function(spec)[1])
+    op = next(o for o in block.operations if o.type == "const"
+              and o.attributes["val"].WhichOneof("value") == "blobFileValue")
+    value = P.value_to_numpy(op.attributes["val"], pkg)
+    op.attributes["val"].CopyFrom(P.numpy_to_value(value))
+    found = check_program(spec, io.MLPackage(spec, pkg.weights), "")
+    assert [f.rule for f in found] == ["mlprogram.blob-unused"] and found[0].severity == "info"
+    from specsurgery.mil.blobs import repack
+
+    assert check_program(spec, repack(io.MLPackage(spec, pkg.weights)), "") == []
