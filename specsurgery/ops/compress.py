@@ -770,7 +770,7 @@ def _compress_layer(stage, name, kind, targets, opts, report):
             half = np.asarray(work, dtype="<f2")
             f.wp.Clear()
             f.wp.float16Value = half.tobytes()
-            written = half
+            written = half.astype(np.float32)   # (casting inside a ufunc is much slower)
         elif mode == "prune":
             _set_float32_fast(f.wp, work)
             written = work
@@ -800,7 +800,7 @@ def _compress_layer(stage, name, kind, targets, opts, report):
         if written is None:         # linear: the rounding error, already measured
             noise += err
         else:
-            d = np.subtract(a, written.reshape(-1), dtype=np.float32)
+            d = a - written.reshape(-1)
             noise += float(np.dot(d, d))
         count += values.size
     bytes_after = sum(weight_nbytes(f.wp) for f in targets)
