@@ -1202,6 +1202,53 @@ def _crop(c):
     return x[..., ch[0]:h - ch[1], cw[0]:w - cw[1]]
 
 
+# --------------------------------------------------------------------------- attention and friends
+
+@op("scaled_dot_product_attention")
+def _sdpa(c):
+    q, k, v = _f(c["query"]), _f(c["key"]), _f(c["value"])
+    scores = np.matmul(q, np.swapaxes(k, -1, -2)) / np.sqrt(np.float32(q.shape[-1]))
+    mask = c.get("attn_mask")
+    if mask is not None:
+        mask = np.asarray(mask)
+        scores = np.where(mask, scores, -np.inf) if mask.dtype == np.bool_ else scores + _f(mask)
+    scores = scores - scores.max(axis=-1, keepdims=True)
+    e = np.exp(scores)
+    return np.matmul(e / e.sum(axis=-1, keepdims=True), v)
+
+
+@op("argsort")
+def _argsort(c):
+    x = np.asarray(c["x"])
+    axis = int(c.scalar("axis", -1))
+    order = np.argsort(x if c.scalar("ascending", False) else -x, axis=axis, kind="stable")
+    return order.astype(np.int32)
+
+
+@op("slice_update")
+def _slice_update(c):
+    x = np.array(c["x"], copy=True)
+    r = x.ndim
+    begin, end = c.ints("begin"), c.ints("end")
+    stride = c.ints("stride", [1] * r)
+    bmask = [bool(v) for v in np.asarray(c.get("begin_mask", [False] * r)).reshape(-1)]
+    emask = [bool(v) for v in np.asarray(c.get("end_mask", [False] * r)).reshape(-1)]
+    smask = [bool(v) for v in np.asarray(c.get("squeeze_mask", [False] * r)).reshape(-1)]
+    sl = tuple(begin[i] if smask[i] else slice(None if bmask[i] else begin[i], None if emask[i] else end[i],
+                                               stride[i]) for i in range(r))
+    x[sl] = np.asarray(c["update"]).reshape(x[sl].shape)
+    return x
+
+
+@op("sliding_windows")
+def _sliding_windows(c):
+    x = np.asarray(c["x"])
+    axis, size, stride = int(c.scalar("axis")), int(c.scalar("size")), int(c.scalar("stride", 1))
+    win = np.lib.stride_tricks.sliding_window_view(x, size, axis=axis)
+    win = np.take(win, np.arange(0, win.shape[axis], stride), axis=axis)
+    return np.moveaxis(win, -1, axis + 1)
+
+
 # --------------------------------------------------------------------------- classify
 
 @op("classify")

@@ -127,14 +127,31 @@ def _torch_models():
             z = F.elu(torch.cat([z, z[:, :2]], dim=1))
             return self.fc(z)
 
+    class Attention(nn.Module):
+        """torch's fused attention: ct emits scaled_dot_product_attention for iOS 18."""
+
+        def __init__(self):
+            super().__init__()
+            self.qkv = nn.Linear(16, 48)
+            self.out = nn.Linear(16, 16)
+
+        def forward(self, x):
+            q, k, v = self.qkv(x).reshape(1, 6, 3, 2, 8).permute(2, 0, 3, 1, 4)
+            mask = torch.ones(6, 6).tril().bool()
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            return self.out(y.transpose(1, 2).reshape(1, 6, 16))
+
     torch.manual_seed(0)
-    return {
+    models = {
         "resnet": (Res(), {"x": (1, 3, 32, 32)}),
         "mobilenet": (Mobile(), {"x": (1, 3, 32, 32)}),
         "unet": (UNet(), {"x": (1, 3, 32, 32)}),
         "transformer": (Transformer(), {"tokens": (1, 8)}),
         "misc": (Misc(), {"x": (1, 4, 12)}),
     }
+    torch.manual_seed(1)
+    models["attention"] = (Attention(), {"x": (1, 6, 16)})
+    return models
 
 
 NAMES = ["resnet", "mobilenet", "unet", "transformer", "misc"]

@@ -141,3 +141,13 @@ def test_missing_input_and_missing_weights(tmp_path):
     pkg = io.load(dst)
     with pytest.raises(Exception, match="weight.bin is missing"):
         predict_program(pkg.spec, pkg, M.example_inputs("resnet"))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_ios18_fused_attention(precision):
+    path = M.converted("attention", precision, "iOS18")
+    pkg = io.load(path)
+    ops = {o.type for o in P.main_block(P.get_function(pkg.spec)[1]).operations}
+    assert "scaled_dot_product_attention" in ops
+    x = M.example_inputs("attention", seed=5)
+    _close(predict_program(pkg.spec, pkg, x)["out"], M.torch_forward("attention", x), RTOL[precision])
