@@ -444,11 +444,16 @@ def _linear_quantize(values, nbits, axis=None, keep_zero=False):
     q = moved - bias[:, None]
     q *= (np.float32(1.0) / safe)[:, None]
     r = np.rint(q)
-    np.clip(r, 0, levels, out=r)
+    if keep_zero:
+        np.clip(r, 0, levels, out=r)   # else q lies in [0, levels] by construction
     codes = r.astype(np.uint8)
     # decoded - original = (code - q) * scale, row by row
     r -= q
-    err = float(np.einsum("ij,ij->i", r, r) @ (scale.astype(np.float64) ** 2))
+    if r.shape[0] == 1:
+        flat = r.reshape(-1)
+        err = float(np.dot(flat, flat)) * float(scale[0]) ** 2
+    else:
+        err = float(np.einsum("ij,ij->i", r, r) @ (scale.astype(np.float64) ** 2))
     if axis is None:
         codes = codes.reshape(arr.shape)
     else:
@@ -1128,6 +1133,22 @@ def _compress_mlprogram(pkg, opts, selector, report, stage: str = "", known_out=
     return out
 
 
+def _pack_lsb_first(codes, nbits: int) -> bytes:
+    """n-bit codes packed into bytes least significant bits first (MIL's
+    order; neuralNetwork ``rawValue`` is the other way round)."""
+    codes = np.asarray(codes, dtype=np.uint8).reshape(-1)
+    if nbits == 8:
+        return codes.tobytes()
+    per = 8 // nbits
+    padded = np.zeros(-(-codes.size // per) * per, dtype=np.uint8)
+    padded[: codes.size] = codes
+    groups = padded.reshape(-1, per)
+    out = np.zeros(groups.shape[0], dtype=np.uint8)
+    for i in range(per):
+        out |= groups[:, i] << np.uint8(nbits * i)
+    return out.tobytes()
+
+
 #: Bits the iOS 16 ``constexpr_lut_to_dense`` takes (indices packed in a uint8 tensor).
 DIRECT_LUT_BITS = (1, 2, 4, 6, 8)
 
@@ -1167,7 +1188,8 @@ def _palettize_program_direct(pkg, consts, consumers, chosen, nbits, opts, repor
                 float_type = op.outputs[0].type.tensorType.dataType
                 flat = values.astype(np.float32).reshape(-1)
                 table, codes = lut_quantize(flat, nbits, seed=opts["seed"])
-                packed, _ = B.pack_subbyte(codes, nbits) if nbits < 8 else (codes.tobytes(), 0)
+                packed = _pack_lsb_first(codes, nbits) if nbits in (1, 2, 4, 8) else \
+                    B.pack_subbyte(codes, nbits)[0]
                 dims = [int(d.constant.size) for d in op.outputs[0].type.tensorType.dimensions]
                 op.type = "constexpr_lut_to_dense"
                 del op.attributes["val"]
