@@ -6,7 +6,7 @@
 (None for a bare spec: blob references are then reported as unresolvable).
 
 Rule ids (all under ``mlprogram.``): ``no-functions``, ``function-missing``,
-``identifier``, ``opset``, ``opset-version``, ``multifunction-version``,
+``identifier``, ``interface-state``, ``opset``, ``opset-version``, ``multifunction-version``,
 ``no-block``, ``undefined-value``, ``duplicate-value``, ``untyped-output``,
 ``const-type``, ``cast-type``, ``block-output``, ``interface-input``,
 ``interface-output``, ``blob-file-missing``, ``blob-no-package``, ``blob-bad``,
@@ -197,8 +197,14 @@ def _check_interface(spec, fname, fn, block, multifunction, where, out):
     desc = _features_for(spec, fname, multifunction)
     if desc is None:
         return  # features.py reports functions missing from the description
-    fn_inputs = {i.name: i for i in fn.inputs}
+    fn_inputs = {i.name: i for i in fn.inputs if i.type.WhichOneof("type") != "stateType"}
     feat_inputs = {f.name: f for f in desc.input}
+    fn_states = {i.name for i in fn.inputs if i.type.WhichOneof("type") == "stateType"}
+    desc_states = {f.name for f in desc.state}
+    if fn_states != desc_states:
+        out.error(where, "mlprogram.interface-state",
+                  f"function {fname!r} states {sorted(fn_states)} do not match the description's "
+                  f"state features {sorted(desc_states)}")
     missing_prog = [n for n in feat_inputs if n not in fn_inputs]
     missing_desc = [n for n in fn_inputs if n not in feat_inputs]
     if missing_prog:

@@ -1249,6 +1249,24 @@ def _sliding_windows(c):
     return np.moveaxis(win, -1, axis + 1)
 
 
+# --------------------------------------------------------------------------- states (iOS 18)
+
+@op("read_state")
+def _read_state(c):
+    return np.array(c["input"], copy=True)
+
+
+@op("coreml_update_state", "write_state")
+def _update_state(c):
+    """Write ``value`` into the state (kept in the run's environment under the
+    state's name, so later ``read_state`` ops see it) and return it."""
+    key = "input" if "input" in c.op.inputs else "state"
+    binding = c.op.inputs[key].arguments[0]
+    value = np.asarray(c["data"] if c.get("data") is not None else c["value"])
+    c.env[binding.name] = value
+    return value
+
+
 # --------------------------------------------------------------------------- classify
 
 @op("classify")
@@ -1310,6 +1328,8 @@ def run_block(block, env: dict, package) -> list:
                 f"op {P.op_name(o)!r} ({o.type}) failed: {type(exc).__name__}: {exc}; inputs: "
                 + ", ".join(f"{k}={np.shape(v) if not isinstance(v, list) else [np.shape(i) for i in v]}"
                             for k, v in args.items())) from exc
+        if not o.outputs:
+            continue
         results = result if (isinstance(result, tuple) and len(o.outputs) > 1) else (result,)
         if len(results) != len(o.outputs):
             raise SpecSurgeryError(f"op {P.op_name(o)!r} ({o.type}) gave {len(results)} results for "
@@ -1356,7 +1376,13 @@ def _image_to_tensor(value, feature, want_shape):
 def _prepare_inputs(spec, fn, inputs, function_name):
     feats = {f.name: f for f in _description(spec, function_name).input}
     env = {}
-    missing = [i.name for i in fn.inputs if i.name not in inputs and not (i.name in feats and feats[i.name].type.isOptional)]
+    states = {i.name for i in fn.inputs if i.type.WhichOneof("type") == "stateType"}
+    for name in states - set(inputs):   # a state starts at zeros unless the caller gives it
+        wrapped = next(i for i in fn.inputs if i.name == name).type.stateType.wrappedType
+        shape = [d or 1 for d in (P.tensor_shape(wrapped) or ())]
+        env[name] = np.zeros(shape, dtype=np.float32)
+    missing = [i.name for i in fn.inputs if i.name not in inputs and i.name not in states
+               and not (i.name in feats and feats[i.name].type.isOptional)]
     if missing:
         raise NotFoundError(f"missing input{'s' if len(missing) > 1 else ''} "
                             + ", ".join(repr(m) for m in missing)

@@ -400,3 +400,49 @@ def family_converted(name, scale=1 / 255.0) -> Path:
     """Model ``name`` of the shared-backbone family (cached)."""
     with private_tmp():
         return _family_converted_impl(name, scale)
+
+
+def stateful_converted() -> tuple:
+    """(path, torch module) of an iOS 18 model with a state (an accumulator buffer)."""
+    import torch
+    import torch.nn as nn
+
+    class Accumulator(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("acc", torch.zeros(1, 4))
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            self.acc.add_(self.fc(x))
+            return self.acc * 2
+
+    torch.manual_seed(3)
+    module = Accumulator().eval()
+    target = CACHE / "stateful_acc.mlpackage"
+    if target.is_dir():
+        return target, module
+    from specsurgery._proto import coremltools
+
+    ct = coremltools()
+    with private_tmp():
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(_fresh_copy(module), torch.rand(1, 4))  # tracing mutates the buffer
+        mlmodel = ct.convert(traced, inputs=[ct.TensorType(shape=(1, 4), name="x")],
+                             outputs=[ct.TensorType(name="y")],
+                             states=[ct.StateType(wrapped_type=ct.TensorType(shape=(1, 4)), name="acc")],
+                             minimum_deployment_target=ct.target.iOS18)
+        tmp = Path(tempfile.mkdtemp(dir=CACHE))
+        mlmodel.save(str(tmp / "m.mlpackage"))
+        _publish(tmp / "m.mlpackage", target)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target, module
+
+
+def _fresh_copy(module):
+    import copy
+
+    return copy.deepcopy(module)

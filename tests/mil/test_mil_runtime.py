@@ -11,6 +11,7 @@ import mil_models as M
 import zoo
 from conftest import CORPUS
 from specsurgery import io
+from specsurgery.check import check
 from specsurgery.errors import UnsupportedError
 from specsurgery.mil import program as P
 from specsurgery.runtime import predict
@@ -151,3 +152,19 @@ def test_ios18_fused_attention(precision):
     assert "scaled_dot_product_attention" in ops
     x = M.example_inputs("attention", seed=5)
     _close(predict_program(pkg.spec, pkg, x)["out"], M.torch_forward("attention", x), RTOL[precision])
+
+
+def test_stateful_model_reads_and_writes_its_state():
+    import torch
+
+    path, module = M.stateful_converted()
+    pkg = io.load(path)
+    assert [f for f in check(pkg) if f.severity == "error"] == []
+    x = np.random.RandomState(6).randn(1, 4).astype(np.float32)
+    start = np.full((1, 4), 0.5, np.float32)
+    out = predict_program(pkg.spec, pkg, {"x": x, "acc": start})["y"]
+    with torch.no_grad():
+        expected = 2 * (torch.from_numpy(start) + module.fc(torch.from_numpy(x))).numpy()
+    _close(out, expected, RTOL["fp16"])
+    zero = predict_program(pkg.spec, pkg, {"x": x})["y"]   # a state left out starts at zeros
+    _close(zero, expected - 2 * start, RTOL["fp16"])
