@@ -1186,8 +1186,9 @@ def _palettize_program_direct(pkg, consts, consumers, chosen, nbits, opts, repor
                 src = pkg.weight_file(val.blobFileValue.fileName)
                 values = B.read_blob(src, val.blobFileValue.offset)
                 float_type = op.outputs[0].type.tensorType.dataType
-                flat = values.astype(np.float32).reshape(-1)
+                flat = values.reshape(-1)      # float16 stays float16: k-means counts its bits
                 table, codes = lut_quantize(flat, nbits, seed=opts["seed"])
+                flat = flat.astype(np.float32)
                 packed = _pack_lsb_first(codes, nbits) if nbits in (1, 2, 4, 8) else \
                     B.pack_subbyte(codes, nbits)[0]
                 dims = [int(d.constant.size) for d in op.outputs[0].type.tensorType.dimensions]

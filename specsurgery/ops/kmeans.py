@@ -99,6 +99,9 @@ def kmeans1d(values, k: int, *, weights=None, seed: int = 0, method: str = "auto
         raise SpecSurgeryError(f"k-means: the tensor holds {bad} NaN or infinite values")
 
     k = int(k)
+    if flat.dtype == np.float16 and weights is None and method != "kmeans++" and flat.size > 65536:
+        return _kmeans_float16(values, flat, k, seed=seed, max_iter=max_iter,
+                               max_atoms=max_atoms, refine=refine)
     max_atoms = max(int(max_atoms), 2 * k)
     if weights is None and flat.size > max_atoms:
         # Large and unweighted: cluster the sorted values as they are (equal
@@ -171,6 +174,22 @@ def kmeans1d(values, k: int, *, weights=None, seed: int = 0, method: str = "auto
     centroids = means + shift
     labels = _labels(flat, centroids, ends[:-1], x)
     return KMeansResult(centroids, labels.reshape(values.shape), sse, iterations, used)
+
+
+def _kmeans_float16(values, flat, k, **kw) -> KMeansResult:
+    """float16 tensors have at most 65536 distinct values: count them with a
+    bincount of the raw bits (no sort of the tensor), cluster the distinct
+    values weighted by their counts, and label every element by a table
+    lookup on its bits."""
+    bits = flat.view(np.uint16)
+    counts = np.bincount(bits, minlength=1 << 16)
+    present = np.flatnonzero(counts).astype(np.uint16)
+    distinct = present.view(np.float16).astype(np.float64)
+    res = kmeans1d(distinct, k, weights=counts[present].astype(np.float64), **kw)
+    table = np.zeros(1 << 16, dtype=res.labels.dtype)
+    table[present] = res.labels
+    labels = table[bits].reshape(values.shape)
+    return KMeansResult(res.centroids, labels, res.sse, res.iterations, res.method + "+float16")
 
 
 def lut_quantize(values, nbits: int, *, seed: int = 0, method: str = "auto"):

@@ -121,3 +121,14 @@ def test_bad_input(bad, match):
 def test_lut_bits_range():
     with pytest.raises(SpecSurgeryError, match="1 to 8 bits"):
         lut_quantize([1.0, 2.0], 9)
+
+
+def test_float16_tensor_counts_bits_and_matches_float32():
+    rng = np.random.default_rng(4)
+    half = (rng.standard_normal(200_000) * 0.05).astype(np.float16)
+    a = kmeans1d(half, 16)
+    assert a.method.endswith("+float16")
+    b = kmeans1d(half.astype(np.float32), 16)
+    assert a.sse == pytest.approx(b.sse, rel=1e-6)
+    assert sse_of(half, a.centroids, a.labels) == pytest.approx(a.sse, rel=1e-9)
+    assert a.labels.shape == half.shape
