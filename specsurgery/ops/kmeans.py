@@ -28,9 +28,12 @@ values*.  That makes the problem much easier than general k-means:
 The result is deterministic.  ``method="kmeans++"`` replaces step 2 by a
 weighted k-means++ seeding drawn with ``seed`` (for comparison and tests).
 
-Measured on this machine: a 2.4M-value tensor, 16 clusters, in about 0.2 s
-(most of it the sort), at the optimal error where scikit-learn's k-means is
-several times slower and a few percent worse (see tools/bench_compress.py).
+float16 tensors (ML Program weights) skip the sort: a bincount of their bits
+gives the at most 65536 distinct values and their counts.
+
+Measured (tools/bench_compress.py): a 2.4M-value tensor, 16 clusters, in
+0.2-0.3 s (most of it the sort), 20x faster than scikit-learn's KMeans as
+coremltools configures it, at a 3 % lower error.
 """
 
 from __future__ import annotations
