@@ -72,6 +72,15 @@ def run(args) -> int:
     from ._common import print_json
 
     inputs = _read_inputs(args.input)
+    spec = _io.load_spec(args.model)
+    known = [f.name for f in spec.description.input]
+    if not known and spec.WhichOneof("Type") == "mlProgram":
+        known = [f.name for fn in spec.description.functions for f in fn.input]
+    unknown = [n for n in inputs if n not in known]
+    if unknown:
+        from ..errors import NotFoundError, missing_message
+
+        raise NotFoundError(missing_message("input", unknown, known, args.model))
     outputs = predict(args.model, inputs, search_path=args.search_path, bundle=args.bundle,
                       function=args.function)
     arrays = to_arrays(outputs)

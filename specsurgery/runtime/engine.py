@@ -21,7 +21,7 @@ import numpy as np
 from .. import io as _io
 from .. import spec as _spec
 from .._proto import FeatureTypes_pb2
-from ..errors import NotFoundError, SpecSurgeryError, UnsupportedError, missing_message
+from ..errors import NotFoundError, SpecSurgeryError, UnsupportedError, missing_message, near_matches
 from .nn import Net
 
 GRAY_SPACES = (FeatureTypes_pb2.ImageFeatureType.GRAYSCALE,
@@ -199,8 +199,13 @@ def feed(spec, nn_msg, inputs: Mapping, strict: bool = True) -> dict:
     described = {f.name: f for f in spec.description.input}
     missing = [n for n, f in described.items() if n not in inputs and not f.type.isOptional]
     if missing:
-        raise NotFoundError(missing_message("input", missing, list(inputs), "the inputs given")
-                            + f"; the model takes {', '.join(described)}")
+        parts = []
+        for name in missing:
+            close = near_matches(name, [k for k in inputs if k not in described])
+            parts.append(repr(name) + (f" (given as {', '.join(map(repr, close))}?)" if close else ""))
+        raise NotFoundError(f"missing input{'s' if len(missing) > 1 else ''} " + ", ".join(parts)
+                            + f"; the model takes {', '.join(map(repr, described))}, given: "
+                            + (", ".join(map(repr, inputs)) or "nothing"))
     rank5 = _is_rank5(nn_msg)
     for name, f in described.items():
         if name not in inputs:

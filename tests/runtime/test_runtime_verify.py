@@ -130,3 +130,12 @@ def test_cli_verify_exit_codes(tmp_path, capsys):
     assert doc["ok"] is False and doc["samples"] == 2
     assert main(["verify", str(ref), str(off), "--atol", "1"]) == 0
     assert main(["verify", str(ref), str(same), "--int-range", "5,1"]) == 1
+
+
+def test_cli_run_rejects_unknown_input_names(tmp_path, capsys):
+    model = tmp_path / "m.mlmodel"
+    io.save(nnbuild.tiny_nn(), model, check=False)
+    np.save(tmp_path / "x.npy", np.zeros(4, np.float32))
+    assert main(["run", str(model), "-i", f"xx={tmp_path / 'x.npy'}"]) == 1
+    err = capsys.readouterr().err
+    assert "'xx'" in err and "x" in err
