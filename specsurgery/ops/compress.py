@@ -24,9 +24,12 @@ float16 and float32 fields, so ``fp16`` converts every field of a layer,
 while n-bit modes compress the large weight fields and keep biases float32
 (a quantized weight next to a float32 bias is allowed).
 
-mlProgram models (``.mlpackage``) go through ``coremltools.optimize.coreml``
-with our k-means as the palettizer's ``lut_function`` (coremltools' own
-k-means needs scikit-learn).
+mlProgram models (``.mlpackage``, and ML Program stages of pipeline
+packages) are palettized directly: weight consts become iOS 16
+``constexpr_lut_to_dense`` ops and the weight file is rewritten.  Linear
+quantization, pruning, grouped-channel tables and iOS 18 programs go through
+``coremltools.optimize.coreml``, with our k-means as the palettizer's
+``lut_function`` (coremltools' own k-means needs scikit-learn).
 """
 
 from __future__ import annotations
@@ -45,9 +48,8 @@ import numpy as np
 
 from .. import io as ssio
 from ..errors import NotFoundError, SpecSurgeryError, UnsupportedError, near_matches
-from ..spec import NN_TYPES, iter_models, model_type, pipeline_of
-from ..weights import (decode, set_float16, set_float32, set_linear, set_lut, storage_kind,
-                       weight_nbytes)
+from ..spec import NN_TYPES, iter_models, model_type
+from ..weights import decode, set_linear, set_lut, storage_kind, weight_nbytes
 from .kmeans import kmeans1d, lut_quantize
 
 MODES = ("fp16", "linear", "palettize", "prune")
