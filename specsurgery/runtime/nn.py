@@ -136,7 +136,10 @@ def _signature(wp) -> tuple:
     q = wp.quantization
     scale = q.linearQuantization.scale if q.HasField("linearQuantization") else ()
     lut = q.lookupTableQuantization.floatValue if q.HasField("lookupTableQuantization") else ()
-    return (wp.ByteSize(), n, wp.floatValue[0] if n else None, wp.floatValue[n - 1] if n else None,
+    # len() of a repeated float is O(1); bytes fields are copied on access, which costs a
+    # memcpy of the (compressed) weight, still far below decoding it
+    return (n, wp.floatValue[0] if n else None, wp.floatValue[n - 1] if n else None,
+            len(wp.float16Value), len(wp.rawValue), len(wp.int8RawValue),
             scale[0] if len(scale) else None, lut[len(lut) - 1] if len(lut) else None)
 
 
