@@ -75,7 +75,8 @@ def check_target(spec, out: Findings, search_path, base_dir, bundle=None, bundle
                   + "; pass --search-path (and --bundle for $BUNDLE_MAIN) with the folder that holds "
                   "it, or its source .mlmodel/.mlpackage")
         return
-    target = _load_target(found)
+    loaded = _load_target(found)
+    target = getattr(loaded, "spec", loaded)  # an MLPackage keeps its weights for the target's check
     if target is None:
         out.info("linkedModel", "linked.target-unreadable",
                  f"linked target found at {found} but it is compiled (.mlmodelc) and cannot be read "
@@ -84,7 +85,7 @@ def check_target(spec, out: Findings, search_path, base_dir, bundle=None, bundle
     _compare(spec, target, out, found)
     from . import check as check_model
 
-    bad = [f for f in check_model(target) if f.severity == "error"]
+    bad = [f for f in check_model(loaded) if f.severity == "error"]
     if bad:
         out.error("linkedModel", "linked.target-invalid",
                   f"linked target {found} fails check with {len(bad)} error(s): "
@@ -93,7 +94,7 @@ def check_target(spec, out: Findings, search_path, base_dir, bundle=None, bundle
 
 def _load_target(found):
     from ..errors import SpecSurgeryError
-    from ..io import load_spec
+    from ..io import load
 
     path = Path(found)
     candidates = [path]
@@ -103,7 +104,7 @@ def _load_target(found):
         if not cand.exists():
             continue
         try:
-            return load_spec(cand)
+            return load(cand)
         except SpecSurgeryError:
             continue
     return None
