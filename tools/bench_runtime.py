@@ -77,12 +77,19 @@ def main(argv=None) -> int:
         ct = coremltools()
         cache.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
+        before = set(Path(tempfile.gettempdir()).glob("tmp*"))
         ml = ct.convert(torch.jit.trace(model, x), convert_to="neuralnetwork",
                         inputs=[ct.TensorType(name="x", shape=(1, 3, 224, 224))],
                         outputs=[ct.TensorType(name="logits")])
         tmp = cache.with_suffix(".tmp.mlmodel")
         ml.save(str(tmp))
         os.replace(tmp, cache)
+        del ml
+        import shutil
+
+        for left in set(Path(tempfile.gettempdir()).glob("tmp*")) - before:   # coremltools' leftovers
+            if left.suffix in (".mlmodelc", ".mlpackage"):
+                shutil.rmtree(left, ignore_errors=True)
         print(f"converted ResNet-50 in {time.perf_counter() - t0:.1f} s -> {cache}")
     from specsurgery import io
 
