@@ -1229,7 +1229,9 @@ def _squeeze(ctx, p, ins):
         y = np.squeeze(x)
     else:
         axes = tuple(_norm_axis(a, x.ndim) for a in p.axes)
-        axes = tuple(a for a in axes if x.shape[a] == 1)
+        wide = [a for a in axes if x.shape[a] != 1]
+        if wide:
+            ctx.fail(f"cannot squeeze axes {wide} of shape {tuple(x.shape)} (their size is not 1)")
         y = np.squeeze(x, axis=axes)
     return y.reshape(1) if y.ndim == 0 else y
 
