@@ -29,6 +29,8 @@ from typing import Callable
 
 import numpy as np
 import torch
+
+from specsurgery.convert.pytorch import private_tempdir
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -468,30 +470,29 @@ def converted(name: str, backend: str = "neuralnetwork", precision: str | None =
 
     module, example, kwargs = build(name)
     traced = torch.jit.script(module) if ARCHS[name].script else torch.jit.trace(module, example)
-    before = set(Path(tempfile.gettempdir()).glob("tmp*"))
-    if precision is not None:
-        kwargs["compute_precision"] = (ct.precision.FLOAT32 if precision == "float32"
-                                       else ct.precision.FLOAT16)
-    mlmodel = ct.convert(traced, convert_to=backend, **kwargs)
-    tmp = CACHE_DIR / f".{target.name}.{uuid.uuid4().hex}{suffix}"
-    if ARCHS[name].kind == "image_classifier":
-        # name the probability output "probs" (ct picks a generated name)
-        spec = mlmodel.get_spec()
-        old = spec.description.predictedProbabilitiesName
-        if old and old != "probs":
-            ct.utils.rename_feature(spec, old, "probs")
-            weights_dir = mlmodel.weights_dir if backend == "mlprogram" else None
-            mlmodel = ct.models.MLModel(spec, weights_dir=weights_dir, skip_model_load=True)
-    mlmodel.save(str(tmp))
-    try:
-        os.replace(tmp, target)           # atomic; a concurrent writer's copy is identical
-    except OSError:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
-    del mlmodel
-    for left in set(Path(tempfile.gettempdir()).glob("tmp*")) - before:
-        if left.suffix in (".mlmodelc", ".mlpackage") or left.is_dir():
-            shutil.rmtree(left, ignore_errors=True)
+    # coremltools' temp folders go to a private folder removed afterwards; never sweep
+    # /tmp (another test process may be converting at the same time)
+    with private_tempdir():
+        if precision is not None:
+            kwargs["compute_precision"] = (ct.precision.FLOAT32 if precision == "float32"
+                                           else ct.precision.FLOAT16)
+        mlmodel = ct.convert(traced, convert_to=backend, **kwargs)
+        tmp = CACHE_DIR / f".{target.name}.{uuid.uuid4().hex}{suffix}"
+        if ARCHS[name].kind == "image_classifier":
+            # name the probability output "probs" (ct picks a generated name)
+            spec = mlmodel.get_spec()
+            old = spec.description.predictedProbabilitiesName
+            if old and old != "probs":
+                ct.utils.rename_feature(spec, old, "probs")
+                weights_dir = mlmodel.weights_dir if backend == "mlprogram" else None
+                mlmodel = ct.models.MLModel(spec, weights_dir=weights_dir, skip_model_load=True)
+        mlmodel.save(str(tmp))
+        try:
+            os.replace(tmp, target)           # atomic; a concurrent writer's copy is identical
+        except OSError:
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+        del mlmodel
     return target
