@@ -204,6 +204,8 @@ def bench_nn(nn_path, results, skip_slow):
         results["palettize4_nn_sse_ratio"] = sse_ours / sse_ct
 
     # 8-bit linear and fp16 ------------------------------------------------------
+    # Neither side is asked for quality figures here (compress measures the
+    # weights' SNR only when return_report=True, the CLI's --report).
     # quantize_weights copies the spec (get_spec) and edits the copy; compress
     # on a spec it may edit (inplace=True, or a model it read from a file
     # itself) skips that copy.  Both figures are printed; the goal uses the

@@ -549,6 +549,8 @@ def compress(model, *, mode: str = "fp16", nbits: Optional[int] = None, per_chan
     weights, kinds that cannot hold the storage, and layers already compressed
     are skipped, and the report says why.  ``granularity="per_grouped_channel"``
     (ML Programs only, iOS 18) gives one table per ``group_size`` channels.
+    The weights' SNR is measured only when the report is asked for (it costs
+    a pass or two over the weights); without it ``snr_db`` is None.
     """
     nbits = _check_args(mode, nbits, sparsity, min_weights, granularity, group_size)
     loaded = ssio.load(model)
@@ -557,7 +559,8 @@ def compress(model, *, mode: str = "fp16", nbits: Optional[int] = None, per_chan
         inplace = True      # our own freshly read copy: no need to copy it again
     report = CompressReport(mode, nbits if mode in ("linear", "palettize") else None, per_channel, sparsity)
     opts = dict(mode=mode, nbits=nbits, per_channel=per_channel, sparsity=sparsity,
-                min_weights=min_weights, seed=seed, granularity=granularity, group_size=group_size)
+                min_weights=min_weights, seed=seed, granularity=granularity, group_size=group_size,
+                measure=return_report)
     selector = _Selector(layers, exclude)
 
     if model_type(spec) == "mlProgram":
@@ -749,6 +752,9 @@ def _compress_nn(nn, stage, opts, selector, report, known, progress) -> int:
 
 def _compress_layer(stage, name, kind, targets, opts, report):
     mode, nbits, sparsity = opts["mode"], opts["nbits"], opts["sparsity"]
+    # The SNR costs a pass or two over the weights: only when a report is asked for.
+    measure = opts.get("measure", True)
+    keep = measure or bool(sparsity)
     # Decode every field first: a size mismatch skips the whole layer untouched.
     originals = []
     for f in targets:
@@ -777,7 +783,8 @@ def _compress_layer(stage, name, kind, targets, opts, report):
             half = np.asarray(work, dtype="<f2")
             f.wp.Clear()
             f.wp.float16Value = half.tobytes()
-            written = half.astype(np.float32)   # (casting inside a ufunc is much slower)
+            written = half.astype(np.float32) if keep else None  # (a cast inside a ufunc is slower)
+            # (the difference is taken in place below: no second large buffer)
         elif mode == "prune":
             _set_float32_fast(f.wp, work)
             written = work
@@ -798,24 +805,31 @@ def _compress_layer(stage, name, kind, targets, opts, report):
         else:  # palettize
             table, codes = palettize(work, nbits, seed=opts["seed"], keep_zero=pruned)
             set_lut(f.wp, codes.reshape(-1), table, nbits)
-            written = table[codes]
+            written = table[codes] if keep else None
         storages.append(storage_kind(f.wp))
         if sparsity:
             zeros += int(np.count_nonzero(written == 0)) if written is not None else 0
+        count += values.size
+        if not measure:
+            continue
         a = values.reshape(-1)
         signal += float(np.dot(a, a))
         if written is None:         # linear: the rounding error, already measured
             noise += err
         else:
-            d = a - written.reshape(-1)
+            d = written.reshape(-1)
+            if d.dtype == np.float32 and not np.may_share_memory(d, a):
+                np.subtract(a, d, out=d)
+            else:
+                d = a - d
             noise += float(np.dot(d, d))
-        count += values.size
     bytes_after = sum(weight_nbytes(f.wp) for f in targets)
     for n in notes:
         msg = f"{stage + '/' if stage else ''}{name}: {n}"
         if msg not in report.notes:
             report.notes.append(msg)
-    snr = math.inf if noise == 0 else (-math.inf if signal == 0 else 10.0 * math.log10(signal / noise))
+    snr = None if not measure else math.inf if noise == 0 else (
+        -math.inf if signal == 0 else 10.0 * math.log10(signal / noise))
     return LayerReport(stage, name, kind, [f.path for f in targets], count, storage_before,
                        ",".join(sorted(set(storages))), 8.0 * bytes_before / count,
                        8.0 * bytes_after / count, bytes_before, bytes_after, snr,
