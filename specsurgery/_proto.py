@@ -115,12 +115,7 @@ def coremltools():
     module = sys.modules["coremltools"]
     if type(module) is _DeferredPackage:
         _initialise(module)
-    _silence_tempdirs()
     return module
-
-
-def _silence_tempdirs() -> None:
-    """Hook for cleaning up after coremltools (see specsurgery.convert)."""
 
 
 __all__ = [

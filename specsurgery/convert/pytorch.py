@@ -29,12 +29,11 @@ import inspect
 import json
 import os
 import re
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
+from .._tempdirs import private_tempdir
 from ..errors import SpecSurgeryError, UnsupportedError
 
 
@@ -87,26 +86,6 @@ class Enumerated:
 
 
 # --------------------------------------------------------------------------- temp folders
-
-@contextlib.contextmanager
-def private_tempdir():
-    """Route every ``tempfile`` folder coremltools makes into one private folder.
-
-    coremltools writes ``tmp*.mlpackage`` (and on macOS ``tmp*.mlmodelc``)
-    under the temp dir and does not always remove them.  While this context is
-    active, ``tempfile.gettempdir()`` returns a fresh folder that is deleted on
-    exit, so nothing is left in ``/tmp`` whatever coremltools does.
-    """
-    parent = tempfile.gettempdir()
-    folder = tempfile.mkdtemp(prefix="specsurgery-convert-", dir=parent)
-    old = tempfile.tempdir
-    tempfile.tempdir = folder
-    try:
-        yield Path(folder)
-    finally:
-        tempfile.tempdir = old
-        shutil.rmtree(folder, ignore_errors=True)
-
 
 @contextlib.contextmanager
 def quiet_coremltools(enabled: bool = True):
@@ -958,7 +937,7 @@ def _run_coremltools(source, names, examples, image_specs, flexible, out_names, 
         from ..errors import missing_message
 
         raise ConvertError(missing_message("input", unknown, names, "flexible"))
-    with private_tempdir() as tmp, quiet_coremltools(quiet):
+    with private_tempdir("specsurgery-convert-") as tmp, quiet_coremltools(quiet):
         from .._proto import coremltools
 
         ct = coremltools()

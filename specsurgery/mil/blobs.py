@@ -30,7 +30,7 @@ from typing import Iterable, Iterator, Mapping, Optional, Union
 import numpy as np
 
 from .._proto import MIL_pb2
-from ..errors import LoadError, SpecSurgeryError, UnsupportedError
+from ..errors import LoadError, UnsupportedError
 from ..io import WEIGHT_FILE_NAME, MLPackage, WeightFile, weight_key
 
 HEADER_SIZE = 64

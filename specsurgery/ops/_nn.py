@@ -337,7 +337,6 @@ def shape_probe(spec, blobs: Sequence[str]) -> "Model_pb2.Model":
     probe = Model_pb2.Model()
     probe.specificationVersion = spec.specificationVersion
     probe.description.input.extend(spec.description.input)
-    kind = S.model_type(spec)
     pnn = probe.neuralNetwork
     pnn.arrayInputShapeMapping = nn.arrayInputShapeMapping
     pnn.imageInputShapeMapping = nn.imageInputShapeMapping

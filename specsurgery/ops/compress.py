@@ -34,19 +34,16 @@ quantization, pruning, grouped-channel tables and iOS 18 programs go through
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from .. import io as ssio
+from .._tempdirs import private_tempdir
 from ..errors import NotFoundError, SpecSurgeryError, UnsupportedError, near_matches
 from ..spec import NN_TYPES, iter_models, model_type
 from ..weights import decode, set_linear, set_lut, storage_kind, weight_nbytes
@@ -1099,7 +1096,7 @@ def _compress_mlprogram(pkg, opts, selector, report, stage: str = "", known_out=
     else:
         config = cto.OptimizationConfig(global_config=op_cfg)
 
-    with _private_tempdir() as tmp:
+    with private_tempdir("specsurgery-compress-") as tmp:
         src = tmp / "in.mlpackage"
         ssio.save(pkg, src, check=False)
         mlmodel = ct.models.MLModel(str(src), skip_model_load=True)
@@ -1268,23 +1265,6 @@ def _proto_coremltools():
     return coremltools()
 
 
-@contextlib.contextmanager
-def _private_tempdir():
-    """Route every ``tempfile`` folder coremltools makes (its ``tmp*.mlpackage``
-    copies, weight folders) into one private folder, removed on exit: nothing
-    is left in /tmp, and nothing else's clean-up of /tmp can pull the folder
-    from under coremltools while it writes."""
-    parent = tempfile.gettempdir()
-    folder = Path(tempfile.mkdtemp(prefix="specsurgery-compress-", dir=parent))
-    old = tempfile.tempdir
-    tempfile.tempdir = str(folder)
-    try:
-        yield folder
-    finally:
-        tempfile.tempdir = old
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 # --------------------------------------------------------------------------- helpers for users
 
 def dequantize(model, *, inplace: bool = False):
@@ -1364,3 +1344,8 @@ def compress_file(source, output, **kwargs):
 
 __all__ = ["compress", "compress_file", "dequantize", "verify_outputs", "CompressReport", "LayerReport", "Skipped",
            "prune_magnitude", "linear_quantize", "palettize", "snr_db", "MODES"]
+
+
+from .._callable import make_callable  # noqa: E402
+
+make_callable(__name__, "compress")

@@ -46,11 +46,11 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+
 
 from .. import io
 from .. import spec as S
-from .._proto import MIL_pb2, Model_pb2
+from .._proto import Model_pb2
 from ..errors import SpecSurgeryError, UnsupportedError
 from ..mil import blobs as B
 from ..mil import program as P

@@ -25,12 +25,12 @@ A pipeline with ML Program stages needs spec version 6 (iOS 15) or more.
 
 from __future__ import annotations
 
-from typing import Optional
+
 
 from .. import spec as S
 from .._proto import Model_pb2
 from ..errors import SpecSurgeryError, UnsupportedError
-from ..io import MLPackage, copy_spec, load, split_model
+from ..io import MLPackage, load, split_model
 from ..mil import blobs as B
 
 MLPROGRAM_MIN_VERSION = 6

@@ -209,7 +209,6 @@ def split_program(model, values: Sequence[str]) -> tuple[MLPackage, MLPackage]:
     ops = list(block.operations)
     producer_idx = {o.name: i for i, op in enumerate(ops) for o in op.outputs}
     fn_inputs = {i.name: i for i in fn.inputs}
-    known = list(producer_idx) + list(fn_inputs)
     missing = [v for v in values if v not in producer_idx and v not in fn_inputs]
     if missing:
         raise NotFoundError(missing_message("value", missing,

@@ -572,7 +572,6 @@ class _Drawing:
             if info and info.get("expanded"):
                 stub = self.gi.models[path].model if path in self.gi.models else None
                 fname = stub.linkedModel.linkedModelFile.linkedModelFileName.defaultValue if stub is not None else ""
-                target = self.models.get(path + "/") or None
                 label = (f"{name}: linkedModel -> {fname}\nexpanded from {Path(info['resolved']).name}")
                 style = {"style": "rounded,dashed", "color": "#38761d", "penwidth": "2"}
             return {"label": label, "fontsize": "12", **style}

@@ -198,7 +198,7 @@ class Net:
                 continue
             try:
                 args = [blobs[i] for i in ins]
-            except KeyError as exc:
+            except KeyError:
                 missing = [i for i in ins if i not in blobs]
                 raise LayerError(f"layer {self.where}{name!r} ({kind}) consumes blob(s) "
                                  f"{', '.join(map(repr, missing))} which no earlier layer or input "
