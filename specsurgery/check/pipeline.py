@@ -18,43 +18,54 @@ def _array_rank(arr) -> int:
     return len(arr.shape)
 
 
-def type_diff(a, b) -> list[str]:
-    """How FeatureType ``b`` differs from ``a`` under Core ML's isEquivalent ([] = equivalent).
+def type_differences(a, b) -> list[tuple[str, str, str]]:
+    """How FeatureType ``b`` differs from ``a`` under Core ML's isEquivalent,
+    as (aspect, value in a, value in b) triples; [] when equivalent.
 
-    ``isOptional`` and size flexibility are ignored, as Core ML does; a
-    multiarray compares dtype and rank, and its exact shape only when neither
-    side is flexible.
+    The one implementation of the rule: ``check`` and ``make_pipeline`` both
+    use it.  ``isOptional`` and size flexibility are ignored, as Core ML does;
+    a multiarray compares dtype and rank, and its exact shape only when
+    neither side is flexible; an image compares size and colour space.
     """
     ka, kb = a.WhichOneof("Type"), b.WhichOneof("Type")
     if ka != kb:
-        return [f"kind {describe_type(a)} vs {describe_type(b)}"]
+        return [("kind", describe_type(a), describe_type(b))]
     diffs = []
     if ka in ("multiArrayType", "stateType"):
         x = a.multiArrayType if ka == "multiArrayType" else a.stateType.arrayType
         y = b.multiArrayType if ka == "multiArrayType" else b.stateType.arrayType
         if x.dataType != y.dataType:
-            diffs.append(f"dtype {DTYPES.get(x.dataType, x.dataType)} vs {DTYPES.get(y.dataType, y.dataType)}")
+            diffs.append(("dtype", DTYPES.get(x.dataType, str(x.dataType)), DTYPES.get(y.dataType, str(y.dataType))))
         ra, rb = _array_rank(x), _array_rank(y)
         if ra != rb:
-            diffs.append(f"rank {ra} vs {rb}")
+            diffs.append(("rank", str(ra), str(rb)))
         elif (ka == "stateType" or (x.WhichOneof("ShapeFlexibility") is None
                                     and y.WhichOneof("ShapeFlexibility") is None)) \
                 and list(x.shape) != list(y.shape):
-            diffs.append("shape (" + ",".join(map(str, x.shape)) + ") vs (" + ",".join(map(str, y.shape)) + ")")
+            diffs.append(("shape", str(list(x.shape)), str(list(y.shape))))
     elif ka == "imageType":
         x, y = a.imageType, b.imageType
         if (x.width, x.height) != (y.width, y.height):
-            diffs.append(f"image size {x.width}x{x.height} vs {y.width}x{y.height}")
+            diffs.append(("image size", f"{x.width}x{x.height}", f"{y.width}x{y.height}"))
         if x.colorSpace != y.colorSpace:
-            diffs.append(f"colour space {COLOR_SPACES.get(x.colorSpace, x.colorSpace)} vs "
-                         f"{COLOR_SPACES.get(y.colorSpace, y.colorSpace)}")
+            diffs.append(("colour space", COLOR_SPACES.get(x.colorSpace, str(x.colorSpace)),
+                          COLOR_SPACES.get(y.colorSpace, str(y.colorSpace))))
     elif ka == "dictionaryType":
         if a.dictionaryType.WhichOneof("KeyType") != b.dictionaryType.WhichOneof("KeyType"):
-            diffs.append(f"dictionary key {describe_type(a)} vs {describe_type(b)}")
+            diffs.append(("dictionary key", describe_type(a), describe_type(b)))
     elif ka == "sequenceType":
         if a.sequenceType.WhichOneof("Type") != b.sequenceType.WhichOneof("Type"):
-            diffs.append(f"sequence element {describe_type(a)} vs {describe_type(b)}")
+            diffs.append(("sequence element", describe_type(a), describe_type(b)))
     return diffs
+
+
+def _shape_text(value: str) -> str:
+    return "(" + value.strip("[]").replace(" ", "") + ")" if value.startswith("[") else value
+
+
+def type_diff(a, b) -> list[str]:
+    """:func:`type_differences` as text: ``"dtype DOUBLE vs FLOAT32"``."""
+    return [f"{aspect} {_shape_text(x)} vs {_shape_text(y)}" for aspect, x, y in type_differences(a, b)]
 
 
 def check_pipeline(spec, out: Findings) -> None:

@@ -34,52 +34,16 @@ _NN_LIKE = S.NN_TYPES
 
 # --------------------------------------------------------------------------- type comparison
 
-def _rank(arr) -> int:
-    flex = arr.WhichOneof("ShapeFlexibility")
-    if flex == "enumeratedShapes" and len(arr.enumeratedShapes.shapes):
-        return len(arr.enumeratedShapes.shapes[0].shape)
-    if flex == "shapeRange":
-        return len(arr.shapeRange.sizeRanges)
-    return len(arr.shape)
-
-
 def type_difference(a, b) -> Optional[str]:
     """None when Core ML's pipeline check (``isEquivalent``) accepts FeatureType
-    ``b`` where ``a`` is declared, else what differs."""
-    ka, kb = a.WhichOneof("Type"), b.WhichOneof("Type")
-    if ka != kb:
-        return f"kind differs ({S.describe_type(a)} vs {S.describe_type(b)})"
-    if ka == "multiArrayType":
-        x, y = a.multiArrayType, b.multiArrayType
-        if x.dataType != y.dataType:
-            return f"dtype differs ({S.array_dtype_name(x.dataType)} vs {S.array_dtype_name(y.dataType)})"
-        if _rank(x) != _rank(y):
-            return f"rank differs ({_rank(x)} vs {_rank(y)})"
-        flexible = x.WhichOneof("ShapeFlexibility") or y.WhichOneof("ShapeFlexibility")
-        if not flexible and list(x.shape) != list(y.shape):
-            return f"shape differs ({list(x.shape)} vs {list(y.shape)})"
+    ``b`` where ``a`` is declared, else what differs (the rule itself lives in
+    :func:`specsurgery.check.pipeline.type_differences`)."""
+    from ..check.pipeline import type_differences
+
+    diffs = type_differences(a, b)
+    if not diffs:
         return None
-    if ka == "imageType":
-        x, y = a.imageType, b.imageType
-        if (x.width, x.height) != (y.width, y.height):
-            return f"image size differs ({x.width}x{x.height} vs {y.width}x{y.height})"
-        if x.colorSpace != y.colorSpace:
-            return (f"colour space differs ({S.COLOR_SPACES.get(x.colorSpace, x.colorSpace)} vs "
-                    f"{S.COLOR_SPACES.get(y.colorSpace, y.colorSpace)})")
-        return None
-    if ka == "dictionaryType":
-        if a.dictionaryType.WhichOneof("KeyType") != b.dictionaryType.WhichOneof("KeyType"):
-            return "dictionary key type differs"
-        return None
-    if ka == "sequenceType":
-        if a.sequenceType.WhichOneof("Type") != b.sequenceType.WhichOneof("Type"):
-            return "sequence element type differs"
-        return None
-    if ka == "stateType":
-        x, y = a.stateType.arrayType, b.stateType.arrayType
-        if x.dataType != y.dataType or list(x.shape) != list(y.shape):
-            return "state type differs"
-    return None
+    return "; ".join(f"{aspect} differs ({x} vs {y})" for aspect, x, y in diffs)
 
 
 def types_equivalent(a, b) -> bool:
