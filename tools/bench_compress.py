@@ -44,64 +44,17 @@ sys.path.insert(0, str(ROOT))
 # --------------------------------------------------------------------------- model
 
 def resnet50():
-    import torch
-    from torch import nn
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _resnet50 import resnet50 as build
 
-    class Bottleneck(nn.Module):
-        def __init__(self, cin, width, stride):
-            super().__init__()
-            cout = width * 4
-            self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(width)
-            self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(width)
-            self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
-            self.bn3 = nn.BatchNorm2d(cout)
-            self.relu = nn.ReLU()
-            self.down = None
-            if stride != 1 or cin != cout:
-                self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-        def forward(self, x):
-            idt = x if self.down is None else self.down(x)
-            y = self.relu(self.bn1(self.conv1(x)))
-            y = self.relu(self.bn2(self.conv2(y)))
-            y = self.bn3(self.conv3(y))
-            return self.relu(y + idt)
-
-    class ResNet50(nn.Module):
-        def __init__(self, classes=1000):
-            super().__init__()
-            self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-                                      nn.MaxPool2d(3, 2, 1))
-            layers, cin = [], 64
-            for width, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
-                for i in range(blocks):
-                    layers.append(Bottleneck(cin, width, stride if i == 0 else 1))
-                    cin = width * 4
-            self.body = nn.Sequential(*layers)
-            self.pool = nn.AdaptiveAvgPool2d(1)
-            self.fc = nn.Linear(2048, classes)
-
-        def forward(self, x):
-            return self.fc(torch.flatten(self.pool(self.body(self.stem(x))), 1))
-
-    torch.manual_seed(0)
-    model = ResNet50().eval()
-    # Random BN statistics, so folded weights are not all alike.
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-    return model
+    return build()
 
 
 def converted(cache: Path):
     """(neuralNetwork .mlmodel path, mlProgram .mlpackage path), converted once."""
     from specsurgery._proto import coremltools
 
-    nn_path, ml_path = cache / "resnet50_nn.mlmodel", cache / "resnet50.mlpackage"
+    nn_path, ml_path = cache / "resnet50-v2_nn.mlmodel", cache / "resnet50-v2.mlpackage"
     if nn_path.exists() and ml_path.exists():
         return nn_path, ml_path
     import torch

@@ -37,61 +37,17 @@ CACHE = Path(tempfile.gettempdir()) / "specsurgery-bench-cache"
 # --------------------------------------------------------------------------- plain-torch ResNet-50
 
 def resnet50_trunk():
-    import torch
-    from torch import nn
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _resnet50 import resnet50
 
-    class Bottleneck(nn.Module):
-        def __init__(self, cin, width, stride):
-            super().__init__()
-            cout = width * 4
-            self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(width)
-            self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(width)
-            self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
-            self.bn3 = nn.BatchNorm2d(cout)
-            self.down = None
-            if stride != 1 or cin != cout:
-                self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-        def forward(self, x):
-            idt = x if self.down is None else self.down(x)
-            y = torch.relu(self.bn1(self.conv1(x)))
-            y = torch.relu(self.bn2(self.conv2(y)))
-            return torch.relu(self.bn3(self.conv3(y)) + idt)
-
-    class Trunk(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-                                      nn.MaxPool2d(3, 2, 1))
-            layers, cin = [], 64
-            for width, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
-                for b in range(blocks):
-                    layers.append(Bottleneck(cin, width, stride if b == 0 else 1))
-                    cin = width * 4
-            self.layers = nn.Sequential(*layers)
-
-        def forward(self, x):
-            return self.layers(self.stem(x))
-
-    torch.manual_seed(0)
-    model = Trunk().eval()
-    with torch.no_grad():  # trained-looking batch-norm statistics
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-    return model
+    return resnet50(head=False)
 
 
 def converted_trunk(size: int):
     """The trunk as a neuralNetwork spec (converted once, cached on disk)."""
     from specsurgery import io
 
-    path = CACHE / f"resnet50_trunk_nn_{size}.mlmodel"
+    path = CACHE / f"resnet50-v2_trunk_nn_{size}.mlmodel"
     if path.is_file():
         return io.load_spec(path), 0.0
     import torch

@@ -28,53 +28,17 @@ CACHE = Path(tempfile.gettempdir()) / "specsurgery-bench"
 
 
 def resnet50_module():
-    """A torchvision-style ResNet-50 (bottleneck v1.5) in plain torch, eval mode, seed 0."""
-    import torch
-    import torch.nn as nn
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _resnet50 import resnet50
 
-    class Bottleneck(nn.Module):
-        def __init__(self, cin, mid, stride):
-            super().__init__()
-            cout = mid * 4
-            self.c1, self.b1 = nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid)
-            self.c2, self.b2 = nn.Conv2d(mid, mid, 3, stride, 1, bias=False), nn.BatchNorm2d(mid)
-            self.c3, self.b3 = nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout)
-            self.down = None
-            if stride != 1 or cin != cout:
-                self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-        def forward(self, x):
-            idt = x if self.down is None else self.down(x)
-            y = torch.relu(self.b1(self.c1(x)))
-            y = torch.relu(self.b2(self.c2(y)))
-            return torch.relu(self.b3(self.c3(y)) + idt)
-
-    class ResNet50(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-                                      nn.MaxPool2d(3, 2, 1))
-            layers, cin = [], 64
-            for mid, n, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
-                for i in range(n):
-                    layers.append(Bottleneck(cin, mid, stride if i == 0 else 1))
-                    cin = mid * 4
-            self.layers = nn.Sequential(*layers)
-            self.fc = nn.Linear(2048, 1000)
-
-        def forward(self, x):
-            x = self.layers(self.stem(x))
-            return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
-
-    torch.manual_seed(0)
-    return ResNet50().eval()
+    return resnet50()
 
 
 def resnet50_mlmodel() -> Path:
     """Path of the cached ResNet-50 .mlmodel (converted on first use, ~1-2 minutes)."""
     import torch
 
-    cache = CACHE / f"resnet50-torch{torch.__version__}.mlmodel"
+    cache = CACHE / f"resnet50-v2-torch{torch.__version__}.mlmodel"
     if cache.exists():
         return cache
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
