@@ -680,6 +680,8 @@ def _transpose(c):
 @op("concat")
 def _concat(c):
     vals = [np.asarray(v) for v in c["values"]]
+    if any(v.ndim == 0 for v in vals):  # ct.convert concatenates scalars into a shape vector
+        vals = [np.atleast_1d(v) for v in vals]
     axis = int(c.scalar("axis"))
     if c.scalar("interleave", False):
         stacked = np.stack(vals, axis=axis + 1 if axis >= 0 else axis)
