@@ -52,8 +52,13 @@ def candidate_names(file_name: str) -> list[str]:
 
 def search_dirs(search_path: str, *, base_dir: Optional[PathLike] = None,
                 bundle: Optional[PathLike] = None,
-                bundle_ids: Optional[Mapping[str, PathLike]] = None) -> list[tuple[str, Optional[Path]]]:
-    """(entry as written, folder or None when it cannot be resolved) per entry."""
+                bundle_ids: Optional[Mapping[str, PathLike]] = None,
+                also_from: Optional[PathLike] = None) -> list[tuple[str, Optional[Path]]]:
+    """(entry as written, folder or None when it cannot be resolved) per entry.
+
+    A relative entry is taken from ``base_dir`` (the folder of the file that
+    holds the stub, as Core ML does); with ``also_from`` (the current folder,
+    for a search path the caller typed) it is looked for there first."""
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     out: list[tuple[str, Optional[Path]]] = []
     entries = [e for e in (search_path or ".").split(":")] or ["."]
@@ -71,7 +76,12 @@ def search_dirs(search_path: str, *, base_dir: Optional[PathLike] = None,
             out.append((entry, Path(folder) if folder is not None else None))
             continue
         p = Path(os.path.expanduser(e))
-        out.append((entry, p if p.is_absolute() else base / p))
+        if p.is_absolute():
+            out.append((entry, p))
+            continue
+        if also_from is not None and (Path(also_from) / p).resolve() != (base / p).resolve():
+            out.append((entry, Path(also_from) / p))
+        out.append((entry, base / p))
     return out
 
 
@@ -90,7 +100,8 @@ def resolve_linked(stub_spec, search_path: Optional[str] = None, base_dir: Optio
 
     ``stub_spec`` is a linkedModel ``Model`` (or its ``LinkedModel``
     message).  ``search_path`` overrides the stub's own search path (like
-    ``MLModelConfiguration.parameters`` does on device).  ``base_dir`` is the
+    ``MLModelConfiguration.parameters`` does on device); its relative entries
+    are looked for in the current folder first, then beside the stub's file.  ``base_dir`` is the
     folder of the file that holds the stub (``.``); ``bundle`` is what
     ``$BUNDLE_MAIN`` means (default ``base_dir``); ``bundle_ids`` maps bundle
     identifiers to folders.
@@ -104,7 +115,10 @@ def resolve_linked(stub_spec, search_path: Optional[str] = None, base_dir: Optio
     if not file_name:
         return None, ["(the stub names no linkedModelFileName)"]
     names = candidate_names(file_name)
-    for entry, folder in search_dirs(path_text, base_dir=base_dir, bundle=bundle, bundle_ids=bundle_ids):
+    # a search path the caller gives is typed relative to where they are
+    also_from = Path.cwd() if search_path is not None else None
+    for entry, folder in search_dirs(path_text, base_dir=base_dir, bundle=bundle, bundle_ids=bundle_ids,
+                                     also_from=also_from):
         if folder is None:
             known = ", ".join(sorted((bundle_ids or {}).keys())) or "none given"
             tried.append(f"{entry} (no folder for this bundle identifier; known: {known})")

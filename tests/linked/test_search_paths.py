@@ -1,0 +1,43 @@
+"""Where relative search-path entries are looked for."""
+
+from specsurgery._proto import Model_pb2
+from specsurgery.linked import resolve_linked
+
+
+def _stub(search_path="."):
+    spec = Model_pb2.Model()
+    spec.specificationVersion = 4
+    f = spec.linkedModel.linkedModelFile
+    f.linkedModelFileName.defaultValue = "Backbone.mlmodelc"
+    f.linkedModelSearchPath.defaultValue = search_path
+    return spec
+
+
+def test_stored_entries_are_relative_to_the_stub_file(tmp_path, monkeypatch):
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "Backbone.mlmodel").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)  # "." must not mean the current folder
+    found, _ = resolve_linked(_stub("."), base_dir=tmp_path / "bundle")
+    assert found == tmp_path / "bundle" / "Backbone.mlmodel"
+    found, tried = resolve_linked(_stub("."), base_dir=tmp_path)
+    assert found is None and str(tmp_path / "Backbone.mlmodelc") in tried
+
+
+def test_a_typed_override_is_relative_to_the_current_folder_first(tmp_path, monkeypatch):
+    (tmp_path / "out" / "bundle").mkdir(parents=True)
+    target = tmp_path / "out" / "bundle" / "Backbone.mlmodel"
+    target.write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    # the model file lives in out/bundle; the user types the folder from where they stand
+    found, tried = resolve_linked(_stub(), search_path="out/bundle", base_dir=tmp_path / "out" / "bundle")
+    assert found.resolve() == target.resolve()
+    # and an override entry relative to the stub's folder still works
+    found, tried = resolve_linked(_stub(), search_path=".", base_dir=tmp_path / "out" / "bundle")
+    assert found.resolve() == target.resolve()
+
+
+def test_nothing_found_lists_every_place(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    found, tried = resolve_linked(_stub(), search_path="a:b", base_dir=tmp_path / "m")
+    assert found is None
+    assert len(tried) == 12  # 2 entries x (cwd, stub folder) x (.mlmodelc, .mlmodel, .mlpackage)
