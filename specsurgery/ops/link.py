@@ -150,6 +150,11 @@ def unlink(spec, search_path: Optional[str] = None, base_dir=None, bundle=None, 
     if base_dir is None and isinstance(spec, (str, Path)):
         base_dir = Path(spec).parent
     root = model.spec if isinstance(model, MLPackage) else model
+    if _links_to_program(root, search_path, base_dir, bundle):
+        # the targets' weights must come along: the result is an .mlpackage
+        fn = _nn.mlprogram_dispatch("link_mlprogram", "unlink_mlprogram", "unlink")
+        return fn(spec if isinstance(spec, (str, Path)) else model, search_path=search_path,
+                  base_dir=base_dir, bundle=bundle)
     out = root if inplace else copy_spec(root)
     if S.model_type(out) == "linkedModel":
         target = _inline_one(out, search_path, base_dir, bundle, "the model", type_difference)
@@ -167,6 +172,22 @@ def unlink(spec, search_path: Optional[str] = None, base_dir=None, bundle=None, 
     # enclosing pipelines must be at least the inlined targets' versions
     _fix_outer_versions(out)
     return out
+
+
+def _links_to_program(root, search_path, base_dir, bundle) -> bool:
+    """True when a top-level stage links to an ML Program (an .mlpackage target)."""
+    from ..linked import resolve_linked
+
+    pipe = S.pipeline_of(root)
+    if pipe is None:
+        return False
+    for stage in pipe.models:
+        if S.model_type(stage) != "linkedModel":
+            continue
+        found, _ = resolve_linked(stage, search_path=search_path, base_dir=base_dir, bundle=bundle)
+        if found is not None and Path(found).suffix == ".mlpackage":
+            return True
+    return False
 
 
 def _fix_outer_versions(spec) -> int:

@@ -127,3 +127,19 @@ def test_link_then_unlink_round_trip(tmp_path):
     assert verify(src, tmp_path / "Inlined.mlpackage", samples=1).ok
     with pytest.raises(NotFoundError, match="SegBackbone.mlmodelc"):
         unlink_mlprogram(tmp_path / "Seg.mlpackage", search_path=str(tmp_path / "nowhere"))
+
+
+def test_public_unlink_dispatches_to_ml_program_targets(tmp_path):
+    from specsurgery.ops import unlink
+
+    src = CORPUS / "generated" / "shared_backbone_segmenter.mlpackage"
+    cut = _three_cuts(suggest_cuts(src))[1]
+    backbone, head = split_program(src, [cut.blob])
+    pipe = split_pipeline(src, backbone, head)
+    linked = link_mlprogram(pipe, "backbone", file_name="SegBackbone.mlmodelc", search_path=".")
+    io.save(backbone, tmp_path / "SegBackbone.mlpackage")
+    io.save(linked, tmp_path / "Seg.mlpackage", search_path=str(tmp_path))
+    inlined = unlink(tmp_path / "Seg.mlpackage")
+    assert isinstance(inlined, io.MLPackage) and len(inlined.weights) == 2
+    io.save(inlined, tmp_path / "Inlined.mlpackage")
+    assert verify(src, tmp_path / "Inlined.mlpackage", samples=1).ok
