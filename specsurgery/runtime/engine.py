@@ -367,7 +367,11 @@ def _run(spec, package, inputs, base_dir, search_path, bundle, bundle_ids, funct
             raise UnsupportedError("ML Program execution (specsurgery.runtime.mil) is not available "
                                    "in this build") from None
         return predict_program(spec, package, inputs, function=function)
+    from .classic import RUNNERS, run_classic    # GLM, trees, SVM, feature engineering
+
+    if kind in RUNNERS:
+        return run_classic(spec, inputs, where)
     raise UnsupportedError(
         f"model {where.rstrip('/') or '(top)'} has type {kind!r}, which the reference runtime does not "
         "run; it runs neuralNetwork, neuralNetworkClassifier, neuralNetworkRegressor, pipelines, "
-        "linkedModel stubs and mlProgram")
+        "linkedModel stubs, mlProgram and the classic types " + ", ".join(RUNNERS))

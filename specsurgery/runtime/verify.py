@@ -10,6 +10,7 @@ import numpy as np
 from .. import spec as _spec
 from .._proto import FeatureTypes_pb2
 from ..errors import VerifyError
+from .classic import input_vocabulary
 from .engine import GRAY_SPACES, Source, _run
 
 INT32 = FeatureTypes_pb2.ArrayFeatureType.INT32
@@ -63,10 +64,14 @@ def random_inputs(model, seed: int = 0, int_range: Optional[tuple] = None) -> di
     normal float32, or integers in ``int_range`` (default: below the smallest
     embedding/gather size the input feeds, else 0..9) for INT32 arrays and
     inputs that index a lookup.  Flexible inputs take their default shape.
+    Double: standard normal.  String / Int64 / dictionary inputs that a classic
+    stage looks up (one-hot encoder, categorical mapping, dict vectorizer) draw
+    from the keys it knows; otherwise "sample", 0..9 and {"a"|"b"|"c": normal}.
     """
     spec = Source(model).spec if not hasattr(model, "description") else model
     rng = np.random.default_rng(seed)
     bounds = _index_bounds(spec)
+    vocab = input_vocabulary(spec)     # values one-hot / categorical / dict stages know
     out = {}
     for f in spec.description.input:
         t = f.type.WhichOneof("Type")
@@ -93,11 +98,25 @@ def random_inputs(model, seed: int = 0, int_range: Optional[tuple] = None) -> di
                 out[f.name] = rng.standard_normal(shape).astype(np.float32)
         elif t == "int64Type":
             lo, hi = int_range if int_range is not None else (0, 10)
-            out[f.name] = int(rng.integers(lo, hi))
+            known = [k for k in vocab.get(f.name, ()) if isinstance(k, int)]
+            out[f.name] = int(known[rng.integers(len(known))]) if known else int(rng.integers(lo, hi))
         elif t == "doubleType":
             out[f.name] = float(rng.standard_normal())
         elif t == "stringType":
-            out[f.name] = "sample"
+            known = [k for k in vocab.get(f.name, ()) if isinstance(k, str)]
+            out[f.name] = known[rng.integers(len(known))] if known else "sample"
+        elif t == "dictionaryType":
+            # keys the model looks up (a dictVectorizer's mapping) or a few defaults
+            int_keys = f.type.dictionaryType.WhichOneof("KeyType") == "int64KeyType"
+            known = [k for k in vocab.get(f.name, ()) if isinstance(k, int) == int_keys]
+            keys = known or ([0, 1, 2] if int_keys else ["a", "b", "c"])
+            pick = sorted(rng.choice(len(keys), size=max(1, (len(keys) + 1) // 2), replace=False))
+            out[f.name] = {keys[i]: float(rng.standard_normal()) for i in pick}
+        elif t == "sequenceType" and f.type.sequenceType.WhichOneof("Type") in ("stringType", "int64Type"):
+            is_str = f.type.sequenceType.WhichOneof("Type") == "stringType"
+            known = [k for k in vocab.get(f.name, ()) if isinstance(k, str) == is_str]
+            keys = known or (["sample"] if is_str else list(range(10)))
+            out[f.name] = [keys[i] for i in rng.integers(len(keys), size=3)]
         else:
             raise VerifyError(f"input {f.name!r}: cannot draw random values for type {t}")
     return out
