@@ -317,6 +317,10 @@ def tree_scores(te, x: np.ndarray, who: str) -> np.ndarray:
         if n.nodeBehavior != LEAF:
             children.add((n.treeId, n.trueChildNodeId))
             children.add((n.treeId, n.falseChildNodeId))
+    dangling = sorted(children - set(nodes))
+    if dangling:
+        raise ClassicModelError(f"{who}: node(s) " + ", ".join(f"(tree {t}, node {n})" for t, n in dangling)
+                                + " are referenced but not declared")
     roots = sorted(k for k in nodes if k not in children)
     trees = {k[0] for k in nodes}
     if {k[0] for k in roots} != trees or len(roots) != len(trees):

@@ -145,8 +145,8 @@ def test_corpus_linked_pipeline_runs_with_a_backbone(tmp_path):
 
 
 def test_other_model_types_are_refused():
-    glm = CORPUS / "real" / "PlotCVPredict.mlmodel"
-    if not glm.exists():
+    knn = CORPUS / "generated" / "knn_updatable.mlmodel"
+    if not knn.exists():
         pytest.skip("corpus file missing")
-    with pytest.raises(UnsupportedError, match="glmRegressor"):
-        predict(glm, {})
+    with pytest.raises(UnsupportedError, match="kNearestNeighborsClassifier"):
+        predict(knn, {})
