@@ -2,9 +2,10 @@
 
 ``predict`` runs neuralNetwork / classifier / regressor specs, pipelines
 (nested too), linkedModel stubs (resolved through their search path) and, via
-``specsurgery.runtime.mil``, ML Programs.  ``infer_shapes`` gives every blob's
-shape without running the heavy layers; ``verify`` compares two models on
-seeded random inputs.
+``specsurgery.runtime.mil``, ML Programs; ``specsurgery.runtime.classic`` runs
+the classic types (GLM, tree ensembles, SVM, feature-engineering transforms).
+``infer_shapes`` gives every blob's shape without running the heavy layers;
+``verify`` compares two models on seeded random inputs.
 """
 
 from .engine import clear_cache, predict
