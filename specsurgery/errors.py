@@ -58,7 +58,7 @@ def near_matches(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
 
 def missing_message(kind: str, missing: Sequence[str], known: Iterable[str], where: str = "") -> str:
     """"unknown blob 'x' (did you mean 'y'?)" for every missing name."""
-    known = list(known)
+    known = sorted(known) if isinstance(known, (set, frozenset)) else list(known)
     parts = []
     for name in missing:
         hint = near_matches(name, known)
@@ -68,4 +68,17 @@ def missing_message(kind: str, missing: Sequence[str], known: Iterable[str], whe
         parts.append(part)
     plural = "s" if len(missing) != 1 else ""
     where = f" in {where}" if where else ""
-    return f"unknown {kind}{plural}{where}: " + "; ".join(parts)
+    message = f"unknown {kind}{plural}{where}: " + "; ".join(parts)
+    pool = [k for k in dict.fromkeys(known) if k]
+    if pool and any(not near_matches(name, pool) for name in missing):
+        # No hint for some name: show what is allowed instead (a sample when long).
+        shown = ", ".join(repr(k) for k in pool[:_KNOWN_SHOWN])
+        more = f" ... ({len(pool)} in all)" if len(pool) > _KNOWN_SHOWN else ""
+        message += f"; known: {shown}{more}"
+    elif not pool:
+        message += f"; there is no {kind} to choose from"
+    return message
+
+
+#: how many known names ``missing_message`` lists when it has no near match
+_KNOWN_SHOWN = 12

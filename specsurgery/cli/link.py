@@ -29,7 +29,8 @@ def run(args) -> int:
             out = make_linked_stub(args.model, file_name=args.file, search_path=args.search_path)
         else:
             if args.stage is None:
-                raise SpecSurgeryError("link: give --stage NAME (or --standalone for a stub of the whole model)")
+                raise SpecSurgeryError("link: give --stage NAME (or --standalone for a stub of the whole model)"
+                                       + _stage_hint(args.model))
             out = link_stage(args.model, args.stage, file_name=args.file, search_path=args.search_path)
     for text in notes:
         print(f"note: {text}", file=sys.stderr)
@@ -37,3 +38,15 @@ def run(args) -> int:
     print(f"wrote {args.output}: {'stub' if args.standalone else 'stage ' + repr(args.stage)} links "
           f"{args.file} (search path {args.search_path!r}), spec version {out.specificationVersion}")
     return 0
+
+
+def _stage_hint(model) -> str:
+    """"; stages are a, b" for a pipeline, what the model is otherwise."""
+    from .. import spec as S
+    from ..io import load_spec
+
+    spec = load_spec(model)
+    pipeline = S.pipeline_of(spec)
+    if pipeline is None:
+        return f"; {model} is a {S.model_type(spec)}, not a pipeline, so only --standalone applies"
+    return "; stages are " + ", ".join(S.stage_names(pipeline))

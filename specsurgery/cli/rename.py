@@ -21,8 +21,32 @@ def run(args) -> int:
             raise SpecSurgeryError(f"rename: {item!r} is not OLD=NEW")
         pairs.append((old, new))
     model = load(args.model)
+    _check_olds(model, pairs)
     for old, new in pairs:
         model = rename_feature(model, old, new)
     save(model, args.output)
     print(f"wrote {args.output}: " + ", ".join(f"{o} -> {n}" for o, n in pairs))
     return 0
+
+
+def _check_olds(model, pairs) -> None:
+    """Every OLD that names nothing (renames applied in order), all at once."""
+    from ..errors import NotFoundError, missing_message
+    from ..io import load_spec
+    from ..ops.rename import names_in
+
+    names = set(names_in(load_spec(model)))
+    missing, renamed = [], {}
+    for old, new in pairs:
+        if old in names:
+            names.discard(old)
+            names.add(new)
+            renamed[old] = new
+        else:
+            missing.append(old)
+    if missing:
+        message = missing_message("feature or blob", missing, names) + " (rename)"
+        earlier = [f"{o!r} is already {renamed[o]!r}" for o in missing if o in renamed]
+        if earlier:
+            message += "; renames apply in order and " + ", ".join(earlier)
+        raise NotFoundError(message)

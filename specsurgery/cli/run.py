@@ -18,16 +18,25 @@ def configure(parser) -> None:
     add_json(parser)
 
 
+def _parse_inputs(pairs) -> list:
+    from ..errors import SpecSurgeryError
+
+    parsed = []
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise SpecSurgeryError(f"--input {pair!r}: expected NAME=FILE (e.g. image=cat.png or x=x.npy)")
+        parsed.append((name, path))
+    return parsed
+
+
 def _read_inputs(pairs):
     import numpy as np
 
     from ..errors import SpecSurgeryError
 
     inputs = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise SpecSurgeryError(f"--input {pair!r}: expected NAME=FILE")
-        name, path = pair.split("=", 1)
+    for name, path in pairs:
         low = path.lower()
         try:
             if low.endswith(".npy"):
@@ -40,8 +49,9 @@ def _read_inputs(pairs):
                     inputs[name] = im.copy()
             else:
                 raise SpecSurgeryError(f"--input {name}={path}: use a .npy array or a .png/.jpg image")
-        except OSError as exc:
-            raise SpecSurgeryError(f"--input {name}={path}: cannot read ({exc})") from None
+        except (OSError, ValueError) as exc:  # missing file, not an image, pickled or corrupt .npy
+            raise SpecSurgeryError(f"--input {name}={path}: cannot read ({exc}); give a .npy written by "
+                                   "numpy.save (no objects) or a .png/.jpg image") from None
     return inputs
 
 
@@ -71,16 +81,22 @@ def run(args) -> int:
     from ..runtime import predict
     from ._common import print_json
 
-    inputs = _read_inputs(args.input)
+    pairs = _parse_inputs(args.input)
+    if args.output and not args.output.lower().endswith(".npz"):
+        from ..errors import SpecSurgeryError
+
+        raise SpecSurgeryError(f"-o {args.output}: outputs are written as a numpy archive; "
+                               "name the file *.npz")
     spec = _io.load_spec(args.model)
     known = [f.name for f in spec.description.input]
     if not known and spec.WhichOneof("Type") == "mlProgram":
         known = [f.name for fn in spec.description.functions for f in fn.input]
-    unknown = [n for n in inputs if n not in known]
-    if unknown:
+    unknown = [n for n, _ in pairs if n not in known]
+    if unknown:  # before reading any file: every wrong name at once
         from ..errors import NotFoundError, missing_message
 
         raise NotFoundError(missing_message("input", unknown, known, args.model))
+    inputs = _read_inputs(pairs)
     outputs = predict(args.model, inputs, search_path=args.search_path, bundle=args.bundle,
                       function=args.function)
     arrays = to_arrays(outputs)

@@ -281,15 +281,17 @@ class _Drawing:
                 f"cut preview needs a neural network; this model has {', '.join(kinds)} "
                 "(for ML Programs use `specsurgery split` and render its outputs)")
         by_path: dict[str, list] = {}
+        known = [b for v in self.nets.values() for b in v.blob_order]
+        missing = [c for c in cuts if c not in known
+                   and not ("/" in c and c.rsplit("/", 1)[0] in self.nets)]
+        if missing:  # every unknown cut at once, not just the first
+            raise NotFoundError(missing_message("blob", missing, known) + "; a cut names a blob of a "
+                                "neural network (stage/blob inside pipelines)")
         for c in cuts:
             if "/" in c and c.rsplit("/", 1)[0] in self.nets:
                 p, b = c.rsplit("/", 1)
             else:
                 holders = [p for p, v in self.nets.items() if c in v.blob_order]
-                if not holders:
-                    known = [b for v in self.nets.values() for b in v.blob_order]
-                    raise NotFoundError(missing_message("blob", [c], known) + "; a cut names a blob of a "
-                                        "neural network (stage/blob inside pipelines)")
                 if len(holders) > 1:
                     raise SpecSurgeryError(f"blob {c!r} exists in stages {', '.join(holders)}; "
                                            f"say which one: {holders[0]}/{c}")

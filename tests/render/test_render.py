@@ -138,6 +138,9 @@ def test_cut_preview_colours_both_sides():
     assert "cut: x1" in text
     with pytest.raises(NotFoundError, match=r"'x9'.*did you mean"):
         to_dot(spec, cut="x9")
+    # every unknown cut is named at once, with the known blobs when nothing is near
+    with pytest.raises(NotFoundError, match=r"unknown blobs: 'zzz'; 'x9'.*known: "):
+        to_dot(spec, cut=["zzz", "x9"])
     with pytest.raises(SpecSurgeryError, match="un-cut path"):
         to_dot(spec, cut="block1_r1")   # inside a residual block: the skip bypasses it
 
