@@ -548,6 +548,30 @@ def set_needed_version(model, fallback: int) -> int:
     return model.specificationVersion
 
 
+def require_wired(spec, nn, op: str) -> None:
+    """Refuse a network a cut cannot reason about: a layer reading a blob no
+    input or layer produces, or reading one only a later layer writes (a
+    cycle, or layers out of order).  Otherwise closures report misleading
+    culprits ("never produced", "no single blob separates")."""
+    defined = {f.name for f in spec.description.input}
+    prods = producers(nn)
+    undefined, early = [], []
+    for layer in nn.layers:
+        for b in layer_reads(layer):
+            if b not in defined:
+                (early if b in prods else undefined).append(f"layer {layer.name!r} reads {b!r}")
+        defined.update(layer_writes(layer))
+    if undefined:
+        raise SpecSurgeryError(f"{op}: {'; '.join(undefined)}, which no model input or layer produces; "
+                               "rewire the layer or add the missing input (see `specsurgery check`)")
+    if early:
+        from ..graph import build_graph
+
+        build_graph(spec).topological_layers()   # raises with the cycle when there is one
+        raise SpecSurgeryError(f"{op}: {'; '.join(early)} before the layer that writes it; Core ML runs "
+                               "layers in the listed order: list them topologically (see `specsurgery check`)")
+
+
 def unknown_blobs_error(spec, missing: Sequence[str], what: str = "blob") -> NotFoundError:
     nn = S.nn_of(spec)
     return NotFoundError(missing_message(what, list(missing), blob_names(spec, nn)))

@@ -82,6 +82,7 @@ def suggest_cuts(spec, path: str = "", max_blobs: int = 1) -> list[Cut]:
     if S.model_type(target) == "mlProgram":
         return _nn.mlprogram_dispatch("split_mlprogram", "suggest_cuts", "suggest-cuts")(model)
     nn = S.require_nn(target, "suggest-cuts")
+    _nn.require_wired(target, nn, "suggest-cuts")
     blobs = build_graph(root).articulation_blobs(path)
     model_inputs = [f.name for f in target.description.input]
     total = sum(_nn.layer_weight_bytes(nn))

@@ -114,6 +114,7 @@ def extract(spec, inputs, outputs, *, shapes=None, inplace: bool = False):
     missing = [b for b in inputs + outputs if b not in known and b not in synthetic_all]
     if missing:
         raise NotFoundError(missing_message("blob", missing, known) + " (extract)")
+    _nn.require_wired(spec, nn, "extract")
     synthetic = [o for o in outputs if o in synthetic_all]
     targets = [o for o in outputs if o not in synthetic]
     if synthetic:

@@ -77,6 +77,7 @@ def split_at(spec, blobs, *, shapes=None, freeze_backbone: bool = False, drop_up
     missing = [b for b in cuts if b not in known]
     if missing:
         raise NotFoundError(missing_message("blob", missing, known) + " (split)")
+    _nn.require_wired(spec, nn, "split")
     desc = spec.description
     model_inputs = [f.name for f in desc.input]
     at_input = [b for b in cuts if b in model_inputs]

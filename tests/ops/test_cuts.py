@@ -58,3 +58,15 @@ def test_multi_blob_cuts_cover_skip_connections():
     assert multi[0].shapes == [[1, 4, 8, 8], [1, 4, 8, 8]] and multi[0].layers_before == 3
     backbone, head = split_at(sm.skip_net(), multi[0].blob)
     assert [f.name for f in head.description.input] == ["b", "c"]
+
+
+def test_undefined_blob_is_an_error_not_no_cuts():
+    # used to answer "no single blob separates the network"
+    from nnbuild import tiny_nn
+
+    from specsurgery.errors import SpecSurgeryError
+
+    spec = tiny_nn()
+    spec.neuralNetwork.layers[1].input[0] = "ghost"
+    with pytest.raises(SpecSurgeryError, match="layer 'relu' reads 'ghost', which no model input"):
+        suggest_cuts(spec)

@@ -84,3 +84,13 @@ def test_cli_extract(tmp_path, capsys):
                  "-o", str(tmp_path / "e.mlmodel")]) == 0
     assert "3 layers" in capsys.readouterr().out
     assert len(load_spec(tmp_path / "e.mlmodel").neuralNetwork.layers) == 3
+
+
+def test_cycle_is_reported_as_a_cycle():
+    # used to say "outputs 'y' also depend on 'y', which is not among the inputs"
+    from nnbuild import tiny_nn
+
+    spec = tiny_nn()
+    spec.neuralNetwork.layers[0].input[0] = "y"
+    with pytest.raises(SpecSurgeryError, match=r"has a cycle: relu -\[y\]-> fc"):
+        extract(spec, ["x"], ["y"])

@@ -406,3 +406,32 @@ def test_cut_blob_not_on_the_way_to_an_output():
     side.activation.ReLU.SetInParent()
     with pytest.raises(SpecSurgeryError, match="'side' are not used after the cut"):
         split_at(spec, "side")
+
+
+def _miswired(kind: str):
+    """tiny_nn (x -fc-> h -relu-> y) with a cycle, an undefined blob or layers out of order."""
+    from nnbuild import tiny_nn
+
+    spec = tiny_nn()
+    nn = spec.neuralNetwork
+    if kind == "cycle":
+        nn.layers[0].input[0] = "y"           # fc reads what relu writes from fc's output
+    elif kind == "undefined":
+        nn.layers[1].input[0] = "ghost"
+    else:                                     # relu listed before fc
+        relu = type(nn.layers[1])()
+        relu.CopyFrom(nn.layers[1])
+        del nn.layers[1]
+        nn.layers.insert(0, relu)
+    return spec
+
+
+@pytest.mark.parametrize("kind, match", [
+    ("cycle", r"has a cycle: relu -\[y\]-> fc -\[h\]-> relu"),
+    ("undefined", r"split: layer 'relu' reads 'ghost', which no model input or layer produces"),
+    ("order", r"split: layer 'relu' reads 'h' before the layer that writes it"),
+])
+def test_miswired_network_names_the_real_culprit(kind, match):
+    # used to say "'y' is read but never produced" for a cycle
+    with pytest.raises(SpecSurgeryError, match=match):
+        split_at(_miswired(kind), "h")
