@@ -284,8 +284,11 @@ def serialize(spec: "Model_pb2.Model") -> bytes:
 def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file and a rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
         with os.fdopen(fd, "wb") as fh:
@@ -293,13 +296,29 @@ def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError):  # a folder in the way, a full disk, no permission
+            raise _write_error(path, exc) from None
         raise
     return path
+
+
+def _write_error(path: Path, exc: OSError) -> "SaveError":
+    """An OS refusal while writing ``path`` as a one-line SaveError that says what to do."""
+    if path.is_dir() and not path.suffix == ".mlpackage":
+        why = "an existing folder is in the way"
+    elif isinstance(exc, (FileExistsError, NotADirectoryError)) and exc.filename and Path(exc.filename).is_file():
+        why = f"{exc.filename} is a file, not a folder"
+    else:
+        why = exc.strerror or str(exc)
+        if exc.filename and str(exc.filename) != str(path):
+            why += f" ({exc.filename})"
+    return SaveError(f"{path}: cannot write: {why}; choose an output path whose folders can be "
+                     "created and written")
 
 
 def _umask() -> int:
@@ -380,14 +399,19 @@ def save(model, path: Union[str, os.PathLike], *, check: bool = True, search_pat
     if suffix == ".mlpackage":
         if pkg is None:
             pkg = MLPackage(spec)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        except OSError as exc:
+            raise _write_error(path, exc) from None
         try:
             os.rmdir(tmp)  # the name is ours; the tree is built with open()'s modes
             _write_package_tree(pkg, tmp)
             _replace_dir(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, OSError):
+                raise _write_error(path, exc) from None
             raise
         return path
     if pkg is not None and uses_weight_files(spec):

@@ -97,6 +97,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from ..errors import SpecSurgeryError
 
     try:
+        _refuse_overwriting_an_input(args)
         return int(_command_module(COMMANDS[args.command][0]).run(args) or 0)
     except SpecSurgeryError as exc:
         if debug:
@@ -114,6 +115,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"specsurgery {args.command}: error: {type(exc).__name__}: {_one_line(str(exc))} "
               "(rerun with --debug for the traceback)", file=sys.stderr)
         return 1
+
+
+def _refuse_overwriting_an_input(args) -> None:
+    """``-o`` naming one of the input models would replace it: refuse (inputs are never modified)."""
+    out = getattr(args, "output", None)
+    if not out or not os.path.exists(out):
+        return
+    given = []
+    for attr in ("model", "models", "stages", "reference", "candidate"):
+        value = getattr(args, attr, None)
+        given += value if isinstance(value, list) else [value] if isinstance(value, str) else []
+    for path in given:
+        if os.path.exists(path) and os.path.samefile(path, out):
+            from ..errors import SaveError
+
+            raise SaveError(f"-o {out} is the input model {path}; specsurgery never modifies its inputs: "
+                            "write to a new file, then replace the original yourself if you want to")
 
 
 def _one_line(text: str) -> str:

@@ -23,6 +23,7 @@ optionally a linked stub naming ``<N>Backbone.mlmodelc``).
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -257,7 +258,31 @@ def split_model(model, blobs, out_dir, *, name: Optional[str] = None, link: bool
         "head": out / f"{name}Head{ext(head)}",
         "pipeline": out / f"{name}{ext(pipe)}",
     }
-    save(backbone, paths["backbone"])
-    save(head, paths["head"])
-    save(pipe, paths["pipeline"], search_path=check_search_path)
+    if isinstance(model, (str, os.PathLike)):
+        clash = [p for p in paths.values() if _same_file(p, model)]
+        if clash:
+            raise SpecSurgeryError(f"split: {clash[0]} would overwrite the input model; write to another "
+                                   "folder (-o) or give another base name (--name)")
+    written = []
+    try:   # all or nothing: a failed check or write removes what this call wrote
+        for role in ("backbone", "head", "pipeline"):
+            existed = paths[role].exists()
+            save({"backbone": backbone, "head": head, "pipeline": pipe}[role], paths[role],
+                 search_path=check_search_path if role == "pipeline" else None)
+            if not existed:
+                written.append(paths[role])
+    except BaseException:
+        for path in written:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        raise
     return paths
+
+
+def _same_file(a, b) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False

@@ -90,3 +90,12 @@ def test_link_without_stage_names_the_stages(tiny, tmp_path, capsys):
     assert main(["link", str(tiny), "--file", "B.mlmodelc", "-o", str(tmp_path / "l.mlmodel")]) == 1
     assert "not a pipeline, so only --standalone applies" in _one_error(capsys)
     assert not (tmp_path / "l.mlmodel").exists()
+
+
+@pytest.mark.parametrize("verb", [["compress", "--fp16"], ["rename", "x=a"], ["pipeline"], ["extract", "--inputs", "x", "--outputs", "y"]])
+def test_output_naming_the_input_is_refused(verb, tiny, capsys):
+    before = tiny.read_bytes()
+    argv = [verb[0], str(tiny)] + verb[1:] + ["-o", str(tiny.parent / "." / tiny.name)]
+    assert main(argv) == 1
+    assert "is the input model" in _one_error(capsys)
+    assert tiny.read_bytes() == before

@@ -170,7 +170,7 @@ def test_save_is_atomic_on_failure(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(io.os, "replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(SaveError, match="cannot write: disk full"):   # one line in the CLI, no traceback
         io.save(spec, target, check=False)
     assert target.read_bytes() == b"previous"
     assert [p.name for p in tmp_path.iterdir()] == ["model.mlmodel"]
@@ -199,3 +199,20 @@ def test_load_bytes_and_spec_identity():
 def test_file_size_of_package():
     src = CORPUS / "generated" / "shared_backbone_classifier.mlpackage"
     assert io.file_size(src) == sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
+
+
+def test_save_into_a_file_or_onto_a_folder_is_a_save_error(tmp_path):
+    # used to escape as FileExistsError / IsADirectoryError (a traceback-class error in the CLI)
+    from nnbuild import tiny_nn
+
+    from specsurgery.errors import SaveError
+    from specsurgery.io import save
+
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir.mlmodel").mkdir()
+    for target, why in [("afile/m.mlmodel", "afile is a file, not a folder"),
+                        ("afile/m.mlpackage", "afile is a file, not a folder"),
+                        ("adir.mlmodel", "an existing folder is in the way")]:
+        with pytest.raises(SaveError, match=why):
+            save(tiny_nn(), tmp_path / target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir.mlmodel", "afile"]   # no temp files left

@@ -5,6 +5,7 @@ backbone); plus the shape-mapping, flexibility, classifier and bad-input cases."
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -435,3 +436,32 @@ def test_miswired_network_names_the_real_culprit(kind, match):
     # used to say "'y' is read but never produced" for a cycle
     with pytest.raises(SpecSurgeryError, match=match):
         split_at(_miswired(kind), "h")
+
+
+def test_split_model_never_overwrites_its_input(tmp_path):
+    from nnbuild import tiny_nn
+
+    src = tmp_path / "m.mlmodel"
+    save(tiny_nn(), src)
+    before = src.read_bytes()
+    with pytest.raises(SpecSurgeryError, match="would overwrite the input model"):
+        split_model(src, "h", tmp_path)            # the pipeline would be tmp_path/m.mlmodel
+    assert src.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["m.mlmodel"]
+
+
+def test_split_model_is_all_or_nothing(tmp_path, monkeypatch):
+    from nnbuild import tiny_nn
+
+    import specsurgery.io as io_mod
+
+    real_save = io_mod.save
+
+    def failing_save(model, path, **kw):
+        if Path(path).name == "m.mlmodel":
+            raise SpecSurgeryError("pipeline refused")
+        return real_save(model, path, **kw)
+
+    monkeypatch.setattr(io_mod, "save", failing_save)
+    with pytest.raises(SpecSurgeryError, match="pipeline refused"):
+        split_model(tiny_nn(), "h", tmp_path / "out", name="m")
+    assert list((tmp_path / "out").iterdir()) == []     # backbone and head removed again
