@@ -97,6 +97,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from ..errors import SpecSurgeryError
 
     try:
+        _require_all_inputs(args)
         _refuse_overwriting_an_input(args)
         return int(_command_module(COMMANDS[args.command][0]).run(args) or 0)
     except SpecSurgeryError as exc:
@@ -115,6 +116,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"specsurgery {args.command}: error: {type(exc).__name__}: {_one_line(str(exc))} "
               "(rerun with --debug for the traceback)", file=sys.stderr)
         return 1
+
+
+def _require_all_inputs(args) -> None:
+    """Several model files given and more than one missing: name them all, not just the first
+    (``check`` reports each file itself)."""
+    if args.command == "check":
+        return
+    paths = getattr(args, "models", None) or getattr(args, "stages", None) or []
+    missing = [p for p in paths if isinstance(p, str) and not os.path.exists(p)]
+    if len(missing) > 1:
+        from ..errors import LoadError
+
+        raise LoadError(f"no such files: {', '.join(missing)}; every model given must exist "
+                        "(check the paths and the current folder)")
 
 
 def _refuse_overwriting_an_input(args) -> None:

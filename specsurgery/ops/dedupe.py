@@ -1013,7 +1013,8 @@ def _is_mlprogram_input(source) -> bool:
     if isinstance(source, io.MLPackage):
         return True
     if isinstance(source, (str, os.PathLike)):
-        return Path(source).suffix == ".mlpackage" or Path(source).is_dir()
+        path = Path(source)   # a compiled .mlmodelc folder is refused by io.load, not routed here
+        return path.suffix == ".mlpackage" or (path.is_dir() and path.suffix != ".mlmodelc")
     if isinstance(source, Model_pb2.Model):
         return model_type(source) == "mlProgram"
     return False

@@ -99,3 +99,13 @@ def test_output_naming_the_input_is_refused(verb, tiny, capsys):
     assert main(argv) == 1
     assert "is the input model" in _one_error(capsys)
     assert tiny.read_bytes() == before
+
+
+@pytest.mark.parametrize("verb", ["pipeline", "dedupe"])
+def test_every_missing_model_file_is_named(verb, tiny, tmp_path, capsys):
+    argv = [verb, str(tiny), str(tmp_path / "gone1.mlmodel"), str(tmp_path / "gone2.mlmodel"),
+            "-o", str(tmp_path / "out")]
+    assert main(argv) == 1
+    err = _one_error(capsys)
+    assert "gone1.mlmodel" in err and "gone2.mlmodel" in err
+    assert not (tmp_path / "out").exists()

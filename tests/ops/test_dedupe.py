@@ -15,6 +15,7 @@ import pytest
 
 from specsurgery import io
 from specsurgery._proto import FeatureTypes_pb2, Model_pb2
+from specsurgery.cli import main
 from specsurgery.errors import SpecSurgeryError
 from specsurgery.ops.dedupe import dedupe, dedupe_files, plan_dedupe
 from specsurgery.spec import model_type
@@ -718,3 +719,17 @@ def test_feature_extractor_model_beside_a_classifier_end_to_end(tmp_path):
     assert report["backbones"][0]["outputs"] == ["stage2_out"]
     check_all(out)
     verify_all(out, originals)
+
+
+def test_compiled_folder_is_refused_as_compiled_not_routed_to_ml_programs(tmp_path, capsys):
+    # a .mlmodelc folder beside an .mlmodel used to be called an ML Program
+    from nnbuild import tiny_nn
+
+    from specsurgery.io import save
+
+    save(tiny_nn(), tmp_path / "a.mlmodel")
+    (tmp_path / "b.mlmodelc").mkdir()
+    assert main(["dedupe", str(tmp_path / "a.mlmodel"), str(tmp_path / "b.mlmodelc"),
+                 "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "a compiled model (.mlmodelc) cannot be read" in err and "ML Program" not in err
