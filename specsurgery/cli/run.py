@@ -78,6 +78,7 @@ def run(args) -> int:
     import numpy as np
 
     from .. import io as _io
+    from ..errors import NotFoundError
     from ..runtime import predict
     from ._common import print_json
 
@@ -93,12 +94,18 @@ def run(args) -> int:
         known = [f.name for fn in spec.description.functions for f in fn.input]
     unknown = [n for n, _ in pairs if n not in known]
     if unknown:  # before reading any file: every wrong name at once
-        from ..errors import NotFoundError, missing_message
+        from ..errors import missing_message
 
         raise NotFoundError(missing_message("input", unknown, known, args.model))
     inputs = _read_inputs(pairs)
-    outputs = predict(args.model, inputs, search_path=args.search_path, bundle=args.bundle,
-                      function=args.function)
+    try:
+        outputs = predict(args.model, inputs, search_path=args.search_path, bundle=args.bundle,
+                          function=args.function)
+    except NotFoundError as exc:
+        if not str(exc).startswith("missing input"):
+            raise
+        raise NotFoundError(f"{exc}; pass each with --input NAME=FILE (a .npy array or a "
+                            ".png/.jpg image)") from None
     arrays = to_arrays(outputs)
     if args.output:
         import io as _pyio

@@ -36,6 +36,10 @@ def run(args) -> int:
         int_range = (lo, hi)
     if args.samples < 1:
         raise SpecSurgeryError("--samples must be at least 1")
+    for flag, value in (("--rtol", args.rtol), ("--atol", args.atol)):
+        if not value >= 0:   # NaN too: it would make every comparison fail
+            raise SpecSurgeryError(f"{flag} {value}: a tolerance must be a number >= 0 "
+                                   "(e.g. --rtol 1e-3 --atol 1e-4)")
     report = verify(args.reference, args.candidate, samples=args.samples, seed=args.seed,
                     rtol=args.rtol, atol=args.atol, search_path=args.search_path,
                     bundle=args.bundle, int_range=int_range)

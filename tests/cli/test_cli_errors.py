@@ -109,3 +109,15 @@ def test_every_missing_model_file_is_named(verb, tiny, tmp_path, capsys):
     err = _one_error(capsys)
     assert "gone1.mlmodel" in err and "gone2.mlmodel" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_run_without_inputs_says_how_to_pass_them(tiny, capsys):
+    assert main(["run", str(tiny)]) == 1
+    err = _one_error(capsys)
+    assert "missing input 'x'" in err and "--input NAME=FILE" in err
+
+
+@pytest.mark.parametrize("flag, value", [("--rtol", "-1"), ("--atol", "nan")])
+def test_verify_refuses_a_negative_or_nan_tolerance(flag, value, tiny, capsys):
+    assert main(["verify", str(tiny), str(tiny), flag, value]) == 1
+    assert "a tolerance must be a number >= 0" in _one_error(capsys)
