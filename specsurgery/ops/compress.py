@@ -663,7 +663,7 @@ def _check_args(mode, nbits, sparsity, min_weights, granularity, group_size) -> 
         if isinstance(nbits, bool) or not isinstance(nbits, (int, np.integer)) or not 1 <= nbits <= 8:
             raise SpecSurgeryError(
                 f"compress: nbits {nbits!r} is outside 1..8; Core ML stores 1 to 8-bit codes "
-                "(use mode='fp16' for 16 bits)")
+                "(use mode='fp16', --fp16 on the command line, for 16 bits)")
         nbits = int(nbits)
     elif nbits not in (None, 16 if mode == "fp16" else None):
         raise SpecSurgeryError(f"compress: nbits applies to 'linear' and 'palettize', not {mode!r}")

@@ -23,6 +23,7 @@ optionally a linked stub naming ``<N>Backbone.mlmodelc``).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Optional, Sequence
@@ -243,6 +244,10 @@ def split_model(model, blobs, out_dir, *, name: Optional[str] = None, link: bool
             name = Path(model).stem
         else:
             raise SpecSurgeryError("split_model: give name= when the model is not a file path")
+    if not name or name.startswith(".") or re.search(r"[/\\\x00]", name):
+        # "" would write a hidden ".mlmodel", "a/b" a sub-folder
+        raise SpecSurgeryError(f"split: base name {name!r} must be a plain file stem (no folder, not "
+                               "empty, not starting with '.'), e.g. --name Classifier")
     out = Path(out_dir)
     original = load(model)
     backbone, head = split_at(original, blobs, shapes=shapes, freeze_backbone=freeze_backbone,

@@ -465,3 +465,13 @@ def test_split_model_is_all_or_nothing(tmp_path, monkeypatch):
     with pytest.raises(SpecSurgeryError, match="pipeline refused"):
         split_model(tiny_nn(), "h", tmp_path / "out", name="m")
     assert list((tmp_path / "out").iterdir()) == []     # backbone and head removed again
+
+
+@pytest.mark.parametrize("name", ["", "a/b", ".hidden"])
+def test_split_model_base_name_is_a_plain_stem(name, tmp_path):
+    # "" used to write a hidden ".mlmodel", "a/b" a sub-folder
+    from nnbuild import tiny_nn
+
+    with pytest.raises(SpecSurgeryError, match="must be a plain file stem"):
+        split_model(tiny_nn(), "h", tmp_path / "out", name=name)
+    assert not (tmp_path / "out").exists()
