@@ -1104,8 +1104,11 @@ def _write_set(result: DedupeResult, sources: dict, out_dir: Path, search_path: 
     """Write every output into a temporary folder beside ``out_dir``, check each, then move
     them in: a failure leaves ``out_dir`` as it was."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.dedupe-", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.dedupe-", dir=out_dir.parent))
+    except OSError as exc:   # a file where a parent folder should be, no permission
+        raise io._write_error(out_dir, exc) from None
     written: list[str] = []
     try:
         for name, backbone in result.backbones.items():

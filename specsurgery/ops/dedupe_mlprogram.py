@@ -51,7 +51,7 @@ from pathlib import Path
 from .. import io
 from .. import spec as S
 from .._proto import Model_pb2
-from ..errors import SpecSurgeryError, UnsupportedError
+from ..errors import SaveError, SpecSurgeryError, UnsupportedError
 from ..mil import blobs as B
 from ..mil import program as P
 
@@ -518,8 +518,13 @@ def dedupe_files(paths, out_dir, *, backbone_name: str = "Backbone", search_path
                             f" ({'written' if multifunction else 'use --multifunction'})")
     if dry_run or not result.plan.shares_anything:
         return report
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.dedupe-", dir=out_dir.parent))
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SaveError(f"{out_dir} exists and is not a folder; pass a folder for -o")
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.dedupe-", dir=out_dir.parent))
+    except OSError as exc:   # a file where a parent folder should be, no permission
+        raise io._write_error(out_dir, exc) from None
     written = []
     try:
         if multifunction:

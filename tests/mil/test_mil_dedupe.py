@@ -100,3 +100,15 @@ def test_partly_shared_backbone_picks_the_deeper_group(tmp_path):
     assert tuned.backbone is None and tuned.reason
     alt = [c for c in result.plan.alternatives if len(c.members) == 4]
     assert alt and alt[0].saving < group.saving
+
+
+def test_output_that_is_a_file_or_under_one_is_a_save_error(tmp_path):
+    # used to escape as FileExistsError (after the whole analysis)
+    from specsurgery.errors import SaveError
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(SaveError, match="exists and is not a folder"):
+        dedupe_files(CORPUS_PAIR, tmp_path / "afile")
+    with pytest.raises(SaveError, match="afile is a file, not a folder"):
+        dedupe_files(CORPUS_PAIR, tmp_path / "afile" / "out")
+    assert [p.name for p in tmp_path.iterdir()] == ["afile"]

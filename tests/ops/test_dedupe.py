@@ -733,3 +733,14 @@ def test_compiled_folder_is_refused_as_compiled_not_routed_to_ml_programs(tmp_pa
                  "-o", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert "a compiled model (.mlmodelc) cannot be read" in err and "ML Program" not in err
+
+
+def test_output_under_a_file_is_a_save_error(tmp_path):
+    # used to escape as FileExistsError
+    from specsurgery.errors import SaveError
+
+    paths = save_all(tmp_path, {"a": classifier(), "b": regressor()})
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(SaveError, match="afile is a file, not a folder"):
+        dedupe_files(paths, tmp_path / "afile" / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "in"]
