@@ -309,10 +309,11 @@ def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> Path:
 
 def _write_error(path: Path, exc: OSError) -> "SaveError":
     """An OS refusal while writing ``path`` as a one-line SaveError that says what to do."""
+    blocker = next((p for p in path.parents if p.is_file()), None)   # a file where a folder must be
     if path.is_dir() and not path.suffix == ".mlpackage":
         why = "an existing folder is in the way"
-    elif isinstance(exc, (FileExistsError, NotADirectoryError)) and exc.filename and Path(exc.filename).is_file():
-        why = f"{exc.filename} is a file, not a folder"
+    elif isinstance(exc, (FileExistsError, NotADirectoryError)) and blocker is not None:
+        why = f"{blocker} is a file, not a folder"
     else:
         why = exc.strerror or str(exc)
         if exc.filename and str(exc.filename) != str(path):

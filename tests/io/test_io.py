@@ -212,6 +212,7 @@ def test_save_into_a_file_or_onto_a_folder_is_a_save_error(tmp_path):
     (tmp_path / "adir.mlmodel").mkdir()
     for target, why in [("afile/m.mlmodel", "afile is a file, not a folder"),
                         ("afile/m.mlpackage", "afile is a file, not a folder"),
+                        ("afile/deeper/m.mlmodel", "afile is a file, not a folder"),
                         ("adir.mlmodel", "an existing folder is in the way")]:
         with pytest.raises(SaveError, match=why):
             save(tiny_nn(), tmp_path / target)
