@@ -121,3 +121,11 @@ def test_run_without_inputs_says_how_to_pass_them(tiny, capsys):
 def test_verify_refuses_a_negative_or_nan_tolerance(flag, value, tiny, capsys):
     assert main(["verify", str(tiny), str(tiny), flag, value]) == 1
     assert "a tolerance must be a number >= 0" in _one_error(capsys)
+
+
+def test_demo_folder_that_cannot_be_made_is_one_line(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert main(["demo", str(tmp_path / "afile" / "out")]) == 1
+    assert "afile is a file, not a folder" in _one_error(capsys)
+    assert main(["demo", str(tmp_path / "afile")]) == 1
+    assert "exists and is not a folder" in _one_error(capsys)
