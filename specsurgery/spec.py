@@ -67,9 +67,15 @@ def require_nn(spec, operation: str):
                 f"{operation}: this is an ML Program (mlProgram); {operation} works on neuralNetwork, "
                 "neuralNetworkClassifier and neuralNetworkRegressor models (convert with "
                 "convert_to='neuralnetwork', or see the ML Program docs)")
+        hint = ""
+        pipeline = pipeline_of(spec)
+        if pipeline is not None:   # the layers are one level down: say where
+            stages = ", ".join(f"{n} ({model_type(m)})" for n, m in zip(stage_names(pipeline), pipeline.models))
+            hint = (f"; it is a pipeline of stages {stages}: work on a stage's own model file "
+                    "(or pick it with --stage where the command has one)")
         raise UnsupportedError(
             f"{operation}: model type {kind!r} has no neural-network layers; expected one of "
-            + ", ".join(NN_TYPES))
+            + ", ".join(NN_TYPES) + hint)
     return nn
 
 

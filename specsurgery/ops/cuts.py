@@ -76,6 +76,9 @@ def suggest_cuts(spec, path: str = "", max_blobs: int = 1) -> list[Cut]:
     connection crossing the cut), in layer order after the single ones."""
     from ..graph import build_graph
 
+    if isinstance(max_blobs, bool) or not isinstance(max_blobs, int) or max_blobs < 1:
+        raise SpecSurgeryError(f"suggest-cuts: max_blobs (--max-blobs) {max_blobs!r} must be a whole number "
+                               ">= 1: 1 lists single-blob cuts, K > 1 also cuts over up to K blobs")
     model = load(spec)
     root = model.spec if isinstance(model, MLPackage) else model
     target = S.model_at(root, path) if path else root

@@ -80,7 +80,7 @@ def _locate(spec, stage) -> tuple[list, object, int]:
             where = "/".join(map(str, parts[:depth])) or "the top model"
             raise UnsupportedError(
                 f"{where} is a {S.model_type(current)}, not a pipeline, so it has no stage {part!r}; "
-                "for a standalone model use make_linked_stub")
+                "for a standalone model use make_linked_stub (--standalone on the command line)")
         pipe, idx = S.find_stage(current, part)
         if depth == len(parts) - 1:
             return chain, pipe, idx

@@ -70,3 +70,19 @@ def test_undefined_blob_is_an_error_not_no_cuts():
     spec.neuralNetwork.layers[1].input[0] = "ghost"
     with pytest.raises(SpecSurgeryError, match="layer 'relu' reads 'ghost', which no model input"):
         suggest_cuts(spec)
+
+
+@pytest.mark.parametrize("k", [0, -2])
+def test_max_blobs_below_one_is_an_error(k):
+    # used to be accepted silently (same output as 1)
+    from specsurgery.errors import SpecSurgeryError
+
+    with pytest.raises(SpecSurgeryError, match=r"--max-blobs\) .* must be a whole number >= 1"):
+        suggest_cuts(sm.skip_net(), max_blobs=k)
+
+
+def test_pipeline_without_stage_names_its_stages():
+    from nnbuild import tiny_pipeline
+
+    with pytest.raises(UnsupportedError, match=r"pipeline of stages backbone \(neuralNetwork\), head .*--stage"):
+        suggest_cuts(tiny_pipeline())
