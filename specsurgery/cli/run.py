@@ -55,6 +55,22 @@ def _read_inputs(pairs):
     return inputs
 
 
+def _check_array_dtypes(inputs: dict, features) -> None:
+    """A .npy of strings or objects for a MultiArray input: say so instead of a numpy ValueError."""
+    import numpy as np
+
+    from ..errors import SpecSurgeryError
+    from ..spec import describe_type
+
+    for f in features:
+        value = inputs.get(f.name)
+        if (isinstance(value, np.ndarray) and f.type.WhichOneof("Type") == "multiArrayType"
+                and value.dtype.kind not in "biuf"):
+            raise SpecSurgeryError(f"--input {f.name}: the array holds {value.dtype} values but the model "
+                                   f"takes {describe_type(f.type)}; save numbers (numpy.save of a float "
+                                   "or int array)")
+
+
 def to_arrays(outputs: dict) -> dict:
     """Runtime outputs -> flat {key: np.ndarray} as written to the .npz file."""
     import numpy as np
@@ -89,15 +105,17 @@ def run(args) -> int:
         raise SpecSurgeryError(f"-o {args.output}: outputs are written as a numpy archive; "
                                "name the file *.npz")
     spec = _io.load_spec(args.model)
-    known = [f.name for f in spec.description.input]
-    if not known and spec.WhichOneof("Type") == "mlProgram":
-        known = [f.name for fn in spec.description.functions for f in fn.input]
+    features = list(spec.description.input)
+    if not features and spec.WhichOneof("Type") == "mlProgram":
+        features = [f for fn in spec.description.functions for f in fn.input]
+    known = [f.name for f in features]
     unknown = [n for n, _ in pairs if n not in known]
     if unknown:  # before reading any file: every wrong name at once
         from ..errors import missing_message
 
         raise NotFoundError(missing_message("input", unknown, known, args.model))
     inputs = _read_inputs(pairs)
+    _check_array_dtypes(inputs, features)
     try:
         outputs = predict(args.model, inputs, search_path=args.search_path, bundle=args.bundle,
                           function=args.function)

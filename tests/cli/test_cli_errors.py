@@ -129,3 +129,12 @@ def test_demo_folder_that_cannot_be_made_is_one_line(tmp_path, capsys):
     assert "afile is a file, not a folder" in _one_error(capsys)
     assert main(["demo", str(tmp_path / "afile")]) == 1
     assert "exists and is not a folder" in _one_error(capsys)
+
+
+def test_run_string_array_for_a_multiarray_is_a_clean_error(tiny, tmp_path, capsys):
+    # used to end in "ValueError: could not convert string to float"
+    words = tmp_path / "words.npy"
+    np.save(words, np.array(["a", "b", "c", "d"]))
+    assert main(["run", str(tiny), "--input", f"x={words}"]) == 1
+    err = _one_error(capsys)
+    assert "--input x: the array holds <U1 values" in err and "MultiArray<FLOAT32>[4]" in err
