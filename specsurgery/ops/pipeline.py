@@ -204,7 +204,8 @@ def make_pipeline(stages, names=None, kind: str = "auto", coerce: bool = False, 
                 problems.append(
                     f"{_stage_label(i, labels)} output {f.name!r} collides with {other} of the same name; "
                     f"Core ML would silently shadow it. Pass prefixes= to prefix a stage's output names "
-                    f"(e.g. prefixes={[None] * i + [labels[i] + '_'] + [None] * (n - i - 1)}) or "
+                    f"(e.g. prefixes={[None] * i + [labels[i] + '_'] + [None] * (n - i - 1)}, on the command "
+                    f"line --prefixes {','.join([''] * i + [labels[i] + '_'] + [''] * (n - i - 1))}) or "
                     "rename_feature one of them")
                 continue
             table[f.name] = (f.type, i)

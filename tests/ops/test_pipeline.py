@@ -174,3 +174,16 @@ def test_cli_prefixes(tmp_path):
     assert main(["pipeline", str(tmp_path / "a.mlmodel"), str(tmp_path / "b.mlmodel"), "-o", str(out),
                  "--prefixes", ",b_"]) == 0
     assert [f.name for f in load_spec(out).description.output] == ["y", "b_y"]
+
+
+def test_collision_message_gives_the_command_line_flag(tmp_path, capsys):
+    from nnbuild import tiny_nn
+
+    from specsurgery.cli import main
+    from specsurgery.io import save
+
+    a = tmp_path / "a.mlmodel"
+    save(tiny_nn(), a)
+    assert main(["pipeline", str(a), str(a), "-o", str(tmp_path / "p.mlmodel")]) == 1
+    assert "on the command line --prefixes ,model1_)" in capsys.readouterr().err
+    assert main(["pipeline", str(a), str(a), "--prefixes", ",model1_", "-o", str(tmp_path / "p.mlmodel")]) == 0
