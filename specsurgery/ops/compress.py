@@ -1018,6 +1018,12 @@ def _compress_mlprogram(pkg, opts, selector, report, stage: str = "", known_out=
             f"uses CoreML{opset or '?'}. Convert with minimum_deployment_target=coremltools.target.iOS18")
     if mode == "palettize" and nbits not in MIL_LUT_BITS:
         raise SpecSurgeryError(f"compress: ML Program look-up tables take {MIL_LUT_BITS} bits, not {nbits}")
+    if mode == "palettize" and nbits not in DIRECT_LUT_BITS and opset < 8:
+        # iOS 16/17 constexpr_lut_to_dense holds 2, 4, 16, 64 or 256 entries (coremltools failed mid-pass)
+        raise UnsupportedError(
+            f"compress: {nbits}-bit look-up tables need iOS 18 (opset CoreML8); this program uses "
+            f"CoreML{opset or '?'}: use {', '.join(map(str, DIRECT_LUT_BITS))} bits, or convert with "
+            "minimum_deployment_target=coremltools.target.iOS18")
     if mode == "linear" and not (nbits == 8 or (nbits == 4 and opset >= 8)):
         raise SpecSurgeryError(
             f"compress: ML Program linear quantization writes 8-bit codes (4-bit needs iOS 18); got {nbits}")

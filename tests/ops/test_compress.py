@@ -459,3 +459,10 @@ def test_reported_snr_is_that_of_the_stored_weights(kw):
         original = np.asarray(conv_fields(spec)[row.layer].weights.floatValue)
         stored = np.asarray(ref[row.layer].weights.floatValue)
         assert row.snr_db == pytest.approx(snr_db(original, stored), abs=1e-3)
+
+
+def test_three_bit_table_on_an_ios15_program_is_refused_up_front():
+    # used to fail inside coremltools' pass with "lut should be a vector of size ... {2, 4, 16, 64, 256}"
+    path = need(CORPUS / "generated" / "shared_backbone_classifier.mlpackage")
+    with pytest.raises(UnsupportedError, match=r"3-bit look-up tables need iOS 18.*use 1, 2, 4, 6, 8 bits"):
+        compress(path, mode="palettize", nbits=3)
