@@ -109,7 +109,9 @@ def quiet_coremltools(enabled: bool = True):
     try:
         for mod_name, attr in (("coremltools.converters.mil.frontend.torch.ops", "_tqdm"),
                                ("coremltools.converters.mil.mil.passes.pass_pipeline", "tqdm"),
-                               ("coremltools.converters.mil.backend.nn.op_mapping", "_tqdm")):
+                               ("coremltools.converters.mil.backend.nn.op_mapping", "_tqdm"),
+                               ("coremltools.optimize.coreml._quantization_passes", "tqdm"),
+                               ("coremltools.optimize.coreml._post_training_quantization", "tqdm")):
             try:
                 mod = importlib.import_module(mod_name)
                 original = getattr(mod, attr)

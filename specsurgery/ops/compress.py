@@ -981,7 +981,16 @@ def _opset_version(spec) -> int:
     return best
 
 
-def _compress_mlprogram(pkg, opts, selector, report, stage: str = "", known_out=None, final: bool = True):
+def _compress_mlprogram(*args, **kwargs):
+    """``_compress_program`` with coremltools' import notes and progress bars silenced: the CLI
+    prints one summary (or one error line), not a screenful of tqdm output on stderr."""
+    from ..convert.pytorch import quiet_coremltools
+
+    with quiet_coremltools():
+        return _compress_program(*args, **kwargs)
+
+
+def _compress_program(pkg, opts, selector, report, stage: str = "", known_out=None, final: bool = True):
     """Compress one ML Program package through coremltools.optimize.coreml.
 
     ``stage`` names it inside a pipeline.  With ``final`` False (a pipeline

@@ -466,3 +466,12 @@ def test_three_bit_table_on_an_ios15_program_is_refused_up_front():
     path = need(CORPUS / "generated" / "shared_backbone_classifier.mlpackage")
     with pytest.raises(UnsupportedError, match=r"3-bit look-up tables need iOS 18.*use 1, 2, 4, 6, 8 bits"):
         compress(path, mode="palettize", nbits=3)
+
+
+def test_coremltools_path_keeps_stderr_quiet(tmp_path, capfd):
+    # coremltools used to print import notes and tqdm bars (a dozen lines) on stderr
+    path = need(CORPUS / "generated" / "shared_backbone_classifier.mlpackage")
+    assert main(["compress", str(path), "--linear", "-o", str(tmp_path / "q.mlpackage")]) == 0
+    captured = capfd.readouterr()
+    assert "Running" not in captured.err and "Failed to load" not in captured.err, captured.err[:500]
+    assert "wrote" in captured.out
