@@ -125,8 +125,10 @@ def resolve_linked(stub_spec, search_path: Optional[str] = None, base_dir: Optio
             continue
         for name in names:
             cand = folder / name
-            tried.append(str(cand) + (" (compiled: cannot be read offline)"
-                                       if cand.suffix == ".mlmodelc" and cand.exists() else ""))
+            note = str(cand) + (" (compiled: cannot be read offline)"
+                                if cand.suffix == ".mlmodelc" and cand.exists() else "")
+            if note not in tried:   # '.' and $BUNDLE_MAIN are often the same folder: list it once
+                tried.append(note)
             if _readable(cand):
                 return cand, tried
     return None, tried

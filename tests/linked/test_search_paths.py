@@ -41,3 +41,9 @@ def test_nothing_found_lists_every_place(tmp_path, monkeypatch):
     found, tried = resolve_linked(_stub(), search_path="a:b", base_dir=tmp_path / "m")
     assert found is None
     assert len(tried) == 12  # 2 entries x (cwd, stub folder) x (.mlmodelc, .mlmodel, .mlpackage)
+
+
+def test_same_folder_reached_twice_is_listed_once(tmp_path):
+    # '.' and $BUNDLE_MAIN both mean the stub's folder: the error listed every candidate twice
+    found, tried = resolve_linked(_stub(".:$BUNDLE_MAIN"), base_dir=tmp_path)
+    assert found is None and len(tried) == len(set(tried)) == 3
