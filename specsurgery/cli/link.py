@@ -36,7 +36,7 @@ def run(args) -> int:
         print(f"note: {text}", file=sys.stderr)
     save(out, args.output)
     print(f"wrote {args.output}: {'stub' if args.standalone else 'stage ' + repr(args.stage)} links "
-          f"{args.file} (search path {args.search_path!r}), spec version {out.specificationVersion}")
+          f"{args.file} (search path {args.search_path!r}), spec version {getattr(out, 'spec', out).specificationVersion}")
     return 0
 
 

@@ -31,6 +31,6 @@ def run(args) -> int:
     for text in notes:
         print(f"note: {text}", file=sys.stderr)
     save(pipe, args.output)
-    print(f"wrote {args.output}: {model_type(pipe)} of {len(args.stages)} stages, "
-          f"spec version {pipe.specificationVersion}")
+    print(f"wrote {args.output}: {model_type(getattr(pipe, 'spec', pipe))} of {len(args.stages)} stages, "
+          f"spec version {getattr(pipe, 'spec', pipe).specificationVersion}")
     return 0

@@ -18,5 +18,5 @@ def run(args) -> int:
 
     out = unlink(args.model, search_path=args.search_path, bundle=args.bundle)
     save(out, args.output)
-    print(f"wrote {args.output}: linked stages inlined, spec version {out.specificationVersion}")
+    print(f"wrote {args.output}: linked stages inlined, spec version {getattr(out, 'spec', out).specificationVersion}")
     return 0

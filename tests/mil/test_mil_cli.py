@@ -41,3 +41,24 @@ def test_check_reports_a_truncated_weight_file(tmp_path, capsys):
     assert main(["check", inputs[0]]) == 1
     out = capsys.readouterr()
     assert "too short" in out.out + out.err and "(4096 bytes)" in out.out + out.err
+
+
+def test_split_then_pipeline_link_unlink_packages_from_the_cli(tmp_path, capsys):
+    # pipeline/link/unlink wrote the .mlpackage, then died printing its spec version
+    # ("'MLPackage' object has no attribute ...") and exited 1
+    src = CORPUS / "generated" / "shared_backbone_classifier.mlpackage"
+    parts = tmp_path / "parts"
+    assert main(["split", str(src), "--at", "input_29_cast_fp16", "-o", str(parts), "--name", "m"]) == 0
+    capsys.readouterr()
+    steps = [
+        ["pipeline", str(parts / "mBackbone.mlpackage"), str(parts / "mHead.mlpackage"),
+         "-o", str(tmp_path / "p.mlpackage")],
+        ["link", str(parts / "m.mlpackage"), "--stage", "backbone", "--file", "mBackbone.mlmodelc",
+         "-o", str(parts / "linked.mlpackage")],
+        ["unlink", str(parts / "linked.mlpackage"), "-o", str(tmp_path / "u.mlpackage")],
+    ]
+    for argv in steps:
+        assert main(argv) == 0, capsys.readouterr().err
+        out = capsys.readouterr().out
+        assert out.startswith("wrote ") and "spec version 6" in out, out
+    assert main(["check", str(tmp_path / "p.mlpackage"), str(tmp_path / "u.mlpackage")]) == 0
