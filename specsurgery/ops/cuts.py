@@ -83,6 +83,9 @@ def suggest_cuts(spec, path: str = "", max_blobs: int = 1) -> list[Cut]:
     root = model.spec if isinstance(model, MLPackage) else model
     target = S.model_at(root, path) if path else root
     if S.model_type(target) == "mlProgram":
+        if target is not root and isinstance(model, MLPackage):
+            # a program stage of a pipeline package: the stage's spec over the package's weights
+            model = MLPackage(target, model.weights, model.path, model.metadata)
         return _nn.mlprogram_dispatch("split_mlprogram", "suggest_cuts", "suggest-cuts")(model)
     nn = S.require_nn(target, "suggest-cuts")
     _nn.require_wired(target, nn, "suggest-cuts")

@@ -62,3 +62,15 @@ def test_split_then_pipeline_link_unlink_packages_from_the_cli(tmp_path, capsys)
         out = capsys.readouterr().out
         assert out.startswith("wrote ") and "spec version 6" in out, out
     assert main(["check", str(tmp_path / "p.mlpackage"), str(tmp_path / "u.mlpackage")]) == 0
+
+
+def test_suggest_cuts_on_a_program_stage_of_a_pipeline_package(tmp_path, capsys):
+    # --stage was ignored for ML Programs: "expected an mlProgram model, got pipelineClassifier"
+    src = CORPUS / "generated" / "shared_backbone_classifier.mlpackage"
+    assert main(["split", str(src), "--at", "input_29_cast_fp16", "-o", str(tmp_path), "--name", "m"]) == 0
+    capsys.readouterr()
+    assert main(["suggest-cuts", "--json", str(tmp_path / "m.mlpackage"), "--stage", "head"]) == 0
+    import json
+
+    cuts = json.loads(capsys.readouterr().out)
+    assert cuts and cuts[-1]["weight_share"] > 0.9
