@@ -80,7 +80,11 @@ def parse_input(text: str):
             size = int(m.group(1))
             if m.group(2) is not None:
                 ranged = True
-                dims.append(Range(int(m.group(2)), int(m.group(3)) if m.group(3) else None))
+                lo, hi = int(m.group(2)), int(m.group(3)) if m.group(3) else None
+                if lo < 1 or (hi is not None and hi < lo):
+                    raise ConvertError(f"--input {text!r}: range [{m.group(2)}..{m.group(3) or ''}] needs "
+                                       "1 <= LO <= HI (HI empty for unbounded), e.g. 3[1..64]")
+                dims.append(Range(lo, hi))
             else:
                 dims.append(size)
             if size < 1:

@@ -117,3 +117,10 @@ def test_convert_errors_are_one_line(factory_file, tmp_path, capsys, args, patte
     assert len(err.splitlines()) == 1, err
     assert re.search(pattern, err), err
     assert not (tmp_path / "x.mlmodel").exists()
+
+
+@pytest.mark.parametrize("bad", ["x=1x3[5..2]", "x=1x3[0..4]"])
+def test_parse_input_bad_range_names_the_flag(bad):
+    # used to say only "Range(5, 2): need 1 <= lower <= upper"
+    with pytest.raises(ConvertError, match=r"--input 'x=1x3\[.*needs 1 <= LO <= HI"):
+        parse_input(bad)
