@@ -183,8 +183,13 @@ def run(args) -> int:
     if args.preview:
         preview = {"type": args.preview}
         if args.preview_labels:
-            preview["labels"] = [line.strip() for line in
-                                 Path(args.preview_labels).read_text().splitlines() if line.strip()]
+            try:
+                text = Path(args.preview_labels).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                raise ConvertError(f"--preview-labels {args.preview_labels}: cannot read ({why}); pass a "
+                                   "UTF-8 text file with one label a line") from None
+            preview["labels"] = [line.strip() for line in text.splitlines() if line.strip()]
         metadata["preview"] = preview
     out = Path(args.output)
     if args.backend == "mlprogram" and out.suffix != ".mlpackage":

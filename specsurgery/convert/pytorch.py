@@ -362,7 +362,12 @@ def _read_labels(class_labels):
         if not path.is_file():
             raise ConvertError(f"class_labels: {path} is not a file; pass a list of labels "
                                "or a text file with one label a line")
-        labels = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConvertError(f"class_labels: cannot read {path} ({exc}); pass a UTF-8 text file "
+                               "with one label a line") from None
+        labels = [line.strip() for line in text.splitlines() if line.strip()]
     else:
         labels = list(class_labels)
     if not labels:

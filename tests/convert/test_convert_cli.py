@@ -124,3 +124,19 @@ def test_parse_input_bad_range_names_the_flag(bad):
     # used to say only "Range(5, 2): need 1 <= lower <= upper"
     with pytest.raises(ConvertError, match=r"--input 'x=1x3\[.*needs 1 <= LO <= HI"):
         parse_input(bad)
+
+
+def test_unreadable_label_files_are_one_line_errors(factory_file, tmp_path, capsys):
+    # a missing --preview-labels file and a non-UTF-8 labels file used to escape as
+    # FileNotFoundError / UnicodeDecodeError
+    bad = tmp_path / "labels.txt"
+    bad.write_bytes(b"\xff\xfe")
+    base = ["convert", f"{factory_file}:classifier", "--input", "image=1x3x8x8", "-o", str(tmp_path / "n.mlmodel")]
+    for extra, expect in [(["--labels", str(bad)], "class_labels: cannot read"),
+                          (["--preview", "imageSegmenter", "--preview-labels", str(tmp_path / "gone.txt")],
+                           "--preview-labels .*gone.txt: cannot read")]:
+        assert main(base + extra) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "rerun with --debug" not in err, err
+        assert __import__("re").search(expect, err), err
+    assert not (tmp_path / "n.mlmodel").exists()
