@@ -114,6 +114,13 @@ def run(args) -> int:
         from ..errors import missing_message
 
         raise NotFoundError(missing_message("input", unknown, known, args.model))
+    if args.function is not None:
+        from ..errors import SpecSurgeryError
+        from ..spec import iter_models, model_type
+
+        if not any(model_type(i.model) == "mlProgram" for i in iter_models(spec)):
+            raise SpecSurgeryError(f"--function {args.function}: functions belong to ML Programs; "
+                                   f"{args.model} is a {model_type(spec)} with none: drop --function")
     inputs = _read_inputs(pairs)
     _check_array_dtypes(inputs, features)
     try:

@@ -138,3 +138,11 @@ def test_run_string_array_for_a_multiarray_is_a_clean_error(tiny, tmp_path, caps
     assert main(["run", str(tiny), "--input", f"x={words}"]) == 1
     err = _one_error(capsys)
     assert "--input x: the array holds <U1 values" in err and "MultiArray<FLOAT32>[4]" in err
+
+
+def test_run_function_on_a_model_without_programs_is_refused(tiny, tmp_path, capsys):
+    # --function was silently ignored for neural networks
+    x = tmp_path / "x.npy"
+    np.save(x, np.ones(4, dtype=np.float32))
+    assert main(["run", str(tiny), "--input", f"x={x}", "--function", "main"]) == 1
+    assert "functions belong to ML Programs" in _one_error(capsys)
