@@ -99,12 +99,13 @@ def pipeline_mlprogram(stages, names=None, kind: str = "auto", coerce: bool = Fa
             kind = "classifier" if any(f.name == last.description.predictedFeatureName and
                                        f.type.WhichOneof("Type") in ("stringType", "int64Type")
                                        for f in last.description.output) else "regressor"
-    before = [s.description.SerializeToString() for s in stand_ins]
+    # message equality, not bytes: the metadata's userDefined map has no fixed byte order
+    before = [Model_pb2.ModelDescription.FromString(s.description.SerializeToString()) for s in stand_ins]
     out = make_pipeline(stand_ins, names=names, kind=kind, coerce=coerce, prefixes=prefixes,
                         interface=interface)
     pipe = S.pipeline_of(out)
     for i in program_stages:
-        if pipe.models[i].description.SerializeToString() != before[i]:
+        if pipe.models[i].description != before[i]:
             raise UnsupportedError(
                 f"make_pipeline: the interface of ML Program stage {S.stage_names(pipe)[i]!r} would have to "
                 "change (coerce); ML Program stages are not coerced, fix the other stage instead")

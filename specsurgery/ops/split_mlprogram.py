@@ -260,7 +260,7 @@ def split_program(model, values: Sequence[str]) -> tuple[MLPackage, MLPackage]:
         vt = value_types[v]
         it = _interface_type(vt, "split", v)
         backbone.description.output.add().CopyFrom(_feature_for(v, it, "split"))
-        if it.SerializeToString() == vt.SerializeToString():
+        if it == vt:
             continue
         inner = _fresh(v + FP16_SUFFIX, taken)
         for op in bblock.operations:
@@ -284,7 +284,7 @@ def split_program(model, values: Sequence[str]) -> tuple[MLPackage, MLPackage]:
         vt = value_types[v]
         it = _interface_type(vt, "split", v)
         nvt.type.CopyFrom(it)
-        if it.SerializeToString() != vt.SerializeToString():
+        if it != vt:
             inner = _fresh(v + FP16_SUFFIX, taken)
             pre_ops.append((v, inner, vt, it))
         head_in.append(nvt)
