@@ -111,9 +111,9 @@ def test_bad_cuts():
         split_program(pkg, ["out"])
 
 
-def test_link_then_unlink_round_trip(tmp_path):
-    from specsurgery.ops.link_mlprogram import unlink_mlprogram
-
+def _linked_segmenter(tmp_path):
+    """The corpus segmenter split in the middle, its backbone linked: writes
+    SegBackbone.mlpackage and Seg.mlpackage into tmp_path; returns the source."""
     src = CORPUS / "generated" / "shared_backbone_segmenter.mlpackage"
     cut = _three_cuts(suggest_cuts(src))[1]
     backbone, head = split_program(src, [cut.blob])
@@ -121,6 +121,13 @@ def test_link_then_unlink_round_trip(tmp_path):
     linked = link_mlprogram(pipe, "backbone", file_name="SegBackbone.mlmodelc", search_path=".")
     io.save(backbone, tmp_path / "SegBackbone.mlpackage")
     io.save(linked, tmp_path / "Seg.mlpackage", search_path=str(tmp_path))
+    return src
+
+
+def test_link_then_unlink_round_trip(tmp_path):
+    from specsurgery.ops.link_mlprogram import unlink_mlprogram
+
+    src = _linked_segmenter(tmp_path)
     inlined = unlink_mlprogram(tmp_path / "Seg.mlpackage")
     assert sorted(inlined.weights) == ["weights/0-weight.bin", "weights/1-weight.bin"]
     io.save(inlined, tmp_path / "Inlined.mlpackage")
@@ -132,13 +139,7 @@ def test_link_then_unlink_round_trip(tmp_path):
 def test_public_unlink_dispatches_to_ml_program_targets(tmp_path):
     from specsurgery.ops import unlink
 
-    src = CORPUS / "generated" / "shared_backbone_segmenter.mlpackage"
-    cut = _three_cuts(suggest_cuts(src))[1]
-    backbone, head = split_program(src, [cut.blob])
-    pipe = split_pipeline(src, backbone, head)
-    linked = link_mlprogram(pipe, "backbone", file_name="SegBackbone.mlmodelc", search_path=".")
-    io.save(backbone, tmp_path / "SegBackbone.mlpackage")
-    io.save(linked, tmp_path / "Seg.mlpackage", search_path=str(tmp_path))
+    src = _linked_segmenter(tmp_path)
     inlined = unlink(tmp_path / "Seg.mlpackage")
     assert isinstance(inlined, io.MLPackage) and len(inlined.weights) == 2
     io.save(inlined, tmp_path / "Inlined.mlpackage")
