@@ -283,16 +283,21 @@ def _bshape(v, x, axis=1):
     return _f(v).reshape(shape)
 
 
-@op("batch_norm")
-def _batch_norm(c):
-    x = _f(c["x"])
-    eps = c.scalar("epsilon", 1e-5)
-    out = (x - _bshape(c["mean"], x)) / np.sqrt(_bshape(c["variance"], x) + eps)
+def _channel_affine(c, out, x):
+    """The optional per-channel ``gamma`` scale and ``beta`` shift of the norm ops."""
     if c.get("gamma") is not None:
         out = out * _bshape(c["gamma"], x)
     if c.get("beta") is not None:
         out = out + _bshape(c["beta"], x)
     return out
+
+
+@op("batch_norm")
+def _batch_norm(c):
+    x = _f(c["x"])
+    eps = c.scalar("epsilon", 1e-5)
+    out = (x - _bshape(c["mean"], x)) / np.sqrt(_bshape(c["variance"], x) + eps)
+    return _channel_affine(c, out, x)
 
 
 @op("instance_norm")
@@ -302,11 +307,7 @@ def _instance_norm(c):
     mean = x.mean(axis=axes, keepdims=True)
     var = x.var(axis=axes, keepdims=True)
     out = (x - mean) / np.sqrt(var + c.scalar("epsilon", 1e-5))
-    if c.get("gamma") is not None:
-        out = out * _bshape(c["gamma"], x)
-    if c.get("beta") is not None:
-        out = out + _bshape(c["beta"], x)
-    return out
+    return _channel_affine(c, out, x)
 
 
 @op("layer_norm")

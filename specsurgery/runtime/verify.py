@@ -256,18 +256,13 @@ def verify(reference, candidate, *, samples: int = 3, seed: int = 0, rtol: float
         raise VerifyError(f"the candidate needs input(s) {', '.join(map(repr, unfed))} which the "
                           f"reference does not describe (reference inputs: {', '.join(rin)}); "
                           "random inputs come from the reference, so these models cannot be compared")
-    for n in rin:
-        if n not in cin:
-            report.interface.append(f"input {n!r} only in the reference")
-        elif _spec.describe_type(rin[n].type) != _spec.describe_type(cin[n].type):
-            report.interface.append(f"input {n!r}: {_spec.describe_type(rin[n].type)} vs "
-                                    f"{_spec.describe_type(cin[n].type)}")
-    for n in rout:
-        if n not in cout:
-            report.interface.append(f"output {n!r} only in the reference")
-        elif _spec.describe_type(rout[n].type) != _spec.describe_type(cout[n].type):
-            report.interface.append(f"output {n!r}: {_spec.describe_type(rout[n].type)} vs "
-                                    f"{_spec.describe_type(cout[n].type)}")
+    for role, mine, theirs in (("input", rin, cin), ("output", rout, cout)):
+        for n in mine:
+            if n not in theirs:
+                report.interface.append(f"{role} {n!r} only in the reference")
+            elif _spec.describe_type(mine[n].type) != _spec.describe_type(theirs[n].type):
+                report.interface.append(f"{role} {n!r}: {_spec.describe_type(mine[n].type)} vs "
+                                        f"{_spec.describe_type(theirs[n].type)}")
     for n in cout:
         if n not in rout:
             report.interface.append(f"output {n!r} only in the candidate")
