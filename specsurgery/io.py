@@ -430,19 +430,14 @@ def save(model, path: Union[str, os.PathLike], *, check: bool = True, search_pat
 
 def uses_weight_files(spec: "Model_pb2.Model") -> bool:
     """True when any ML Program in ``spec`` (pipelines included) reads a blob file."""
-    for _, sub in iter_all_models(spec):
+    from .spec import iter_models
+
+    for info in iter_models(spec):
+        sub = info.model
         if sub.WhichOneof("Type") == "mlProgram":
             if any(True for _ in iter_blob_values(sub.mlProgram)):
                 return True
     return False
-
-
-def iter_all_models(spec, path: str = "") -> Iterator[tuple[str, "Model_pb2.Model"]]:
-    """(path, model) for ``spec`` and every nested pipeline stage."""
-    from .spec import iter_models
-
-    for info in iter_models(spec):
-        yield info.path, info.model
 
 
 def iter_blob_values(program) -> Iterator:

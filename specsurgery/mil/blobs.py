@@ -304,11 +304,11 @@ def rewrite_blobs(spec, packages: Union[MLPackage, Mapping[int, MLPackage], None
     packages.  Blobs are copied raw (dtype, padding bits and bytes kept), and a
     blob already in ``writer`` (same content) is not stored again.
     """
-    from ..io import iter_all_models
+    from ..spec import iter_models
 
     writer = writer or BlobWriter()
     if programs is None:
-        programs = [m.mlProgram for _, m in iter_all_models(spec) if m.WhichOneof("Type") == "mlProgram"]
+        programs = [i.model.mlProgram for i in iter_models(spec) if i.model.WhichOneof("Type") == "mlProgram"]
     cache: dict[tuple[int, str, int], int] = {}
     for program in programs:
         pkg = packages.get(id(program)) if isinstance(packages, Mapping) else packages
