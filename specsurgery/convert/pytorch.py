@@ -33,6 +33,7 @@ import warnings
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
+from .._quiet import quiet_coremltools  # noqa: F401  (re-exported: convert.pytorch.quiet_coremltools)
 from .._tempdirs import private_tempdir
 from ..errors import SpecSurgeryError, UnsupportedError
 
@@ -83,47 +84,6 @@ class Enumerated:
 
     def __repr__(self) -> str:
         return f"Enumerated({self.shapes})"
-
-
-# --------------------------------------------------------------------------- temp folders
-
-@contextlib.contextmanager
-def quiet_coremltools(enabled: bool = True):
-    """Silence coremltools' progress bars and info/warning logs for one conversion.
-
-    coremltools prints a tqdm bar per conversion stage and logs notes such as
-    "Tuple detected at graph output"; the CLI and the examples print their own
-    summary instead.  The bars are module-level ``tqdm`` names, swapped for a
-    disabled one and put back on exit; errors still propagate.
-    """
-    if not enabled:
-        yield
-        return
-    import importlib
-    import logging
-
-    logger = logging.getLogger("coremltools")  # also quiets the import-time notes
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    patched = []
-    try:
-        for mod_name, attr in (("coremltools.converters.mil.frontend.torch.ops", "_tqdm"),
-                               ("coremltools.converters.mil.mil.passes.pass_pipeline", "tqdm"),
-                               ("coremltools.converters.mil.backend.nn.op_mapping", "_tqdm"),
-                               ("coremltools.optimize.coreml._quantization_passes", "tqdm"),
-                               ("coremltools.optimize.coreml._post_training_quantization", "tqdm")):
-            try:
-                mod = importlib.import_module(mod_name)
-                original = getattr(mod, attr)
-            except (ImportError, AttributeError):
-                continue
-            setattr(mod, attr, functools.partial(original, disable=True))
-            patched.append((mod, attr, original))
-        yield
-    finally:
-        logger.setLevel(level)
-        for mod, attr, original in patched:
-            setattr(mod, attr, original)
 
 
 # --------------------------------------------------------------------------- main entry

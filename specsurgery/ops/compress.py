@@ -984,7 +984,7 @@ def _opset_version(spec) -> int:
 def _compress_mlprogram(*args, **kwargs):
     """``_compress_program`` with coremltools' import notes and progress bars silenced: the CLI
     prints one summary (or one error line), not a screenful of tqdm output on stderr."""
-    from ..convert.pytorch import quiet_coremltools
+    from .._quiet import quiet_coremltools
 
     with quiet_coremltools():
         return _compress_program(*args, **kwargs)
