@@ -9,13 +9,25 @@ Heavy modules load on first use: ``import specsurgery`` is cheap.
 
 from __future__ import annotations
 
-import importlib
-
 __version__ = "0.1.0"
 
+from . import _hooks  # noqa: E402
+from ._lazy import lazy_exports  # noqa: E402
 from .errors import (  # noqa: E402
     CheckError, LoadError, NotFoundError, SaveError, SpecSurgeryError, UnsupportedError, VerifyError,
 )
+
+
+def _validate_before_save(model, **where):
+    """What ``io.save`` runs before writing: check, loaded on first use (io sits below it)."""
+    from .check import assert_valid
+
+    assert_valid(model, **where)
+
+
+_hooks.validator = _validate_before_save
+
+from . import ops as _ops  # noqa: E402  (cheap: its names load lazily too)
 
 # public name -> module that defines it (imported lazily)
 _LAZY = {
@@ -23,22 +35,11 @@ _LAZY = {
     "check": "check", "assert_valid": "check", "Finding": "check",
     "GraphIndex": "graph", "build_graph": "graph",
     "predict": "runtime", "verify": "runtime",
-    "split_at": "ops", "make_pipeline": "ops", "link_stage": "ops", "make_linked_stub": "ops",
-    "unlink": "ops", "rename_feature": "ops", "extract": "ops", "suggest_cuts": "ops",
-    "dedupe": "ops", "compress": "ops",
     "to_dot": "render", "render": "render",
     "from_torch": "convert",
+    # every operation of specsurgery.ops (its own lazy map lists them once)
+    **dict.fromkeys(_ops.PUBLIC, "ops"),
 }
 
 
-def __getattr__(name):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'specsurgery' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"specsurgery.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)

@@ -16,14 +16,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from pathlib import Path
-from typing import Iterator, Mapping, Union
+from typing import Callable, Iterator, Mapping, Union
 
 import numpy as np
 
 from ._proto import Model_pb2
+from . import _atomic, _hooks
 from .errors import LoadError, SaveError, SpecSurgeryError
 
 MODEL_PATH_PREFIX = "@model_path/"
@@ -281,73 +281,17 @@ def serialize(spec: "Model_pb2.Model") -> bytes:
 
 # --------------------------------------------------------------------------- save
 
-def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise _write_error(path, exc) from None
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, OSError):  # a folder in the way, a full disk, no permission
-            raise _write_error(path, exc) from None
-        raise
-    return path
+def set_validator(fn: "Callable | None") -> "Callable | None":
+    """Install ``fn(model, *, search_path, where, base_dir)`` as the check that
+    :func:`save` runs before writing (io cannot import check, which sits above
+    it); returns the previous one."""
+    old, _hooks.validator = _hooks.validator, fn
+    return old
 
 
-def _write_error(path: Path, exc: OSError) -> "SaveError":
-    """An OS refusal while writing ``path`` as a one-line SaveError that says what to do."""
-    blocker = next((p for p in path.parents if p.is_file()), None)   # a file where a folder must be
-    if path.is_dir() and not path.suffix == ".mlpackage":
-        why = "an existing folder is in the way"
-    elif isinstance(exc, (FileExistsError, NotADirectoryError)) and blocker is not None:
-        why = f"{blocker} is a file, not a folder"
-    else:
-        why = exc.strerror or str(exc)
-        if exc.filename and str(exc.filename) != str(path):
-            why += f" ({exc.filename})"
-    return SaveError(f"{path}: cannot write: {why}; choose an output path whose folders can be "
-                     "created and written")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _replace_dir(tmp: Path, target: Path) -> None:
-    backup = None
-    if target.exists() or target.is_symlink():
-        backup = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(target, backup)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        if backup is not None:
-            os.replace(backup, target)
-        raise
-    if backup is not None:
-        if backup.is_dir() and not backup.is_symlink():
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            backup.unlink()
+atomic_write_bytes = _atomic.write_bytes
+atomic_write_text = _atomic.write_text
+_write_error = _atomic.write_error
 
 
 def _write_package_tree(pkg: MLPackage, folder: Path) -> None:
@@ -393,28 +337,16 @@ def save(model, path: Union[str, os.PathLike], *, check: bool = True, search_pat
     path = Path(path)
     spec, pkg = split_model(model)
     if check:
-        from .check import assert_valid
-
-        assert_valid(model, search_path=search_path, where=str(path), base_dir=path.resolve().parent)
+        if _hooks.validator is None:
+            raise SpecSurgeryError(
+                f"{path}: no validator is installed, so the model cannot be checked before it is "
+                "written; import specsurgery (which installs check) or pass check=False")
+        _hooks.validator(model, search_path=search_path, where=str(path), base_dir=path.resolve().parent)
     suffix = path.suffix
     if suffix == ".mlpackage":
         if pkg is None:
             pkg = MLPackage(spec)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        except OSError as exc:
-            raise _write_error(path, exc) from None
-        try:
-            os.rmdir(tmp)  # the name is ours; the tree is built with open()'s modes
-            _write_package_tree(pkg, tmp)
-            _replace_dir(tmp, path)
-        except BaseException as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if isinstance(exc, OSError):
-                raise _write_error(path, exc) from None
-            raise
-        return path
+        return _atomic.write_tree(path, lambda folder: _write_package_tree(pkg, folder))
     if pkg is not None and uses_weight_files(spec):
         raise SaveError(
             f"{path}: this ML Program keeps its weights in {sorted(pkg.weights) or 'a weight file'}; "
@@ -469,6 +401,6 @@ def file_size(path: Union[str, os.PathLike]) -> int:
 
 __all__ = [
     "MLPackage", "WeightFile", "load", "load_spec", "save", "serialize", "copy_spec",
-    "atomic_write_bytes", "atomic_write_text", "file_size", "split_model", "weight_key",
+    "atomic_write_bytes", "atomic_write_text", "set_validator", "file_size", "split_model", "weight_key",
     "SpecSurgeryError",
 ]
