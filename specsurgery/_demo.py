@@ -97,7 +97,7 @@ def run_demo(out_dir) -> bool:
 
     from . import io
     from .check import check
-    from .cli._common import human_bytes
+    from .units import human_bytes
     from .convert import from_torch
     from .ops.compress import compress
     from .ops.cuts import suggest_cuts

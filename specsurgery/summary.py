@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from .io import MLPackage, load
+from .units import human_bytes as _human
 from .layers import layer_facts
 from .spec import (
     NN_TYPES, PIPELINE_TYPES, class_labels, feature_to_json, iter_models, model_type, pipeline_of,
@@ -303,12 +304,6 @@ def summarize(model, *, layers: bool = False, search_path: Optional[str] = None,
 
 
 # --------------------------------------------------------------------------- text
-
-def _human(n) -> str:
-    from .cli._common import human_bytes
-
-    return human_bytes(n)
-
 
 def _tree_lines(node, prefix: str = "", last: bool = True, top: bool = True) -> list[str]:
     label = node["name"] or "(top)"

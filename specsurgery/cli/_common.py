@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+from ..units import human_bytes  # noqa: F401  (re-exported for the verbs)
+
 
 def add_json(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -46,14 +48,6 @@ def _default(obj):
         return obj.__dict__
     return str(obj)
 
-
-def human_bytes(n: float) -> str:
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 class Progress:

@@ -3,7 +3,7 @@ one module per operation, imported on first use."""
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_exports
 
 _LAZY = {
     "split_at": "split", "suggest_cuts": "cuts", "extract": "extract",
@@ -13,10 +13,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'specsurgery.ops' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"specsurgery.ops.{module}"), name)
-    globals()[name] = value
-    return value
+#: the operations' public names (specsurgery re-exports them)
+PUBLIC = tuple(_LAZY)
+
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)

@@ -22,6 +22,7 @@ from ..graph import GraphIndex, build_graph, q, weight_shapes
 from ..io import MLPackage, load
 from ..layers import CATEGORY_COLORS
 from ..spec import model_type
+from ..units import human_bytes as _human
 
 #: node types that are drawn as nodes; everything else is an edge (pass-through)
 DRAWN = {"layer", "preprocess", "classifier", "linked", "model", "op"}
@@ -41,15 +42,6 @@ def _quote(text: str) -> str:
 
 def _attrs(d: dict) -> str:
     return "[" + ", ".join(f"{k}={_quote(v)}" for k, v in sorted(d.items())) + "]"
-
-
-def _human(n) -> str:
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 def _shape_text(shape) -> str:
