@@ -157,7 +157,8 @@ def _check_model(spec, path: str, ctx: _Context, sink: list) -> None:
 
         check_linked(spec, out)
         if ctx.search_path is not None:
-            check_target(spec, out, ctx.search_path, ctx.base_dir, ctx.bundle, ctx.bundle_ids)
+            check_target(spec, out, ctx.search_path, ctx.base_dir, ctx.bundle, ctx.bundle_ids,
+                         check_model=check)
     if kind == "mlProgram":
         checker, problem = _program_checker()
         if problem:

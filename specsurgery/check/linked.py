@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import SpecSurgeryError
+from ..io import load
+from ..linked import resolve_linked
 from ..spec import describe_type
 from .findings import Findings
 from .pipeline import type_diff
@@ -47,24 +50,14 @@ def check_linked(spec, out: Findings) -> None:
                                 f"search path entry '{entry}' does not close $BUNDLE_IDENTIFIER( with ')'")
 
 
-def _resolver():
+def check_target(spec, out: Findings, search_path, base_dir, bundle=None, bundle_ids=None, *,
+                 check_model) -> None:
+    """Resolve the stub's target on ``search_path`` and compare interfaces;
+    ``check_model`` (the package's ``check``, passed in by its caller so that this
+    rule does not import the module that imports it) checks the target itself."""
     try:
-        from .. import linked as linked_module
-    except ImportError:
-        return None
-    return getattr(linked_module, "resolve_linked", None)
-
-
-def check_target(spec, out: Findings, search_path, base_dir, bundle=None, bundle_ids=None) -> None:
-    """Resolve the stub's target on ``search_path`` and compare interfaces."""
-    resolve = _resolver()
-    if resolve is None:
-        out.info("linkedModel", "linked.not-resolved",
-                 "linked-model resolution is not available in this build; target not checked")
-        return
-    try:
-        found, tried = resolve(spec, search_path=search_path, base_dir=base_dir, bundle=bundle,
-                               bundle_ids=bundle_ids)
+        found, tried = resolve_linked(spec, search_path=search_path, base_dir=base_dir, bundle=bundle,
+                                      bundle_ids=bundle_ids)
     except Exception as exc:  # a resolver error is a finding, not a crash
         out.error("linkedModel", "linked.not-found", f"cannot resolve the linked target: {exc}")
         return
@@ -83,8 +76,6 @@ def check_target(spec, out: Findings, search_path, base_dir, bundle=None, bundle
                  "offline; interface not compared")
         return
     _compare(spec, target, out, found)
-    from . import check as check_model
-
     bad = [f for f in check_model(loaded) if f.severity == "error"]
     if bad:
         out.error("linkedModel", "linked.target-invalid",
@@ -93,9 +84,6 @@ def check_target(spec, out: Findings, search_path, base_dir, bundle=None, bundle
 
 
 def _load_target(found):
-    from ..errors import SpecSurgeryError
-    from ..io import load
-
     path = Path(found)
     candidates = [path]
     if path.suffix == ".mlmodelc":  # a source model beside the compiled name

@@ -67,7 +67,5 @@ def test_linked_pipeline_with_search_path_reports_every_place_tried(corpus, tmp_
     path = corpus / "generated" / "linked_backbone_pipeline.mlmodel"
     findings = check(path, search_path=str(tmp_path))
     missing = [f for f in findings if f.rule == "linked.not-found"]
-    if not missing and any(f.rule == "linked.not-resolved" for f in findings):
-        pytest.skip("specsurgery.linked.resolve_linked not available yet")
     assert len(missing) == 1 and missing[0].severity == "error"
     assert str(tmp_path) in missing[0].message
