@@ -9,7 +9,7 @@ import mil_models as M
 from conftest import CORPUS
 from specsurgery import io
 from specsurgery.check import check
-from specsurgery.ops.dedupe_mlprogram import dedupe, dedupe_files
+from specsurgery.ops.dedupe.mlprogram import dedupe, dedupe_files
 from specsurgery.runtime import predict, verify
 
 CORPUS_PAIR = [CORPUS / "generated" / "shared_backbone_classifier.mlpackage",

@@ -550,7 +550,7 @@ def test_cli_nothing_shared_exit_0(tmp_path, capsys):
 
 
 def test_greedy_grouping_beyond_the_exact_limit(monkeypatch):
-    from specsurgery.ops import dedupe as mod
+    from specsurgery.ops.dedupe import nn as mod
 
     models = {"a": classifier(), "b": regressor(), "c": segmenter(seeds=(30, 31, 32), stage2_seed=33),
               "d": embedder(seeds=(30, 31, 32), stage2_seed=33), "e": segmenter(seeds=(50, 51, 52))}
@@ -636,7 +636,7 @@ def test_ml_programs_go_to_the_ml_program_dedupe(corpus, tmp_path, capsys):
     pkgs = [corpus / "generated" / f"shared_backbone_{k}.mlpackage" for k in ("classifier", "segmenter")]
     if not all(p.is_dir() for p in pkgs):
         pytest.skip("corpus ML Program packages not found")
-    pytest.importorskip("specsurgery.ops.dedupe_mlprogram")
+    pytest.importorskip("specsurgery.ops.dedupe.mlprogram")
     assert main(["dedupe", *map(str, pkgs), "-o", str(tmp_path / "out"), "--dry-run", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["backbones"][0]["file"] == "Backbone.mlpackage"
@@ -669,7 +669,7 @@ def test_sharing_that_costs_more_than_it_saves_is_refused(tmp_path):
 
 def test_a_group_that_cannot_be_built_is_dropped_and_explained(monkeypatch):
     _require_surgery()
-    from specsurgery.ops import dedupe as mod
+    from specsurgery.ops.dedupe import nn as mod
 
     def refuse(group, member, *args):
         raise SpecSurgeryError("cannot type the cut blob(s) 'x'")

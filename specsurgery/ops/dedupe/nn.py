@@ -53,11 +53,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .. import io
-from .._proto import Model_pb2, NeuralNetwork_pb2
-from ..errors import SaveError, SpecSurgeryError, UnsupportedError
-from ..spec import NN_TYPES, model_type, nn_of
-from ..weights import storage_kind, weight_nbytes
+from ... import io
+from ..._proto import Model_pb2, NeuralNetwork_pb2
+from ...errors import SaveError, SpecSurgeryError, UnsupportedError
+from ...spec import NN_TYPES, model_type, nn_of
+from ...weights import storage_kind, weight_nbytes
 
 DEFAULT_SEARCH_PATH = ".:$BUNDLE_MAIN"
 REPORT_NAME = "dedupe-report.json"
@@ -201,7 +201,7 @@ class _Canon:
                 elif not isinstance(value, bytes):
                     hasher.update(f"{fld.name}={value!r};".encode())
             elif isinstance(value, _WeightParams):
-                from ..weights import weight_count
+                from ...weights import weight_count
 
                 hasher.update(f"{fld.name}=w{weight_count(value)};".encode())
             elif fld.message_type.GetOptions().map_entry:
@@ -209,7 +209,7 @@ class _Canon:
             elif not hasattr(value, "ListFields"):
                 for item in value:
                     if isinstance(item, _WeightParams):
-                        from ..weights import weight_count
+                        from ...weights import weight_count
 
                         hasher.update(f"[w{weight_count(item)}]".encode())
                     else:
@@ -458,7 +458,7 @@ class DedupePlan:
 
     def table(self) -> str:
         """The printed summary: per model before/after, backbones, totals, saving share."""
-        from ..cli._common import human_bytes
+        from ...cli._common import human_bytes
 
         rows = [("model", "backbone", "before", "after", "shared weights", "note")]
         for m in self.models:
@@ -892,7 +892,7 @@ def _backbone_version(backbone, member_specs) -> int:
     """The oldest member's spec version, unless the backbone itself needs more: the shared
     model should not ask for a newer OS than any model that links it."""
     try:
-        from ..check import min_spec_version
+        from ...check import min_spec_version
 
         need = min_spec_version(backbone)[0]
     except ImportError:  # pragma: no cover - the check package is part of the build
@@ -924,7 +924,7 @@ def _build_member(group: BackboneGroup, member: str, spec, stub, split_at, extra
         # extract copies only the head's layers (split_at would copy the backbone too). The cut
         # blobs compute what the backbone outputs, so their types come from the backbone: no
         # second shape inference over (a copy of) the backbone's layers per member
-        from ..spec import feature_shape
+        from ...spec import feature_shape
 
         typed = {f.name: f for f in backbone.description.output}
         given = {old: feature_shape(typed[cuts[old]].type) for old in group.head_cuts[member]}
@@ -1022,7 +1022,7 @@ def _is_mlprogram_input(source) -> bool:
 
 def _mlprogram_module():
     try:
-        from . import dedupe_mlprogram
+        from . import mlprogram as dedupe_mlprogram
     except ImportError as exc:
         raise UnsupportedError("dedupe of ML Programs (.mlpackage) needs specsurgery.ops.dedupe_mlprogram, "
                                "which is not available in this build") from exc
@@ -1090,7 +1090,7 @@ def dedupe(models, *, backbone_name: str = "Backbone", search_path: str = DEFAUL
 # --------------------------------------------------------------------------- files
 
 def _assert_stub_matches(model, backbone, where: str) -> None:
-    from ..spec import pipeline_of
+    from ...spec import pipeline_of
 
     for stage in pipeline_of(model).models:
         if stage.WhichOneof("Type") == "linkedModel":
@@ -1197,7 +1197,3 @@ def dedupe_files(paths, out_dir, *, backbone_name: str = "Backbone", search_path
 __all__ = ["dedupe", "dedupe_files", "plan_dedupe", "DedupePlan", "DedupeResult", "BackboneGroup",
            "ModelPlan", "Candidate", "HashStats"]
 
-
-from .._callable import make_callable  # noqa: E402
-
-make_callable(__name__, "dedupe")

@@ -48,12 +48,12 @@ import time
 from pathlib import Path
 
 
-from .. import io
-from .. import spec as S
-from .._proto import Model_pb2
-from ..errors import SaveError, SpecSurgeryError, UnsupportedError
-from ..mil import blobs as B
-from ..mil import program as P
+from ... import io
+from ... import spec as S
+from ..._proto import Model_pb2
+from ...errors import SaveError, SpecSurgeryError, UnsupportedError
+from ...mil import blobs as B
+from ...mil import program as P
 
 DEFAULT_SEARCH_PATH = ".:$BUNDLE_MAIN"
 REPORT_NAME = "dedupe-report.json"
@@ -227,7 +227,7 @@ def _cut_values(m, ids) -> list[str]:
 
 
 def _plan(members_all, min_share):
-    from .dedupe import BackboneGroup, Candidate
+    from .nn import BackboneGroup, Candidate
 
     remaining = list(members_all)
     groups, alternatives = [], []
@@ -298,9 +298,9 @@ def _all_names(spec) -> set:
 
 
 def _build_group(cand, combo, ids, backbone_name, search_path, step=lambda *a, **k: None):
-    from .link_mlprogram import link_mlprogram
-    from .pipeline_mlprogram import pipeline_mlprogram
-    from .split_mlprogram import split_program
+    from ..link_mlprogram import link_mlprogram
+    from ..pipeline_mlprogram import pipeline_mlprogram
+    from ..split_mlprogram import split_program
 
     ref = combo[0]
     ref_cuts = _cut_values(ref, ids)
@@ -409,7 +409,7 @@ def dedupe(models, *, backbone_name: str = "Backbone", search_path: str = DEFAUL
            build: bool = True, progress=None):
     """Plan and build the dedupe of ML Programs; returns a ``DedupeResult``
     (``result.multifunction`` holds the multifunction package when asked)."""
-    from .dedupe import DedupePlan, DedupeResult, HashStats, ModelPlan
+    from .nn import DedupePlan, DedupeResult, HashStats, ModelPlan
 
     t0 = time.perf_counter()
     if len(list(models)) < 2:
@@ -509,7 +509,7 @@ def dedupe_files(paths, out_dir, *, backbone_name: str = "Backbone", search_path
     report["table"] = result.plan.table()
     opts = result.plan.options
     if "multifunction_bytes" in opts:
-        from ..cli._common import human_bytes
+        from ...cli._common import human_bytes
 
         report["bundle_sizes"] = {"before": result.plan.total_before, "linked": opts["linked_bytes"],
                                   "multifunction": opts["multifunction_bytes"]}
