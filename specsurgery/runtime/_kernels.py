@@ -10,6 +10,7 @@ col2im scatter-add.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 
@@ -243,3 +244,17 @@ def upsample_nearest(x: np.ndarray, fh, fw) -> np.ndarray:
     ri = np.minimum(h - 1, np.floor(np.arange(ho) / fh).astype(np.int64))
     ci = np.minimum(w - 1, np.floor(np.arange(wo) / fw).astype(np.int64))
     return x[..., ri, :][..., :, ci]
+
+
+def registry() -> tuple[dict[str, Callable], Callable]:
+    """A fresh kernel table and its decorator: ``@op("a", "b")`` files the function
+    under each name (the NeuralNetwork and the MIL interpreters each keep one)."""
+    table: dict[str, Callable] = {}
+
+    def op(*names):
+        def deco(fn):
+            for n in names:
+                table[n] = fn
+            return fn
+        return deco
+    return table, op

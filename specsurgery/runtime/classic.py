@@ -692,16 +692,24 @@ def run_array_feature_extractor(spec, inputs, where):
     return _prediction_output(spec, x[idx], who)
 
 
+def _mapping(spec, inputs, where, kind, oneof, missing):
+    """(label, the ``kind`` message, its one input feature, the input value, the set
+    member of ``oneof``) of a one-input mapping model; ``missing`` when none is set."""
+    who = _label(where, kind)
+    m = getattr(spec, kind)
+    f, value = _single_input(spec, inputs, who)
+    which = m.WhichOneof(oneof)
+    if not which:
+        raise ClassicModelError(f"{who}: {missing}")
+    return who, m, f, value, which
+
+
 def run_dict_vectorizer(spec, inputs, where):
     """{key: value} -> values at the positions of their keys in the index
     mapping (other positions 0; keys outside the mapping are ignored).  A
     dictionary output (what coremltools writes) holds the sparse {position: value}."""
-    who = _label(where, "dictVectorizer")
-    m = spec.dictVectorizer
-    f, value = _single_input(spec, inputs, who)
-    which = m.WhichOneof("Map")
-    if not which:
-        raise ClassicModelError(f"{who}: no index mapping (stringToIndex or int64ToIndex)")
+    who, m, f, value, which = _mapping(spec, inputs, where, "dictVectorizer", "Map",
+                                       "no index mapping (stringToIndex or int64ToIndex)")
     if not isinstance(value, dict):
         raise ClassicModelError(f"{who}: input {f.name!r} must be a dictionary, got {type(value).__name__}")
     keys = list(getattr(m, which).vector)
@@ -719,12 +727,8 @@ def run_dict_vectorizer(spec, inputs, where):
 def run_categorical_mapping(spec, inputs, where):
     """String -> Int64 or Int64 -> String through the map; an unknown value gives
     ValueOnUnknown or an error when none is set.  Sequences map element-wise."""
-    who = _label(where, "categoricalMapping")
-    m = spec.categoricalMapping
-    f, value = _single_input(spec, inputs, who)
-    which = m.WhichOneof("MappingType")
-    if not which:
-        raise ClassicModelError(f"{who}: no mapping set")
+    who, m, f, value, which = _mapping(spec, inputs, where, "categoricalMapping", "MappingType",
+                                       "no mapping set")
     table = dict(getattr(m, which).map)
     default_kind = m.WhichOneof("ValueOnUnknown")
     default = getattr(m, default_kind) if default_kind else None

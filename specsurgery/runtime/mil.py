@@ -30,6 +30,7 @@ import numpy as np
 from .._proto import MIL_pb2
 from ..errors import NotFoundError, SpecSurgeryError, UnsupportedError
 from ..mil import program as P
+from . import _kernels as K
 
 Array = np.ndarray
 
@@ -66,15 +67,8 @@ class _Ctx:
         return [int(x) for x in np.asarray(v).reshape(-1)]
 
 
-OPS: dict[str, Callable] = {}
-
-
-def op(*names):
-    def deco(fn):
-        for n in names:
-            OPS[n] = fn
-        return fn
-    return deco
+OPS: dict[str, Callable]
+OPS, op = K.registry()
 
 
 def _f(x):
@@ -581,19 +575,21 @@ def _resize(c):
     return _nearest(x, oh, ow, oh / x.shape[-2], ow / x.shape[-1])
 
 
+def _blocks(c, key):
+    """(x as [N, C, H, W], the block size ``key``, N, C, H, W) for the block rearrangements."""
+    x = np.asarray(c["x"])
+    return (x, int(c.scalar(key))) + tuple(x.shape)
+
+
 @op("pixel_shuffle")
 def _pixel_shuffle(c):
-    x = np.asarray(c["x"])
-    r = int(c.scalar("upscale_factor"))
-    n, ch, h, w = x.shape
+    x, r, n, ch, h, w = _blocks(c, "upscale_factor")
     return x.reshape(n, ch // (r * r), r, r, h, w).transpose(0, 1, 4, 2, 5, 3).reshape(n, ch // (r * r), h * r, w * r)
 
 
 @op("pixel_unshuffle")
 def _pixel_unshuffle(c):
-    x = np.asarray(c["x"])
-    r = int(c.scalar("downscale_factor"))
-    n, ch, h, w = x.shape
+    x, r, n, ch, h, w = _blocks(c, "downscale_factor")
     return x.reshape(n, ch, h // r, r, w // r, r).transpose(0, 1, 3, 5, 2, 4).reshape(n, ch * r * r, h // r, w // r)
 
 
@@ -868,17 +864,13 @@ def _non_zero(c):
 
 @op("space_to_depth")
 def _s2d(c):
-    x = np.asarray(c["x"])
-    b = int(c.scalar("block_size"))
-    n, ch, h, w = x.shape
+    x, b, n, ch, h, w = _blocks(c, "block_size")
     return x.reshape(n, ch, h // b, b, w // b, b).transpose(0, 3, 5, 1, 2, 4).reshape(n, ch * b * b, h // b, w // b)
 
 
 @op("depth_to_space")
 def _d2s(c):
-    x = np.asarray(c["x"])
-    b = int(c.scalar("block_size"))
-    n, ch, h, w = x.shape
+    x, b, n, ch, h, w = _blocks(c, "block_size")
     return x.reshape(n, b, b, ch // (b * b), h, w).transpose(0, 3, 4, 1, 5, 2).reshape(n, ch // (b * b), h * b, w * b)
 
 
