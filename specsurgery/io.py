@@ -97,12 +97,18 @@ class MLPackage:
         self.metadata = dict(metadata or {})
 
     def weight_file(self, file_name: str) -> WeightFile:
-        """The weight file a ``blobFileValue.fileName`` names (may be ``missing``)."""
+        """The weight file a ``blobFileValue.fileName`` names (may be ``missing``).
+
+        A name that leads outside the package (``..``, an absolute path, a
+        symlink out) is refused with a LoadError before anything is opened."""
         key = weight_key(file_name)
         if key in self.weights:
             return self.weights[key]
         base = None if self.path is None else self.path / "Data" / Path(DEFAULT_ROOT).parent
-        return WeightFile(None if base is None else base / key)
+        if base is None:
+            _refuse_escape(key, None, f"weight file name {file_name!r}")
+            return WeightFile(None)
+        return WeightFile(_inside(self.path, base, key, f"weight file name {file_name!r}"))
 
     def copy(self) -> "MLPackage":
         spec = Model_pb2.Model()
@@ -119,6 +125,28 @@ class MLPackage:
 
 
 ModelLike = Union["Model_pb2.Model", MLPackage, str, os.PathLike, bytes]
+
+
+def _refuse_escape(rel: str, package, what: str) -> None:
+    parts = Path(rel).parts
+    if Path(rel).is_absolute() or rel.startswith("~") or ".." in parts:
+        where = f"{package}: " if package is not None else ""
+        raise LoadError(f"{where}{what} leads outside the package ({rel!r}); a package only reads "
+                        "files inside itself: use a path relative to the package, without '..'")
+
+
+def _inside(package: Path, base: Path, rel: str, what: str) -> Path:
+    """``base / rel``, refused when it (or a symlink on the way) leaves ``package``."""
+    _refuse_escape(rel, package, what)
+    target = base / rel
+    try:
+        real, top = target.resolve(), package.resolve()
+    except (OSError, RuntimeError) as exc:   # a symlink loop
+        raise LoadError(f"{package}: {what} cannot be resolved ({exc})") from None
+    if real != top and top not in real.parents:
+        raise LoadError(f"{package}: {what} is a symlink that leads outside the package (to {real}); "
+                        "a package only reads files inside itself: replace the link by the file")
+    return target
 
 
 def weight_key(file_name: str) -> str:
@@ -167,6 +195,8 @@ def _parse_text(text: str, where: str) -> "Model_pb2.Model":
 
 def _read_manifest(path: Path) -> tuple[Path, dict]:
     manifest_path = path / "Manifest.json"
+    if manifest_path.is_symlink():
+        _inside(path, path, "Manifest.json", "Manifest.json")
     if not manifest_path.is_file():
         raise LoadError(f"{path}: folder has no Manifest.json; expected an .mlpackage "
                         "(Manifest.json plus Data/)")
@@ -183,8 +213,12 @@ def _read_manifest(path: Path) -> tuple[Path, dict]:
         raise LoadError(f"{manifest_path}: rootModelIdentifier {root_id!r} is not one of "
                         f"itemInfoEntries {sorted(entries) if isinstance(entries, dict) else entries!r}")
     rel = entries[root_id].get("path") if isinstance(entries[root_id], dict) else None
-    if not rel:
+    if not rel or not isinstance(rel, str):
         raise LoadError(f"{manifest_path}: root item {root_id!r} has no path")
+    for item_id, item in entries.items():
+        item_path = item.get("path") if isinstance(item, dict) else None
+        if isinstance(item_path, str):
+            _inside(path, path / "Data", item_path, f"Manifest.json item {item_id!r} path")
     root = path / "Data" / rel
     if not root.is_file():
         raise LoadError(f"{path}: Manifest.json names root model Data/{rel}, which does not exist")
@@ -197,6 +231,8 @@ def _load_package(path: Path) -> MLPackage:
     weights: dict[str, WeightFile] = {}
     base = root.parent
     for file in sorted(base.rglob("*")):
+        if file.is_symlink():
+            _inside(path, base, file.relative_to(base).as_posix(), f"{file.relative_to(path)}")
         if file.is_file() and file != root:
             weights[file.relative_to(base).as_posix()] = WeightFile(file)
     return MLPackage(spec, weights, path, {"manifest": manifest, "root": root.relative_to(path).as_posix()})

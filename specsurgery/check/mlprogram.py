@@ -21,6 +21,7 @@ from typing import Optional
 import numpy as np
 
 from .._proto import MIL_pb2
+from ..errors import SpecSurgeryError
 from ..mil import blobs as B
 from ..mil import program as P
 from .findings import Findings, join
@@ -281,7 +282,12 @@ def _check_blobs(spec, package, out):
     for ref in refs:
         by_file.setdefault(ref[3].blobFileValue.fileName, []).append(ref)
     for file_name, items in by_file.items():
-        wf = package.weight_file(file_name)
+        try:
+            wf = package.weight_file(file_name)
+        except SpecSurgeryError as exc:   # a name that leads outside the package
+            out.error(f"weights:{file_name}", "mlprogram.blob-file-outside",
+                      f"{exc}; {len(items)} value(s) read from it, e.g. {P.op_name(items[0][1])!r}")
+            continue
         where_file = str(wf.path) if wf.path is not None else file_name
         if wf.missing:
             out.error(f"weights:{file_name}", "mlprogram.blob-file-missing",
