@@ -85,6 +85,10 @@ def _which_verb(argv: Sequence[str]) -> Optional[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    if argv is None:  # a real process (not a call from Python): SIGTERM unwinds, removing temp files
+        from .._atomic import install_signal_cleanup
+
+        install_signal_cleanup()
     argv = list(sys.argv[1:] if argv is None else argv)
     verb = _which_verb(argv)
     # Only the chosen verb's module is imported: `--help` and `inspect` stay fast.
