@@ -43,11 +43,32 @@ def check_linked(spec, out: Findings) -> None:
                             f"search path '{search}' has an empty entry (an empty path means '.'; "
                             "remove the stray ':')")
                 break
+        for entry in search.split(":"):
+            leaves = _leaves_bundle(entry.strip())
+            if leaves:
+                out.warning("linkedModel", "linked.leaves-bundle",
+                            f"search path entry '{entry}' {leaves}; on a device the app's sandbox "
+                            "holds nothing outside its bundle, so Core ML will not find the target "
+                            "there: ship the target inside the bundle and use '.' or $BUNDLE_MAIN")
         if "$BUNDLE_IDENTIFIER(" in search:
             for entry in search.split(":"):
                 if entry.startswith("$BUNDLE_IDENTIFIER(") and not entry.endswith(")"):
                     out.warning("linkedModel", "linked.bad-bundle-identifier",
                                 f"search path entry '{entry}' does not close $BUNDLE_IDENTIFIER( with ')'")
+
+
+def _leaves_bundle(entry: str) -> str:
+    """Why a search path entry leaves the bundle ('' when it stays inside)."""
+    if entry.startswith("$") or entry in ("", "."):
+        return ""
+    if entry.startswith("/") or entry.startswith("~"):
+        return "is an absolute path"
+    depth = 0
+    for part in Path(entry).parts:
+        depth += -1 if part == ".." else 0 if part == "." else 1
+        if depth < 0:
+            return "leads above the folder of the model that holds the stub"
+    return ""
 
 
 def check_target(spec, out: Findings, search_path, base_dir, bundle=None, bundle_ids=None, *,
@@ -68,7 +89,12 @@ def check_target(spec, out: Findings, search_path, base_dir, bundle=None, bundle
                   + "; pass --search-path (and --bundle for $BUNDLE_MAIN) with the folder that holds "
                   "it, or its source .mlmodel/.mlpackage")
         return
-    loaded = _load_target(found)
+    loaded, problem = _load_target(found)
+    if problem:
+        out.error("linkedModel", "linked.target-not-a-model",
+                  f"linked target '{name}' resolves to {found}, which is not a Core ML model "
+                  f"({problem}); put the compiled target or its source .mlmodel/.mlpackage there")
+        return
     target = getattr(loaded, "spec", loaded)  # an MLPackage keeps its weights for the target's check
     if target is None:
         out.info("linkedModel", "linked.target-unreadable",
@@ -84,18 +110,22 @@ def check_target(spec, out: Findings, search_path, base_dir, bundle=None, bundle
 
 
 def _load_target(found):
+    """(model or None for a compiled folder, problem text when a file there is no model)."""
     path = Path(found)
     candidates = [path]
     if path.suffix == ".mlmodelc":  # a source model beside the compiled name
         candidates = [path.with_suffix(".mlmodel"), path.with_suffix(".mlpackage"), path]
+    problem = ""
     for cand in candidates:
         if not cand.exists():
             continue
         try:
-            return load(cand)
-        except SpecSurgeryError:
-            continue
-    return None
+            return load(cand), ""
+        except SpecSurgeryError as exc:
+            if cand.is_dir() and cand.suffix == ".mlmodelc":
+                continue       # compiled: unreadable offline, which is no fault of the model
+            problem = problem or " ".join(str(exc).split())
+    return None, problem
 
 
 def _compare(stub, target, out: Findings, where_found) -> None:
