@@ -10,6 +10,8 @@ from specsurgery.check import check, min_spec_version
 from specsurgery.errors import LoadError
 from specsurgery.io import load_spec
 
+pytestmark = pytest.mark.corpus
+
 BROKEN = {row["file"] for row in MANIFEST if "broken" in row.get("notes", "").lower()
           and not row["file"].startswith("invalid/")}
 

@@ -14,6 +14,8 @@ import pytest
 from conftest import CORPUS_FILES, corpus_id
 from specsurgery.cli import main
 
+pytestmark = pytest.mark.corpus
+
 CRASH_MARK = "rerun with --debug"
 
 # Two full forward passes of these take minutes on 2 cores; the runtime tests

@@ -21,6 +21,7 @@ def run_cli(capsys, *argv):
     return code, out, err
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("path", VALID_FILES, ids=corpus_id)
 def test_inspect_every_corpus_file(path, capsys):
     code, out, err = run_cli(capsys, "inspect", path)
@@ -35,6 +36,7 @@ def test_inspect_every_corpus_file(path, capsys):
     assert code == 0 and out.splitlines()[0].startswith(str(path))
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("path", INVALID_FILES, ids=corpus_id)
 def test_inspect_invalid_file_one_line(path, capsys):
     code, out, err = run_cli(capsys, "inspect", path)
@@ -61,6 +63,7 @@ def test_inspect_json_fields(tmp_path, capsys):
     assert "stem_conv" in out and "userDefined[team] = specsurgery" in out
 
 
+@pytest.mark.corpus
 def test_inspect_storage_kinds(capsys):
     for name, storage in (("resnet_classifier_nn_fp16", "float16"), ("resnet_classifier_nn_int8", "linear8"),
                           ("resnet_classifier_nn_lut4", "lut4")):
@@ -71,6 +74,7 @@ def test_inspect_storage_kinds(capsys):
         assert storage in json.loads(out)["weight_bytes"], name
 
 
+@pytest.mark.corpus
 def test_inspect_linked_pipeline(capsys, tmp_path):
     path = CORPUS / "generated" / "linked_backbone_pipeline.mlmodel"
     if not path.exists():
@@ -89,6 +93,7 @@ def test_inspect_linked_pipeline(capsys, tmp_path):
     assert "|-- backbone: linkedModel v4 -> 'Backbone.mlmodelc'" in out
 
 
+@pytest.mark.corpus
 def test_missing_weight_file_inspects(tmp_path, capsys):
     src = CORPUS / "generated" / "shared_backbone_classifier.mlpackage"
     if not src.exists():
@@ -135,6 +140,7 @@ def test_inspect_does_not_import_heavy_modules(tmp_path):
     assert "HEAVY [] _DeferredPackage" in out.stdout
 
 
+@pytest.mark.corpus
 def test_tree_json_and_stages_only(capsys):
     path = CORPUS / "generated" / "linked_backbone_pipeline.mlmodel"
     if not path.exists():
@@ -147,6 +153,7 @@ def test_tree_json_and_stages_only(capsys):
     assert "gap [pooling]" not in out and "`-- head: neuralNetworkClassifier v4" in out
 
 
+@pytest.mark.corpus
 def test_palettized_program_weights_by_storage(capsys):
     path = CORPUS / "generated" / "shared_backbone_classifier_palettized.mlpackage"
     if not path.exists():

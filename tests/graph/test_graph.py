@@ -138,6 +138,7 @@ def test_pipeline_stages_and_linked_stub():
         gi.topological_layers("bakbone")
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("path", [p for p in VALID_FILES if p.suffix == ".mlpackage"], ids=corpus_id)
 def test_mlprogram_ops(path):
     gi = build_graph(path)
@@ -151,6 +152,7 @@ def test_mlprogram_ops(path):
     assert all(nx.has_path(gi.g, gi.nodes_of("input")[0], o) for o in outs)
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("path", VALID_FILES, ids=corpus_id)
 def test_every_corpus_file_builds(path):
     gi = build_graph(path)

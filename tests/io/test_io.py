@@ -25,6 +25,7 @@ BYTES_DIFFER = {
 }
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("path", VALID_FILES, ids=corpus_id)
 def test_corpus_round_trip_same_message(path, tmp_path):
     model = io.load(path)
@@ -44,6 +45,7 @@ def test_corpus_round_trip_same_message(path, tmp_path):
             assert len(original) == len(out.read_bytes())
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("path", INVALID_FILES, ids=corpus_id)
 def test_invalid_corpus_files_rejected(path):
     with pytest.raises(LoadError, match=str(path.name)):
@@ -57,6 +59,7 @@ def test_empty_file(tmp_path):
         io.load(p)
 
 
+@pytest.mark.corpus
 def test_truncated_file(tmp_path):
     src = CORPUS / "generated" / "resnet_classifier_nn.mlmodel"
     p = tmp_path / "cut.mlmodel"
@@ -102,6 +105,7 @@ def test_errors_are_value_errors():
     assert issubclass(SpecSurgeryError, ValueError)
 
 
+@pytest.mark.corpus
 def test_package_root_comes_from_manifest(tmp_path):
     src = CORPUS / "generated" / "shared_backbone_classifier.mlpackage"
     pkg_dir = tmp_path / "moved.mlpackage"
@@ -119,6 +123,7 @@ def test_package_root_comes_from_manifest(tmp_path):
     assert "weights/weight.bin" in pkg.weights
 
 
+@pytest.mark.corpus
 def test_package_with_missing_weights_still_loads(tmp_path):
     src = CORPUS / "generated" / "shared_backbone_classifier.mlpackage"
     pkg_dir = tmp_path / "broken.mlpackage"
@@ -132,6 +137,7 @@ def test_package_with_missing_weights_still_loads(tmp_path):
         wf.data
 
 
+@pytest.mark.corpus
 def test_package_weights_are_lazy_memmaps():
     pkg = io.load(CORPUS / "generated" / "shared_backbone_classifier.mlpackage")
     wf = pkg.weight_file("@model_path/weights/weight.bin")
@@ -141,6 +147,7 @@ def test_package_weights_are_lazy_memmaps():
     assert int.from_bytes(bytes(data[4:8]), "little") == 2  # blob storage v2 header
 
 
+@pytest.mark.corpus
 def test_package_round_trip_keeps_weights(tmp_path):
     src = CORPUS / "generated" / "shared_backbone_segmenter.mlpackage"
     pkg = io.load(src)
@@ -154,6 +161,7 @@ def test_package_round_trip_keeps_weights(tmp_path):
     assert manifest["fileFormatVersion"] == "1.0.0"
 
 
+@pytest.mark.corpus
 def test_mlprogram_refuses_mlmodel_extension(tmp_path):
     pkg = io.load(CORPUS / "generated" / "shared_backbone_segmenter.mlpackage")
     with pytest.raises(SaveError, match="Save it as .mlpackage"):
@@ -161,6 +169,7 @@ def test_mlprogram_refuses_mlmodel_extension(tmp_path):
     assert not (tmp_path / "x.mlmodel").exists()
 
 
+@pytest.mark.corpus
 def test_save_is_atomic_on_failure(tmp_path, monkeypatch):
     spec = io.load_spec(CORPUS / "real" / "s4tf_model.mlmodel")
     target = tmp_path / "model.mlmodel"
@@ -176,6 +185,7 @@ def test_save_is_atomic_on_failure(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["model.mlmodel"]
 
 
+@pytest.mark.corpus
 def test_pbtxt_round_trip(tmp_path):
     spec = io.load_spec(CORPUS / "real" / "MarsHabitatPricer.mlmodel")
     out = io.save(spec, tmp_path / "m.pbtxt", check=False)
@@ -183,12 +193,14 @@ def test_pbtxt_round_trip(tmp_path):
     assert io.load_spec(out) == spec
 
 
+@pytest.mark.corpus
 def test_bad_extension(tmp_path):
     spec = io.load_spec(CORPUS / "real" / "s4tf_model.mlmodel")
     with pytest.raises(SaveError, match="unknown extension '.onnx'"):
         io.save(spec, tmp_path / "m.onnx", check=False)
 
 
+@pytest.mark.corpus
 def test_load_bytes_and_spec_identity():
     raw = (CORPUS / "real" / "s4tf_model.mlmodel").read_bytes()
     spec = io.load(raw)
@@ -196,6 +208,7 @@ def test_load_bytes_and_spec_identity():
     assert io.load(spec) is spec
 
 
+@pytest.mark.corpus
 def test_file_size_of_package():
     src = CORPUS / "generated" / "shared_backbone_classifier.mlpackage"
     assert io.file_size(src) == sum(p.stat().st_size for p in src.rglob("*") if p.is_file())

@@ -17,6 +17,7 @@ def _pkg(name):
     return io.load(CORPUS / "generated" / f"{name}.mlpackage")
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("name", PACKAGES)
 def test_records_walk_and_match_coremltools_reader(name):
     from coremltools.libmilstoragepython import _BlobStorageReader
@@ -40,6 +41,7 @@ def test_records_walk_and_match_coremltools_reader(name):
         np.testing.assert_array_equal(mine, theirs.reshape(-1))
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("name", PACKAGES)
 def test_repack_reproduces_coremltools_file_byte_for_byte(name):
     pkg = _pkg(name)
@@ -79,6 +81,7 @@ def test_subbyte_pack_unpack_round_trip(bits):
     np.testing.assert_array_equal(B.unpack_subbyte(np.frombuffer(raw, np.uint8), bits, 37, signed=True), signed)
 
 
+@pytest.mark.corpus
 def test_rewrite_blobs_merges_two_packages_without_copying_twice():
     a, b = _pkg("shared_backbone_classifier"), _pkg("shared_backbone_segmenter")
     writer = B.BlobWriter()
@@ -92,6 +95,7 @@ def test_rewrite_blobs_merges_two_packages_without_copying_twice():
         np.testing.assert_array_equal(P.value_to_numpy(v1, merged), P.value_to_numpy(v0, a))
 
 
+@pytest.mark.corpus
 def test_truncated_and_missing_weight_files_name_file_offset_size(tmp_path):
     src = CORPUS / "generated" / "shared_backbone_classifier.mlpackage"
     dst = tmp_path / "t.mlpackage"
@@ -109,6 +113,7 @@ def test_truncated_and_missing_weight_files_name_file_offset_size(tmp_path):
         P.value_to_numpy(last, pkg)
 
 
+@pytest.mark.corpus
 def test_bad_offset_reports_sentinel():
     pkg = _pkg("shared_backbone_classifier")
     with pytest.raises(B.BlobError, match="sentinel .*expected 0xDEADBEEF"):

@@ -18,6 +18,7 @@ def _errors(model):
     return [f for f in check(model) if f.severity == "error"]
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("path", sorted((CORPUS / "generated").glob("*.mlpackage")), ids=lambda p: p.name)
 def test_corpus_packages_pass(path):
     assert _errors(path) == []
@@ -34,6 +35,7 @@ def _copy(tmp_path):
     return dst, dst / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
 
 
+@pytest.mark.corpus
 def test_weight_file_missing_names_the_file(tmp_path):
     dst, wfile = _copy(tmp_path)
     wfile.unlink()
@@ -42,6 +44,7 @@ def test_weight_file_missing_names_the_file(tmp_path):
     assert str(wfile) in errs[0].message and "offset" in errs[0].message
 
 
+@pytest.mark.corpus
 def test_weight_file_too_short_names_file_offset_size(tmp_path):
     dst, wfile = _copy(tmp_path)
     wfile.write_bytes(wfile.read_bytes()[:5000])
@@ -51,6 +54,7 @@ def test_weight_file_too_short_names_file_offset_size(tmp_path):
     assert short and "offset" in short[0].message and str(wfile) in short[0].message
 
 
+@pytest.mark.corpus
 def test_bad_offset_dtype_and_size(tmp_path):
     pkg = io.load(CLASSIFIER)
     spec = io.copy_spec(pkg.spec)
@@ -64,6 +68,7 @@ def test_bad_offset_dtype_and_size(tmp_path):
     assert {"mlprogram.blob-bad", "mlprogram.blob-dtype", "mlprogram.blob-size"} <= rules
 
 
+@pytest.mark.corpus
 def test_undefined_value_and_interface(tmp_path):
     pkg = io.load(CLASSIFIER)
     spec = io.copy_spec(pkg.spec)
@@ -77,6 +82,7 @@ def test_undefined_value_and_interface(tmp_path):
     assert "shape [1, 3, 64, 32] in the description but [1, 3, 64, 64]" in msgs["mlprogram.interface-input"]
 
 
+@pytest.mark.corpus
 def test_opset_and_multifunction_versions():
     pkg = io.load(CLASSIFIER)
     spec = io.copy_spec(pkg.spec)
@@ -101,6 +107,7 @@ def test_opset_and_multifunction_versions():
     assert any(f.rule == "mlprogram.opset-version" and "opset CoreML8" in f.message for f in found)
 
 
+@pytest.mark.corpus
 def test_bad_identifier_and_duplicate():
     pkg = io.load(CLASSIFIER)
     spec = io.copy_spec(pkg.spec)
@@ -113,6 +120,7 @@ def test_bad_identifier_and_duplicate():
     assert {"mlprogram.duplicate-value", "mlprogram.identifier"} <= rules
 
 
+@pytest.mark.corpus
 def test_unused_blob_is_an_info():
     pkg = io.load(CLASSIFIER)
     spec = io.copy_spec(pkg.spec)

@@ -3,9 +3,12 @@
 import shutil
 
 import numpy as np
+import pytest
 
 from conftest import CORPUS
 from specsurgery.cli import main
+
+pytestmark = pytest.mark.corpus
 
 PAIR = ["shared_backbone_classifier", "shared_backbone_segmenter"]
 

@@ -35,6 +35,7 @@ def _check_outputs(report, out_dir, inputs):
         assert rep.ok, rep.summary()
 
 
+@pytest.mark.corpus
 def test_corpus_shared_backbone_pair(tmp_path):
     inputs = _copies(tmp_path, CORPUS_PAIR)
     out = tmp_path / "out"
@@ -102,6 +103,7 @@ def test_partly_shared_backbone_picks_the_deeper_group(tmp_path):
     assert alt and alt[0].saving < group.saving
 
 
+@pytest.mark.corpus
 def test_output_that_is_a_file_or_under_one_is_a_save_error(tmp_path):
     # used to escape as FileExistsError (after the whole analysis)
     from specsurgery.errors import SaveError

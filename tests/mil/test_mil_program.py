@@ -14,6 +14,7 @@ def pkg():
     return io.load(CORPUS / "generated" / "shared_backbone_classifier.mlpackage")
 
 
+@pytest.mark.corpus
 def test_function_block_and_maps(pkg):
     name, fn = P.get_function(pkg.spec)
     assert name == "main"
@@ -27,6 +28,7 @@ def test_function_block_and_maps(pkg):
         P.get_function(pkg.spec, "mian")
 
 
+@pytest.mark.corpus
 def test_value_types_and_consts(pkg):
     _, fn = P.get_function(pkg.spec)
     assert P.describe_value_type(fn.inputs[0].type) == "tensor<float32,[1,3,64,64]>"

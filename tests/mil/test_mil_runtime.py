@@ -58,6 +58,7 @@ def test_op_mix_matches_torch(name, precision):
     _close(out, M.torch_forward(name, x), RTOL[precision])
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("name", ["shared_backbone_classifier", "shared_backbone_classifier_palettized",
                                   "shared_backbone_segmenter"])
 def test_corpus_packages_run(name):
@@ -70,6 +71,7 @@ def test_corpus_packages_run(name):
         assert out["segmentation"].shape == (1, 5, 64, 64) and np.isfinite(out["segmentation"]).all()
 
 
+@pytest.mark.corpus
 def test_palettized_corpus_model_is_close_to_its_float_original():
     img = np.random.RandomState(3).randint(0, 256, (64, 64, 3)).astype(np.uint8)
     a = predict(CORPUS / "generated" / "shared_backbone_classifier.mlpackage", {"image": img})

@@ -89,6 +89,7 @@ def test_multi_value_cut_across_a_skip_connection(tmp_path):
     assert verify(path, tmp_path / "p.mlpackage", samples=1).ok
 
 
+@pytest.mark.corpus
 def test_classifier_head_keeps_classifier_semantics(tmp_path):
     src = CORPUS / "generated" / "shared_backbone_classifier.mlpackage"
     cuts = suggest_cuts(src)
@@ -124,6 +125,7 @@ def _linked_segmenter(tmp_path):
     return src
 
 
+@pytest.mark.corpus
 def test_link_then_unlink_round_trip(tmp_path):
     from specsurgery.ops.link_mlprogram import unlink_mlprogram
 
@@ -136,6 +138,7 @@ def test_link_then_unlink_round_trip(tmp_path):
         unlink_mlprogram(tmp_path / "Seg.mlpackage", search_path=str(tmp_path / "nowhere"))
 
 
+@pytest.mark.corpus
 def test_public_unlink_dispatches_to_ml_program_targets(tmp_path):
     from specsurgery.ops import unlink
 

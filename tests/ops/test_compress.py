@@ -48,6 +48,7 @@ def conv_fields(spec):
 IDEAL = {"fp16": 0.5, "linear": 0.25, "palettize": 0.125}
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("rel", FLOAT_NN)
 @pytest.mark.parametrize("mode", ["fp16", "linear", "palettize"])
 def test_sizes_at_the_ideal(rel, mode, tmp_path):
@@ -68,6 +69,7 @@ def test_sizes_at_the_ideal(rel, mode, tmp_path):
     ssio.save(out, tmp_path / "out.mlmodel", check=True)   # the validator accepts the storage
 
 
+@pytest.mark.corpus
 def test_resnet_lut4_table_overhead_and_spec_version(tmp_path):
     spec = ssio.load_spec(need(RESNET))
     out, rep = compress(spec, mode="palettize", nbits=4, return_report=True)
@@ -79,6 +81,7 @@ def test_resnet_lut4_table_overhead_and_spec_version(tmp_path):
     assert ssio.file_size(tmp_path / "r.mlmodel") < 0.2 * ssio.file_size(RESNET)
 
 
+@pytest.mark.corpus
 def test_spec_version_raised():
     spec = ssio.load_spec(need(CORPUS / "real" / "TinyDrawingEmbedding.mlmodel"))
     assert spec.specificationVersion == 1
@@ -89,6 +92,7 @@ def test_spec_version_raised():
 
 # --------------------------------------------------------------------------- storage as written
 
+@pytest.mark.corpus
 def test_lut_storage_decodes_independently():
     spec = ssio.load_spec(need(RESNET))
     out = compress(spec, mode="palettize", nbits=3)
@@ -108,6 +112,7 @@ def test_lut_storage_decodes_independently():
     assert snr_db(original, values) > 12
 
 
+@pytest.mark.corpus
 def test_linear_per_channel_storage():
     spec = ssio.load_spec(need(RESNET))
     out = compress(spec, mode="linear", nbits=8, per_channel=True)
@@ -169,6 +174,7 @@ def _runtime_equal(compressed, reference, seed=0):
     return a
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("kw", [dict(mode="fp16"), dict(mode="linear", per_channel=True),
                                 dict(mode="palettize", nbits=4), dict(mode="palettize", nbits=2, sparsity=0.5)])
 def test_runtime_reads_storage_as_written(kw):
@@ -182,6 +188,7 @@ def test_runtime_reads_storage_as_written(kw):
     _runtime_equal(out, ref)
 
 
+@pytest.mark.corpus
 def test_output_snr_reported():
     from specsurgery.ops.compress import verify_outputs
 
@@ -196,6 +203,7 @@ def test_output_snr_reported():
 
 # --------------------------------------------------------------------------- pruning
 
+@pytest.mark.corpus
 def test_prune_alone_and_with_palettization():
     spec = ssio.load_spec(need(RESNET))
     pruned, rep = compress(spec, mode="prune", sparsity=0.6, return_report=True)
@@ -262,6 +270,7 @@ def test_only_linked_stub_says_compress_the_target():
 
 # --------------------------------------------------------------------------- skips and errors
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("variant, storage", [("fp16", "float16"), ("int8", "linear8"), ("lut4", "lut4")])
 def test_already_quantized_corpus_variants(variant, storage):
     path = need(CORPUS / "generated" / f"resnet_classifier_nn_{variant}.mlmodel")
@@ -269,6 +278,7 @@ def test_already_quantized_corpus_variants(variant, storage):
         compress(path, mode="palettize", nbits=4)
 
 
+@pytest.mark.corpus
 def test_mixed_model_skips_quantized_layers_with_a_word():
     spec = ssio.load_spec(need(RESNET))
     part = compress(spec, mode="palettize", nbits=4, layers=["y*"])
@@ -280,6 +290,7 @@ def test_mixed_model_skips_quantized_layers_with_a_word():
         compress(part, mode="palettize", layers=["y.3"])
 
 
+@pytest.mark.corpus
 def test_updatable_layers_are_left_float():
     with pytest.raises(SpecSurgeryError, match="updatable layer"):
         compress(need(CORPUS / "real" / "newcoreml.mlmodel"), mode="fp16")
@@ -299,6 +310,7 @@ def test_bad_arguments(kw, match):
         compress(tiny_conv(), min_weights=0, **kw)
 
 
+@pytest.mark.corpus
 def test_pattern_matching_nothing_lists_near_matches():
     with pytest.raises(NotFoundError, match=r"'inptu\.9' \(near: 'input\.9'.*'nope'"):
         compress(need(RESNET), mode="fp16", layers=["inptu.9", "y"], exclude=["nope"])
@@ -337,6 +349,7 @@ def _program_ops(pkg):
             for b in fn.block_specializations.values() for op in b.operations]
 
 
+@pytest.mark.corpus
 def test_mlprogram_palettize_writes_lut_ops(tmp_path):
     """Direct path: consts become iOS 16 constexpr_lut_to_dense ops whose blobs
     decode (LSB-first indices) to our k-means table; the program runs."""
@@ -373,6 +386,7 @@ def test_mlprogram_palettize_writes_lut_ops(tmp_path):
         assert max(abs(a[k][c] - b[k][c]) for c in a[k]) < 0.05
 
 
+@pytest.mark.corpus
 def test_mlprogram_linear_through_coremltools():
     path = need(CORPUS / "generated" / "shared_backbone_classifier.mlpackage")
     out, rep = compress(path, mode="linear", per_channel=True, return_report=True)
@@ -382,6 +396,7 @@ def test_mlprogram_linear_through_coremltools():
     assert any(t.startswith("constexpr_") for t in types) and "const" in types
 
 
+@pytest.mark.corpus
 def test_mlprogram_stage_of_a_pipeline_package(tmp_path):
     from specsurgery.ops.pipeline_mlprogram import pipeline_mlprogram
 
@@ -399,6 +414,7 @@ def test_mlprogram_stage_of_a_pipeline_package(tmp_path):
     assert pipe.spec.pipelineClassifier.pipeline.models[0].SerializeToString() != stage.SerializeToString()
 
 
+@pytest.mark.corpus
 def test_mlprogram_already_palettized_is_skipped():
     path = need(CORPUS / "generated" / "shared_backbone_classifier_palettized.mlpackage")
     with pytest.raises(SpecSurgeryError, match="already compressed"):
@@ -407,6 +423,7 @@ def test_mlprogram_already_palettized_is_skipped():
 
 # --------------------------------------------------------------------------- CLI
 
+@pytest.mark.corpus
 def test_cli_report_json_and_verify(tmp_path, capsys):
     out = tmp_path / "r.mlmodel"
     assert main(["compress", str(need(RESNET)), "-o", str(out), "--palettize", "4", "--report", "--verify"]) == 0
@@ -426,6 +443,7 @@ def test_cli_report_json_and_verify(tmp_path, capsys):
     assert main(["compress", str(RESNET), "-o", str(tmp_path / "p.mlmodel"), "--prune", "0.5"]) == 0
 
 
+@pytest.mark.corpus
 def test_4bit_works_where_coremltools_kmeans_crashes():
     """coremltools 9.0's quantize_weights(model, 4, "kmeans") fails on protobuf 7
     (its table comes back with shape (16, 1)); our 4-bit path on the same
@@ -448,6 +466,7 @@ def test_4bit_works_where_coremltools_kmeans_crashes():
         qu.quantize_weights(ct.models.MLModel(spec, skip_model_load=True), 4, "kmeans")
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("kw", [dict(mode="linear"), dict(mode="linear", per_channel=True),
                                 dict(mode="linear", sparsity=0.5), dict(mode="palettize", nbits=3),
                                 dict(mode="palettize", nbits=2, sparsity=0.5)])
@@ -461,6 +480,7 @@ def test_reported_snr_is_that_of_the_stored_weights(kw):
         assert row.snr_db == pytest.approx(snr_db(original, stored), abs=1e-3)
 
 
+@pytest.mark.corpus
 def test_three_bit_table_on_an_ios15_program_is_refused_up_front():
     # used to fail inside coremltools' pass with "lut should be a vector of size ... {2, 4, 16, 64, 256}"
     path = need(CORPUS / "generated" / "shared_backbone_classifier.mlpackage")
@@ -468,6 +488,7 @@ def test_three_bit_table_on_an_ios15_program_is_refused_up_front():
         compress(path, mode="palettize", nbits=3)
 
 
+@pytest.mark.corpus
 def test_coremltools_path_keeps_stderr_quiet(tmp_path, capfd):
     # coremltools used to print import notes and tqdm bars (a dozen lines) on stderr
     path = need(CORPUS / "generated" / "shared_backbone_classifier.mlpackage")

@@ -25,6 +25,7 @@ def test_skip_net_cuts():
         split_at(sm.skip_net(), c.blob)
 
 
+@pytest.mark.corpus
 def test_legacy_shapes_and_weight_share_on_corpus():
     cuts = suggest_cuts(CORPUS / "real/TinyDrawingEmbedding.mlmodel")
     by = {c.blob: c for c in cuts}
@@ -35,6 +36,7 @@ def test_legacy_shapes_and_weight_share_on_corpus():
     assert by["flatten_2_output"].to_json()["weight_share"] == pytest.approx(by["flatten_2_output"].weight_share, abs=1e-6)
 
 
+@pytest.mark.corpus
 def test_not_a_network():
     with pytest.raises(UnsupportedError):
         suggest_cuts(CORPUS / "generated/sklearn_scaler_logreg.mlmodel")

@@ -499,6 +499,7 @@ def corpus_shared():
     return CORPUS_SHARED
 
 
+@pytest.mark.corpus
 def test_corpus_shared_backbone_plan(corpus_shared):
     plan = plan_dedupe(corpus_shared)
     assert len(plan.groups) == 1 and len(plan.groups[0].members) == 3
@@ -507,6 +508,7 @@ def test_corpus_shared_backbone_plan(corpus_shared):
     assert plan.saving_share > 0.99
 
 
+@pytest.mark.corpus
 def test_corpus_shared_backbone_dedupe(corpus_shared, tmp_path):
     _require_surgery()
     out = tmp_path / "bundle"

@@ -67,6 +67,7 @@ def test_unknown_blobs_are_all_listed():
         extract(sm.skip_net(), "q1", "ee")
 
 
+@pytest.mark.corpus
 def test_passthrough_and_mlprogram_and_legacy():
     with pytest.raises(SpecSurgeryError, match="both an input and an output"):
         extract(sm.skip_net(), "b", "b")

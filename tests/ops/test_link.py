@@ -130,6 +130,7 @@ def test_unlink_with_bundle(tmp_path):
     assert S.model_type(back.pipeline.models[0]) == "neuralNetwork"
 
 
+@pytest.mark.corpus
 def test_corpus_linked_pipeline_without_its_target_lists_the_search(tmp_path):
     src = CORPUS / "generated/linked_backbone_pipeline.mlmodel"   # ships without Backbone
     with pytest.raises(NotFoundError, match=r"stage 'backbone'.*Backbone.mlmodelc.*tried: .*shared/corpus"):

@@ -74,6 +74,7 @@ def test_clash_and_unknown_name():
         rename_feature(sm.skip_net(), "g", "")
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("path", [p for p in VALID_FILES if p.suffix == ".mlmodel"], ids=corpus_id)
 def test_corpus_rename_there_and_back_is_identity(path):
     spec = load_spec(path)

@@ -76,6 +76,7 @@ def split_and_verify(model, blob, tmp_path, *, samples=2, **kw):
 
 # --------------------------------------------------------------------------- corpus
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("path", [p for p in NN_CORPUS
                                   if corpus_id(p) not in ONE_LAYER | CUSTOM_LAYERS | SEQUENCE_INPUT | HUGE],
                          ids=corpus_id)
@@ -86,6 +87,7 @@ def test_corpus_split_verifies(path, tmp_path):
         split_and_verify(path, blob, tmp_path, samples=1, **kw)
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("path", [p for p in NN_CORPUS if corpus_id(p) in ONE_LAYER], ids=corpus_id)
 def test_corpus_one_layer_models_have_no_cut(path):
     assert suggest_cuts(path) == []
@@ -94,6 +96,7 @@ def test_corpus_one_layer_models_have_no_cut(path):
         split_at(path, S.nn_of(load_spec(path)).layers[0].output[0] if out else out)
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("path", [p for p in NN_CORPUS if corpus_id(p) in CUSTOM_LAYERS], ids=corpus_id)
 def test_corpus_custom_layers_split_before_them_and_need_shapes_after(path, tmp_path):
     cuts = [c for c in suggest_cuts(path) if c.shape is not None]
@@ -110,6 +113,7 @@ def test_corpus_custom_layers_split_before_them_and_need_shapes_after(path, tmp_
     assert not errors(backbone) and not errors(head)
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("path", [p for p in NN_CORPUS if corpus_id(p) in SEQUENCE_INPUT], ids=corpus_id)
 def test_corpus_sequence_model_reports_untypable_cut(path):
     # a Keras-1 sequence model: its spec declares input [1] but dense_1 expects 4 time steps, so
@@ -136,6 +140,7 @@ def shrunk_carn(n=8):
     return spec
 
 
+@pytest.mark.corpus
 def test_corpus_carn_shrunk_split_verifies(tmp_path):
     spec = shrunk_carn()
     assert not errors(spec)
@@ -145,6 +150,7 @@ def test_corpus_carn_shrunk_split_verifies(tmp_path):
         split_and_verify(src, blob, tmp_path, samples=1)
 
 
+@pytest.mark.corpus
 def test_corpus_carn_full_size_late_cut_asks_for_shapes():
     with pytest.raises(SpecSurgeryError, match=r"would hold about \d+ GiB; pass their shapes"):
         split_at(CORPUS / "real/carn.mlmodel", "161")
@@ -167,6 +173,7 @@ def test_updatable_model_keeps_training_on_the_head():
     assert not pipe.isUpdatable and not errors(pipe)
 
 
+@pytest.mark.corpus
 def test_updatable_model_with_broken_update_params_can_drop_training():
     path = CORPUS / "real/newcoreml.mlmodel"     # isUpdatable without a loss layer
     with pytest.warns(SurgeryNote, match="dropped on-device training"):
@@ -332,6 +339,7 @@ def test_cut_at_an_input_or_the_last_blob():
         split_at(sm.skip_net(), "g")
 
 
+@pytest.mark.corpus
 def test_mlprogram_dispatches_or_says_not_supported(tmp_path):
     pkg = CORPUS / "generated/shared_backbone_classifier.mlpackage"
     try:
@@ -345,6 +353,7 @@ def test_mlprogram_dispatches_or_says_not_supported(tmp_path):
     assert verify(pkg, paths["pipeline"], search_path=str(tmp_path), samples=1).ok
 
 
+@pytest.mark.corpus
 def test_mlprogram_message_when_the_module_is_missing(monkeypatch):
     import importlib
 
@@ -360,6 +369,7 @@ def test_mlprogram_message_when_the_module_is_missing(monkeypatch):
         split_at(CORPUS / "generated/shared_backbone_classifier.mlpackage", "x")
 
 
+@pytest.mark.corpus
 def test_not_a_neural_network():
     with pytest.raises(UnsupportedError, match="has no neural-network layers"):
         split_at(CORPUS / "generated/sklearn_scaler_logreg.mlmodel", "x")

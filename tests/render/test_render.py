@@ -70,6 +70,7 @@ def backbone_pipeline(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("path", VALID_FILES, ids=corpus_id)
 def test_every_corpus_file_renders_dot_deterministically(path):
     text = to_dot(path)
@@ -79,6 +80,7 @@ def test_every_corpus_file_renders_dot_deterministically(path):
         assert f'"{node}" [' in text, node
 
 
+@pytest.mark.corpus
 @needs_dot
 @pytest.mark.parametrize("path", VALID_FILES, ids=corpus_id)
 def test_every_corpus_file_renders_svg(path, tmp_path):
@@ -193,6 +195,7 @@ def test_missing_dot_binary_message(tmp_path, monkeypatch):
     assert out.read_text().startswith("digraph")
 
 
+@pytest.mark.corpus
 @needs_dot
 def test_missing_weight_file_still_renders(tmp_path):
     src = CORPUS / "generated" / "shared_backbone_classifier.mlpackage"

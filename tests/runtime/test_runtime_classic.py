@@ -496,6 +496,7 @@ def _corpus(rel):
     return path
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("rel", CORPUS_CLASSIC)
 def test_corpus_classic_models_run_and_verify(rel):
     path = _corpus(rel)
@@ -517,6 +518,7 @@ def test_corpus_classic_models_run_and_verify(rel):
     assert report.ok, report.summary()
 
 
+@pytest.mark.corpus
 def test_mars_habitat_pricer_is_the_linear_formula():
     path = _corpus("real/MarsHabitatPricer.mlmodel")
     glm = io.load_spec(path).pipelineRegressor.pipeline.models[1].glmRegressor
@@ -527,6 +529,7 @@ def test_mars_habitat_pricer_is_the_linear_formula():
         predict(path, {"solarPanels": 1.0, "greenhouses": 2.0})
 
 
+@pytest.mark.corpus
 def test_sklearn_scaler_logreg_by_hand():
     path = _corpus("generated/sklearn_scaler_logreg.mlmodel")
     stages = io.load_spec(path).pipelineClassifier.pipeline.models
@@ -540,6 +543,7 @@ def test_sklearn_scaler_logreg_by_hand():
     assert list(out["classProbability"].values()) == pytest.approx(list(p))
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("rel,kind", [("generated/knn_updatable.mlmodel", "kNearestNeighborsClassifier"),
                                       ("real/SentimentClassifier_Diary.mlmodel", "textClassifier"),
                                       ("real/CreateML_ImageClassifier_Wataru.mlmodel", "visionFeaturePrint"),

@@ -14,6 +14,8 @@ from specsurgery import io, spec as sp
 from specsurgery.errors import NotFoundError, UnsupportedError
 from specsurgery.runtime import infer_shapes, predict, random_inputs, verify
 
+pytestmark = pytest.mark.corpus
+
 
 def _nn_files():
     out = []

@@ -114,6 +114,7 @@ def test_resolve_linked_api(tmp_path):
         require_linked(nnbuild.tiny_linked(search_path="nowhere"), base_dir=tmp_path)
 
 
+@pytest.mark.corpus
 def test_corpus_linked_pipeline_runs_with_a_backbone(tmp_path):
     """The corpus pipeline's stub (image -> features[64,16,16]) resolves to a
     backbone cut from the shared-backbone classifier."""
@@ -144,6 +145,7 @@ def test_corpus_linked_pipeline_runs_with_a_backbone(tmp_path):
     assert abs(sum(out["classLabelProbs"].values()) - 1) < 1e-5
 
 
+@pytest.mark.corpus
 def test_other_model_types_are_refused():
     knn = CORPUS / "generated" / "knn_updatable.mlmodel"
     if not knn.exists():
