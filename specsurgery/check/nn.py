@@ -3,63 +3,29 @@ shape mappings and updatable networks (format notes §5, §5.1)."""
 
 from __future__ import annotations
 
-from math import prod
-
 from ..errors import near_matches
-from ..layers import IOS12_LAYERS
-from ..weights import layer_weights, storage_kind
+from ..nn.kinds import IOS12_KINDS, KINDS, kinds_where, own_weights, weight_fields
+from ..weights import storage_kind
 from .findings import Findings
 
 COPY_KINDS = ("copy",)
-UPDATABLE_KINDS = ("convolution", "innerProduct", "uniDirectionalLSTM")
 FLOAT16, INT8 = 65552, 131080
 
 
-#: (min inputs, max inputs, min outputs, max outputs) per layer kind, as the
-#: layer validators of Core ML check them (max -1: unbounded; 0 bounds are not
-#: checked).  Kinds missing here (boolean ops, loop, rangeDynamic) take a
-#: variable number of blobs and are not checked.
-_ARITY_GROUPS = {
-    (0, 0, 1, 1): "fillStatic loadConstant loadConstantND randomBernoulliStatic randomNormalStatic "
-                  "randomUniformStatic rangeStatic",
-    (1, -1, 1, -1): "custom",
-    (1, -1, 1, 1): "add average max min multiply",
-    (1, 1, 0, 0): "branch",
-    (1, 1, 1, 1): "acos acosh activation argMax argMin argSort asin asinh atan atanh batchnorm bias "
-                  "broadcastToStatic categoricalDistribution ceil clampedReLU clip convolution3d copy cos "
-                  "cosh embedding embeddingND erf exp2 expandDims fillDynamic fillLike flatten flattenTo2D "
-                  "floor gelu getShape globalPooling3d innerProduct l2normalize layerNormalization "
-                  "lowerTriangular lrn matrixBandPart mvn padding permute pooling pooling3d "
-                  "randomBernoulliDynamic randomBernoulliLike randomNormalDynamic randomNormalLike "
-                  "randomUniformDynamic randomUniformLike rankPreservingReshape reduce reduceL1 reduceL2 "
-                  "reduceLogSum reduceLogSumExp reduceMax reduceMean reduceMin reduceProd reduceSum "
-                  "reduceSumSquare reorganizeData reshape reshapeStatic resizeBilinear reverse round scale "
-                  "sequenceRepeat sign sin sinh slice sliceStatic slidingWindows softmax softmaxND squeeze "
-                  "tan tanh transpose unary upperTriangular upsample whereNonZero",
-    (1, 1, 2, -1): "split splitND",
-    (1, 2, 1, 1): "batchedMatmul constantPad convolution crop cumSum oneHot tile",
-    (1, 2, 2, 2): "gru topK",
-    (1, 3, 3, 3): "uniDirectionalLSTM",
-    (1, 5, 5, 5): "biDirectionalLSTM",
-    (2, -1, 1, 1): "concat concatND stack",
-    (2, 2, 1, 1): "addBroadcastable broadcastToDynamic broadcastToLike cropResize divideBroadcastable dot "
-                  "floorDivBroadcastable gather gatherAlongAxis gatherND maxBroadcastable minBroadcastable "
-                  "modBroadcastable multiplyBroadcastable powBroadcastable reshapeDynamic reshapeLike "
-                  "reverseSeq sliceBySize subtractBroadcastable",
-    (2, 2, 2, 2): "simpleRecurrent",
-    (2, 5, 4, 4): "NonMaximumSuppression",
-    (2, 7, 1, 1): "sliceDynamic",
-    (3, 3, 1, 1): "scatter scatterAlongAxis scatterND whereBroadcastable",
-}
-LAYER_ARITY = {kind: bounds for bounds, kinds in _ARITY_GROUPS.items() for kind in kinds.split()}
+def _names(kinds, last: str = "and") -> str:
+    """'a, b and c' of a list of kind names."""
+    kinds = list(kinds)
+    return kinds[0] if len(kinds) == 1 else ", ".join(kinds[:-1]) + f" {last} " + kinds[-1]
 
 
-def _arity_problem(count: int, lo: int, hi: int, what: str) -> str:
-    if hi > 0 and hi == lo and count != hi:
+def _arity_problem(count: int, lo: int, hi, what: str) -> str:
+    """Core ML's validateInputCount/validateOutputCount: a bound of 0 is not
+    enforced, ``hi`` None is unbounded."""
+    if hi and hi == lo and count != hi:
         return f"has {count} {what} but takes exactly {lo}"
     if lo > 0 and count < lo:
         return f"has {count} {what} but takes at least {lo}"
-    if hi > 0 and count > hi:
+    if hi and count > hi:
         return f"has {count} {what} but takes at most {hi}"
     return ""
 
@@ -67,11 +33,11 @@ def _arity_problem(count: int, lo: int, hi: int, what: str) -> str:
 def check_arity(nn, out: Findings) -> None:
     for index, layer in enumerate(_all_layers(nn)):
         kind = layer.WhichOneof("layer")
-        bounds = LAYER_ARITY.get(kind)
-        if bounds is None:
+        entry = KINDS.get(kind)
+        if entry is None:
             continue
-        problems = [p for p in (_arity_problem(len(layer.input), bounds[0], bounds[1], "inputs"),
-                                _arity_problem(len(layer.output), bounds[2], bounds[3], "outputs")) if p]
+        problems = [p for p in (_arity_problem(len(layer.input), *entry.inputs, "inputs"),
+                                _arity_problem(len(layer.output), *entry.outputs, "outputs")) if p]
         if problems:
             out.error(f"layer:{layer.name or index}", "nn.layer-arity",
                       f"{kind} layer '{layer.name}' " + " and ".join(problems))
@@ -288,7 +254,7 @@ def _check_mappings(spec, nn, out: Findings) -> None:
     arrays = [f for f in spec.description.input if f.type.WhichOneof("Type") == "multiArrayType"]
     if not arrays:
         return
-    new_layers = sorted({l.WhichOneof("layer") for l in _all_layers(nn)} - IOS12_LAYERS - {None})
+    new_layers = sorted({l.WhichOneof("layer") for l in _all_layers(nn)} - IOS12_KINDS - {None})
     if nn.arrayInputShapeMapping == 0:
         if new_layers:
             out.error("arrayInputShapeMapping", "nn.shape-mapping",
@@ -384,8 +350,8 @@ def _check_wp(wp, expected, out_channels, where, name, field, out: Findings, *,
     elif kind == "int8":
         if not int8_ok:
             out.error(where, "weights.int8-not-allowed",
-                      f"{label} uses int8RawValue, which only innerProduct/batchedMatmul with "
-                      "int8DynamicQuantize accept")
+                      f"{label} uses int8RawValue, which only {'/'.join(kinds_where('int8_dynamic'))} "
+                      "with int8DynamicQuantize accept")
             return
         q = wp.quantization
         if q.numberOfBits != 8 or q.WhichOneof("QuantizationType") != "linearQuantization" \
@@ -430,99 +396,14 @@ def _check_wp(wp, expected, out_channels, where, name, field, out: Findings, *,
                   f"{label} holds {n} values; the layer's parameters need {expected}")
 
 
-def _expected(layer, kind):
-    """{field: (expected count or None, out channels, required)} for one layer."""
-    p = getattr(layer, kind)
-    if kind == "convolution":
-        if len(layer.input) > 1:
-            return {}
-        k = list(p.kernelSize) or [3, 3]
-        groups = p.nGroups or 1
-        kh, kw = (k + [3, 3])[:2]
-        if p.isDeconvolution:
-            n = p.kernelChannels * (p.outputChannels // groups) * kh * kw
-        else:
-            n = p.outputChannels * p.kernelChannels * kh * kw
-        exp = {"weights": (n, p.outputChannels, True)}
-        if p.hasBias:
-            exp["bias"] = (p.outputChannels, p.outputChannels, True)
-        return exp
-    if kind == "convolution3d":
-        groups = p.nGroups or 1
-        n = p.outputChannels * (p.inputChannels // groups) * p.kernelDepth * p.kernelHeight * p.kernelWidth
-        exp = {"weights": (n, p.outputChannels, True)}
-        if p.hasBias:
-            exp["bias"] = (p.outputChannels, p.outputChannels, True)
-        return exp
-    if kind == "innerProduct":
-        exp = {"weights": (p.inputChannels * p.outputChannels, p.outputChannels, True)}
-        if p.hasBias:
-            exp["bias"] = (p.outputChannels, p.outputChannels, True)
-        return exp
-    if kind == "batchedMatmul":
-        if len(layer.input) > 1:
-            return {}
-        d1, d2 = p.weightMatrixFirstDimension, p.weightMatrixSecondDimension
-        exp = {"weights": (d1 * d2, d2, True)}
-        if p.hasBias:
-            exp["bias"] = (d2, d2, True)
-        return exp
-    if kind == "batchnorm":
-        c = p.channels
-        exp = {"gamma": (c, c, True), "beta": (c, c, True)}
-        if not p.computeMeanVar:
-            exp.update({"mean": (c, c, True), "variance": (c, c, True)})
-        return exp
-    if kind == "embedding":
-        exp = {"weights": (p.inputDim * p.outputChannels, p.outputChannels, True)}
-        if p.hasBias:
-            exp["bias"] = (p.outputChannels, p.outputChannels, True)
-        return exp
-    if kind == "embeddingND":
-        exp = {"weights": (p.vocabSize * p.embeddingSize, p.embeddingSize, True)}
-        if p.hasBias:
-            exp["bias"] = (p.embeddingSize, p.embeddingSize, True)
-        return exp
-    if kind == "scale":
-        exp = {"scale": (prod(p.shapeScale) if len(p.shapeScale) else 1, 1, True)}
-        if p.hasBias:
-            exp["bias"] = (prod(p.shapeBias) if len(p.shapeBias) else 1, 1, True)
-        return exp
-    if kind == "bias":
-        return {"bias": (prod(p.shape) if len(p.shape) else 1, 1, True)}
-    if kind in ("loadConstant", "loadConstantND"):
-        return {"data": (prod(p.shape) if len(p.shape) else 1, 1, True)}
-    if kind == "simpleRecurrent":
-        i, o = p.inputVectorSize, p.outputVectorSize
-        exp = {"weightMatrix": (o * i, o, True), "recursionMatrix": (o * o, o, True)}
-        if p.hasBiasVector:
-            exp["biasVector"] = (o, o, True)
-        return exp
-    if kind == "gru":
-        i, o = p.inputVectorSize, p.outputVectorSize
-        exp = {}
-        for gate in ("update", "reset", "output"):
-            exp[f"{gate}GateWeightMatrix"] = (o * i, o, True)
-            exp[f"{gate}GateRecursionMatrix"] = (o * o, o, True)
-            if p.hasBiasVectors:
-                exp[f"{gate}GateBiasVector"] = (o, o, True)
-        return exp
-    if kind in ("uniDirectionalLSTM", "biDirectionalLSTM"):
-        i, o = p.inputVectorSize, p.outputVectorSize
-        groups = [""] if kind == "uniDirectionalLSTM" else ["[0]", "[1]"]
-        exp = {}
-        for g in groups:
-            base = f"weightParams{g}."
-            for gate in ("inputGate", "forgetGate", "blockInput", "outputGate"):
-                exp[base + gate + "WeightMatrix"] = (o * i, o, True)
-                exp[base + gate + "RecursionMatrix"] = (o * o, o, True)
-                if p.params.hasBiasVectors:
-                    exp[base + gate + "BiasVector"] = (o, o, True)
-            if p.params.hasPeepholeVectors:
-                for gate in ("inputGate", "forgetGate", "outputGate"):
-                    exp[base + gate + "PeepholeVector"] = (o, o, True)
-        return exp
-    return {}
+def _expected(layer) -> dict:
+    """{field: (expected count or None, per-channel scale count, required)} for one layer."""
+    return {f.path: (f.count, f.channels, f.required) for f in weight_fields(layer)}
+
+
+#: Rule ids of the parameter problems the layer-kind table reports (nn/kinds.py).
+PARAM_RULES = {"conv-no-padding": "nn.conv-no-padding", "conv-dynamic-bias": "nn.conv-dynamic-bias",
+               "conv-groups": "nn.conv-groups", "conv-channels": "nn.conv-channels"}
 
 
 def _input_channels(spec) -> dict:
@@ -549,37 +430,20 @@ def check_weights(nn, out: Findings, spec=None) -> None:
         name = layer.name
         where = f"layer:{name or index}"
         params = getattr(layer, kind)
-        if kind == "convolution":
-            if params.WhichOneof("ConvolutionPaddingType") is None:
-                out.error(where, "nn.conv-no-padding",
-                          f"convolution '{name}' sets no padding type; set valid or same")
-            if len(layer.input) > 1 and params.hasBias:
-                out.error(where, "nn.conv-dynamic-bias",
-                          f"convolution '{name}' takes its weights as a second input and cannot also "
-                          "have a static bias; clear hasBias")
-            if params.nGroups > 1 and params.outputChannels % params.nGroups:
-                out.error(where, "nn.conv-groups",
-                          f"convolution '{name}': outputChannels {params.outputChannels} is not "
-                          f"divisible by nGroups {params.nGroups}")
-            src = layer.input[0] if len(layer.input) else None
-            if src in channels and not params.isDeconvolution and len(layer.input) == 1:
-                c, groups = channels[src], params.nGroups or 1
-                if params.kernelChannels * groups != c:
-                    out.error(where, "nn.conv-channels",
-                              f"convolution '{name}' reads model input '{src}' with {c} channels but "
-                              f"kernelChannels {params.kernelChannels} x nGroups {groups} = "
-                              f"{params.kernelChannels * groups}; make kernelChannels {c // groups}")
+        entry = KINDS.get(kind)
+        if entry is not None and entry.param_rules is not None:
+            for suffix, problem, message in entry.param_rules(layer, channels):
+                out.error(where + suffix, PARAM_RULES[problem], message)
         if kind == "custom" and not params.className:
             out.error(where, "nn.custom-no-class",
                       f"custom layer '{name}' has no className; name the Swift/Objective-C class "
                       "that implements it")
-        if kind in ("innerProduct", "batchedMatmul") and params.int8DynamicQuantize \
-                and storage_kind(params.weights) != "int8":
+        int8_ok = entry is not None and entry.int8_dynamic and params.int8DynamicQuantize
+        if int8_ok and storage_kind(params.weights) != "int8":
             out.error(f"{where}.weights", "weights.int8-dynamic",
                       f"layer '{name}' sets int8DynamicQuantize but its weights are "
                       f"{storage_kind(params.weights)}; store int8RawValue with linear quantization")
-        if kind in ("innerProduct", "batchedMatmul") and params.int8DynamicQuantize and params.hasBias \
-                and storage_kind(params.bias) not in ("float32", "empty"):
+        if int8_ok and params.hasBias and storage_kind(params.bias) not in ("float32", "empty"):
             out.error(f"{where}.bias", "weights.int8-dynamic",
                       f"layer '{name}' is int8 dynamic-quantized; its bias must stay float32")
         if kind == "scale":
@@ -588,9 +452,10 @@ def check_weights(nn, out: Findings, spec=None) -> None:
                 if len(shape) not in (0, 1, 3):
                     out.error(where, "nn.scale-shape",
                               f"scale layer '{name}': {field} has rank {len(shape)}; use rank 1 or 3")
-        expected = _expected(layer, kind)
-        int8_ok = kind in ("innerProduct", "batchedMatmul") and params.int8DynamicQuantize
-        present = dict(layer_weights(layer))
+        expected = _expected(layer)
+        # the layer's own weights: a loop or branch holds none itself, its nested
+        # layers are checked on their own (as Core ML's validator does)
+        present = dict(own_weights(layer))
         kinds = {}
         for field, wp in present.items():
             exp, oc, req = expected.get(field, (None, 0, False))
@@ -621,7 +486,6 @@ def check_weights(nn, out: Findings, spec=None) -> None:
 
 #: Layers gradients flow through (Core ML's updatable-network graph); for
 #: activations only these nonlinearities.
-BACKPROP_KINDS = ("convolution", "innerProduct", "uniDirectionalLSTM", "flatten", "pooling", "batchnorm")
 BACKPROP_ACTIVATIONS = ("ReLU", "sigmoid", "tanh")
 
 
@@ -629,7 +493,7 @@ def _backpropagable(layer) -> bool:
     kind = layer.WhichOneof("layer")
     if kind == "activation":
         return layer.activation.WhichOneof("NonlinearityType") in BACKPROP_ACTIVATIONS
-    return kind in BACKPROP_KINDS
+    return kind in KINDS and KINDS[kind].backprop
 
 
 def _check_backprop_path(nn, up, out: Findings) -> None:
@@ -681,18 +545,19 @@ def check_updatable(spec, nn, out: Findings) -> None:
         return
     if not updatable:
         out.error("layers", "nn.updatable-no-layer",
-                  "the model is updatable but no layer is; mark at least one convolution or "
-                  "innerProduct layer isUpdatable")
+                  "the model is updatable but no layer is; mark at least one "
+                  f"{_names(kinds_where('updatable'), 'or')} layer isUpdatable")
     for l in updatable:
         kind = l.WhichOneof("layer")
         where = f"layer:{l.name}"
-        if kind not in UPDATABLE_KINDS:
+        if kind not in KINDS or not KINDS[kind].updatable:
             out.error(where, "nn.updatable-layer-kind",
-                      f"layer '{l.name}' ({kind}) is marked updatable; only convolution, innerProduct "
-                      "and uniDirectionalLSTM layers can be")
+                      f"layer '{l.name}' ({kind}) is marked updatable; only "
+                      f"{_names(kinds_where('updatable'))} layers can be")
             continue
-        for field, wp in layer_weights(l):
-            if field.startswith("bias") and kind != "uniDirectionalLSTM" and not getattr(l, kind).hasBias:
+        called_for = {f.path for f in weight_fields(l)}
+        for field, wp in own_weights(l):
+            if field not in called_for:   # e.g. a bias with hasBias false: Core ML ignores it
                 continue
             sk = storage_kind(wp)
             if not wp.isUpdatable or sk not in ("float32", "float16", "empty"):

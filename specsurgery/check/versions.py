@@ -17,9 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-from ..layers import IOS12_LAYERS, IOS14_LAYERS
+from ..nn.kinds import own_weights, version_needs as kind_version_needs
 from ..spec import NN_TYPES, iter_models
-from ..weights import layer_weights, storage_kind
+from ..weights import storage_kind
 
 NEWEST = 10
 
@@ -81,29 +81,12 @@ def iter_layers(nn):
 def _layer_needs(name: str, layer) -> Iterator[tuple[int, str]]:
     kind = layer.WhichOneof("layer")
     q = f"layer '{name}'"
-    if kind == "custom":
-        yield 2, f"custom {q}"
-    if kind not in IOS12_LAYERS and kind is not None:
-        yield (5 if kind in IOS14_LAYERS else 4), f"{kind} {q}"
-    if kind in ("resizeBilinear", "cropResize"):
-        yield 3, f"{kind} {q}"
-    if kind == "convolution" and len(layer.input) > 1:
-        yield 4, f"convolution {q} with weights as a second input"
-    if kind == "upsample":
-        up = layer.upsample
-        if up.linearUpsampleMode != 0 or len(up.fractionalScalingFactor):
-            yield 5, f"upsample {q} with align-corners mode or fractional scaling factors"
-    if kind == "reorganizeData" and layer.reorganizeData.mode == 2:
-        yield 5, f"reorganizeData {q} in PIXEL_SHUFFLE mode"
-    if kind in ("innerProduct", "batchedMatmul") and getattr(layer, kind).int8DynamicQuantize:
-        yield 5, f"{kind} {q} with int8DynamicQuantize"
-    if kind == "concatND" and layer.concatND.interleave:
-        yield 5, f"concatND {q} with interleave"
-    if kind == "sliceDynamic" and (len(layer.input) == 7 or len(layer.sliceDynamic.squeezeMasks)):
-        yield 5, f"sliceDynamic {q} with 7 inputs or squeeze masks"
+    # the kind's own minimum and its parameter-dependent needs: nn/kinds.py
+    for version, qualifier in kind_version_needs(layer):
+        yield version, f"{kind} {q}" + (f" {qualifier}" if qualifier else "")
     if layer.isUpdatable:
         yield 4, f"updatable {q}"
-    for field, wp in layer_weights(layer):
+    for field, wp in own_weights(layer):
         storage = storage_kind(wp)
         if storage == "float16":
             yield 2, f"float16 weights in {q}.{field}"

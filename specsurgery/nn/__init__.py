@@ -1,9 +1,9 @@
 """NeuralNetwork (.mlmodel) backend facts: the layer-kind table (:mod:`.kinds`)."""
 
 from .kinds import (
-    IOS12_KINDS, KINDS, LayerKind, WeightField, category, dynamic_weights, key_params, kind_of,
+    IOS12_KINDS, KINDS, LayerKind, WeightField, category, dynamic_weights, key_params, kind_of, own_weights,
     kinds_where, layer_facts, version_needs, weight_fields,
 )
 
 __all__ = ["KINDS", "LayerKind", "WeightField", "IOS12_KINDS", "kind_of", "weight_fields",
-           "dynamic_weights", "key_params", "version_needs", "category", "kinds_where", "layer_facts"]
+           "dynamic_weights", "own_weights", "key_params", "version_needs", "category", "kinds_where", "layer_facts"]

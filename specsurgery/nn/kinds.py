@@ -78,7 +78,7 @@ class LayerKind:
     weights: Optional[Callable] = None          # (params, layer) -> list[WeightField]
     dynamic: Optional[Callable] = None          # layer -> reason its weights come from an input, or ""
     version_rule: Optional[Rule] = None         # layer -> [(version, "with ...")] beyond min_spec_version
-    param_rules: Optional[Callable] = None      # (layer, input_channels) -> [(field, code, message)]
+    param_rules: Optional[Callable] = None      # (layer, input_channels) -> [(field, problem, message)]
     params: Optional[Callable] = None           # params message -> dict of key parameters
 
     @property
@@ -305,23 +305,24 @@ def _v_slice_dynamic(layer):
 # --------------------------------------------------------------------------- parameter rules
 
 def _r_convolution(layer, input_channels: dict):
-    """Convolution parameters Core ML's validator refuses: (field suffix, code, message)."""
+    """Convolution parameters Core ML's validator refuses: (field suffix, problem, message);
+    ``check`` names the rule of each problem."""
     p, name, kind = layer.convolution, layer.name, layer.WhichOneof("layer")
     if p.WhichOneof("ConvolutionPaddingType") is None:
-        yield "", "nn.conv-no-padding", f"{kind} '{name}' sets no padding type; set valid or same"
+        yield "", "conv-no-padding", f"{kind} '{name}' sets no padding type; set valid or same"
     if len(layer.input) > 1 and p.hasBias:
-        yield "", "nn.conv-dynamic-bias", (
+        yield "", "conv-dynamic-bias", (
             f"{kind} '{name}' takes its weights as a second input and cannot also have a static "
             "bias; clear hasBias")
     if p.nGroups > 1 and p.outputChannels % p.nGroups:
-        yield "", "nn.conv-groups", (
+        yield "", "conv-groups", (
             f"{kind} '{name}': outputChannels {p.outputChannels} is not divisible by nGroups "
             f"{p.nGroups}")
     src = layer.input[0] if len(layer.input) else None
     if src in input_channels and not p.isDeconvolution and len(layer.input) == 1:
         c, groups = input_channels[src], p.nGroups or 1
         if p.kernelChannels * groups != c:
-            yield "", "nn.conv-channels", (
+            yield "", "conv-channels", (
                 f"{kind} '{name}' reads model input '{src}' with {c} channels but kernelChannels "
                 f"{p.kernelChannels} x nGroups {groups} = {p.kernelChannels * groups}; make "
                 f"kernelChannels {c // groups}")
@@ -607,6 +608,19 @@ def weight_fields(layer) -> list:
     return entry.weights(getattr(layer, kind), layer)
 
 
+def own_weights(layer) -> list:
+    """(path, WeightParams) of the weights stored in the layer's own message.
+
+    Like :func:`specsurgery.weights.layer_weights`, except that a ``loop`` or
+    ``branch`` has none of its own: the layers of its sub-networks are layers
+    in their own right and hold their weights themselves.
+    """
+    entry = KINDS.get(layer.WhichOneof("layer"))
+    if entry is None or not entry.fields:
+        return []
+    return layer_weights(layer)
+
+
 def key_params(layer) -> dict:
     """Kernel, stride, channels... of a layer, for labels and listings ({} if none)."""
     kind = layer.WhichOneof("layer")
@@ -676,5 +690,5 @@ def layer_facts(layer) -> dict:
 
 
 __all__ = ["KINDS", "LayerKind", "WeightField", "IOS12_KINDS", "kind_of", "weight_fields",
-           "dynamic_weights", "key_params", "version_needs", "category", "kinds_where",
+           "dynamic_weights", "own_weights", "key_params", "version_needs", "category", "kinds_where",
            "layer_facts", "weight_infos", "WeightInfo"]

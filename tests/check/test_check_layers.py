@@ -398,3 +398,80 @@ def test_conv_channels_against_model_input():
     gray = b.tiny_conv(c_in=3, image=True)
     gray.description.input[0].type.imageType.colorSpace = 10
     assert "nn.conv-channels" in errors(gray)
+
+
+# --------------------------------------------------------------------------- per-layer precision in loops
+
+def _loop_model(mixed_layer: bool):
+    """x[4] -> loop (body: ip1 float16, ip2 float32) -> y[3]; with ``mixed_layer``
+    ip2 stores float32 weights with a float16 bias."""
+    spec = Model_pb2.Model()
+    spec.specificationVersion = 4
+    b.array_feature(spec.description.input, "x", [4])
+    b.array_feature(spec.description.output, "y", [3])
+    nn = spec.neuralNetwork
+    nn.arrayInputShapeMapping = 1
+    loop = nn.layers.add()
+    loop.name = "loop"
+    loop.loop.maxLoopIterations = 2
+    body = loop.loop.bodyNetwork
+    b.add_inner_product(body, "ip1", "x", "h", 4, 4)
+    b.add_inner_product(body, "ip2", "h", "y", 4, 3)
+    ip1 = body.layers[0].innerProduct
+    for wp in (ip1.weights, ip1.bias):
+        values = np.asarray(wp.floatValue, np.float32)
+        wp.Clear()
+        wp.float16Value = values.astype("<f2").tobytes()
+    if mixed_layer:
+        bias = body.layers[1].innerProduct.bias
+        values = np.asarray(bias.floatValue, np.float32)
+        bias.Clear()
+        bias.float16Value = values.astype("<f2").tobytes()
+    return spec
+
+
+def test_precision_mix_is_per_nested_layer():
+    """Regression (issue 19): the rule gathered every weight of a loop body as if
+    it were the loop layer's own; Apple's validator checks each nested layer."""
+    assert "weights.precision-mix" not in errors(_loop_model(mixed_layer=False))
+    findings = [f for f in check(_loop_model(mixed_layer=True)) if f.rule == "weights.precision-mix"]
+    assert len(findings) == 1 and "'ip2'" in findings[0].message
+
+
+# --------------------------------------------------------------------------- facts that used to disagree
+
+def test_convolution3d_deconvolution_weight_count():
+    """Regression: check counted deconvolution3d weights as outC x inC/groups x k;
+    the proto says outC/groups x inC x k (as compress and the runtime read them)."""
+    def setup(layer, n):
+        c = layer.convolution3d
+        c.outputChannels, c.inputChannels, c.nGroups, c.isDeconvolution = 4, 2, 2, True
+        c.kernelDepth = c.kernelHeight = c.kernelWidth = 1
+        c.weights.floatValue.extend(_floats(n))
+    assert "weights.count-mismatch" not in errors(_nn_with(lambda l: setup(l, 4), (1, 2, 3, 3, 3)))
+    assert "weights.count-mismatch" in errors(_nn_with(lambda l: setup(l, 8), (1, 2, 3, 3, 3)))
+
+
+def test_layer_normalization_gamma_and_beta_match_normalized_shape():
+    def setup(layer, n):
+        ln = layer.layerNormalization
+        ln.normalizedShape.append(4)
+        ln.eps = 1e-5
+        ln.gamma.floatValue.extend(_floats(4))
+        ln.beta.floatValue.extend(_floats(n))
+    assert not errors(_nn_with(lambda l: setup(l, 4), (2, 4)))
+    assert "weights.count-mismatch" in errors(_nn_with(lambda l: setup(l, 3), (2, 4)))
+
+
+@pytest.mark.parametrize("kind,n_inputs,ok", [
+    ("logicalAnd", 2, True), ("logicalAnd", 1, False), ("logicalNot", 2, False),
+    ("greaterThan", 1, True), ("greaterThan", 3, False), ("rangeDynamic", 4, False),
+])
+def test_arity_of_kinds_check_used_to_skip(kind, n_inputs, ok):
+    """Regression: LAYER_ARITY lacked loop, loopBreak/Continue, rangeDynamic and the
+    comparison and logical kinds."""
+    def setup(layer):
+        getattr(layer, kind).SetInParent()
+        del layer.input[:]
+        layer.input.extend(["x"] * n_inputs)
+    assert ("nn.layer-arity" not in errors(_nn_with(setup, (4,)))) == ok
