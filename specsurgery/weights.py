@@ -126,26 +126,32 @@ def weight_count(wp: "WeightParams", expected: Optional[int] = None) -> int:
     return 0
 
 
-def pack_bits(codes: np.ndarray, nbits: int) -> bytes:
-    """n-bit unsigned codes -> bytes, most significant bit first, zero padded."""
+def pack_bits(codes: np.ndarray, nbits: int, *, lsb_first: bool = False) -> bytes:
+    """n-bit unsigned codes -> bytes, zero padded: most significant bit first
+    (neuralNetwork ``rawValue``), or with ``lsb_first`` least significant bit
+    first (the order of ML Program sub-byte blobs)."""
     codes = np.asarray(codes, dtype=np.uint8).reshape(-1)
     if nbits == 8:
         return codes.tobytes()
     if not 1 <= nbits <= 8:
         raise SpecSurgeryError(f"numberOfBits {nbits} is outside 1..8")
     if nbits in (1, 2, 4):
-        # Whole codes per byte: combine them with shifts (first code highest).
+        # Whole codes per byte: combine them with shifts (first code highest,
+        # or lowest with lsb_first).
         per = 8 // nbits
         padded = np.zeros(-(-codes.size // per) * per, dtype=np.uint8)
         padded[: codes.size] = codes
         groups = padded.reshape(-1, per)
         out = np.zeros(groups.shape[0], dtype=np.uint8)
         for i in range(per):
-            out |= (groups[:, i] & ((1 << nbits) - 1)) << np.uint8(8 - nbits * (i + 1))
+            shift = nbits * i if lsb_first else 8 - nbits * (i + 1)
+            out |= (groups[:, i] & ((1 << nbits) - 1)) << np.uint8(shift)
         return out.tobytes()
-    shifts = np.arange(nbits - 1, -1, -1, dtype=np.uint8)
+    shifts = np.arange(nbits, dtype=np.uint8)
+    if not lsb_first:
+        shifts = shifts[::-1]
     bits = ((codes[:, None] >> shifts[None, :]) & 1).astype(np.uint8).reshape(-1)
-    return np.packbits(bits).tobytes()
+    return np.packbits(bits, bitorder="little" if lsb_first else "big").tobytes()
 
 
 def unpack_bits(data: bytes, nbits: int, count: int) -> np.ndarray:

@@ -94,7 +94,7 @@ def timed(fn, *args, **kwargs):
 
 def weight_sse(reference_spec, spec, layer_names) -> float:
     """Sum of squared errors of the main weights of ``layer_names``."""
-    from specsurgery.ops.compress import _layout
+    from specsurgery.ops.compress.nn import layer_fields
     from specsurgery.spec import nn_of
     from specsurgery.weights import decode
 
@@ -103,7 +103,7 @@ def weight_sse(reference_spec, spec, layer_names) -> float:
     for layer in nn_of(spec).layers:
         if layer.name not in layer_names:
             continue
-        for f_ref, f in zip(_layout(ref[layer.name]), _layout(layer)):
+        for f_ref, f in zip(layer_fields(ref[layer.name]), layer_fields(layer)):
             if not f.main:
                 continue
             a = decode(f_ref.wp, shape=f_ref.shape, channel_axis=f_ref.axis).astype(np.float64)
@@ -182,9 +182,9 @@ def bench_nn(nn_path, results, skip_slow):
 
 
 def _main_fields(layer):
-    from specsurgery.ops.compress import _layout
+    from specsurgery.ops.compress.nn import layer_fields
 
-    fields = _layout(layer)
+    fields = layer_fields(layer)
     return [] if isinstance(fields, str) else [f for f in fields if f.main]
 
 
@@ -216,7 +216,7 @@ def bench_mlprogram(ml_path, results):
 def bench_kmeans(results):
     from sklearn.cluster import KMeans
 
-    from specsurgery.ops.kmeans import kmeans1d, sse_of
+    from specsurgery.ops.compress.kmeans import kmeans1d, sse_of
 
     rng = np.random.default_rng(0)
     w = (rng.standard_normal(2_400_000) * 0.02).astype(np.float32)

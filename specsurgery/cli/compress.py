@@ -55,7 +55,7 @@ def run(args) -> int:
     from ..cli._common import Progress
     from ..errors import SpecSurgeryError
     from ..io import load, save
-    from ..ops.compress import compress, verify_outputs
+    from ..ops.compress import compress, count_weighted_layers, verify_outputs
 
     if args.fp16:
         mode, nbits = "fp16", None
@@ -72,12 +72,12 @@ def run(args) -> int:
     if args.grouped_channels is not None and mode != "palettize":
         raise SpecSurgeryError("--grouped-channels applies to --palettize only")
     original = load(args.model)
-    progress = Progress(_weighted_layers(original), "compress")
+    progress = Progress(count_weighted_layers(original), "compress")
     compressed, report = compress(
         original, mode=mode, nbits=nbits, per_channel=args.per_channel, sparsity=args.prune,
         layers=args.layers, exclude=args.exclude, min_weights=args.min_weights, seed=args.seed,
         granularity="per_grouped_channel" if args.grouped_channels else "per_tensor",
-        group_size=args.grouped_channels or 32, return_report=True,
+        group_size=args.grouped_channels, return_report=True,
         progress=lambda name: progress.step(name))
     progress.close()
     if args.verify:
@@ -97,16 +97,3 @@ def run(args) -> int:
     print(f"wrote {args.output}")
     return 0
 
-
-def _weighted_layers(model) -> int:
-    """How many neuralNetwork layers hold weights (the progress total)."""
-    from ..io import load_spec
-    from ..ops.compress import _has_weights, _iter_layers
-    from ..spec import iter_models, nn_of
-
-    total = 0
-    for info in iter_models(load_spec(model)):
-        nn = nn_of(info.model)
-        if nn is not None:
-            total += sum(1 for layer in _iter_layers(nn) if _has_weights(layer))
-    return total

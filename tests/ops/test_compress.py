@@ -354,7 +354,7 @@ def test_mlprogram_palettize_writes_lut_ops(tmp_path):
     """Direct path: consts become iOS 16 constexpr_lut_to_dense ops whose blobs
     decode (LSB-first indices) to our k-means table; the program runs."""
     from specsurgery.mil import blobs as B
-    from specsurgery.ops.kmeans import lut_quantize
+    from specsurgery.ops.compress.kmeans import lut_quantize
 
     path = need(CORPUS / "generated" / "shared_backbone_classifier.mlpackage")
     pkg = ssio.load(path)

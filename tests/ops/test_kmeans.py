@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from specsurgery.errors import SpecSurgeryError
-from specsurgery.ops.kmeans import kmeans1d, lut_quantize, sse_of
+from specsurgery.ops.compress.kmeans import kmeans1d, lut_quantize, sse_of
 
 
 def brute_force_sse(values, k, weights=None):

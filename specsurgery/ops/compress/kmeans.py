@@ -43,7 +43,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import SpecSurgeryError
+from ...errors import SpecSurgeryError
 
 #: Most atoms the exact DP runs on; more unique values are grouped into runs.
 MAX_ATOMS = 256
