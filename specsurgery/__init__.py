@@ -34,7 +34,7 @@ _LAZY = {
     "load": "io", "load_spec": "io", "save": "io", "MLPackage": "io",
     "check": "check", "assert_valid": "check", "Finding": "check",
     "GraphIndex": "graph", "build_graph": "graph",
-    "predict": "runtime", "verify": "runtime",
+    "predict": "runtime", "verify": "runtime", "diff": "diff",
     "to_dot": "render", "render": "render",
     "from_torch": "convert",
     # every operation of specsurgery.ops (its own lazy map lists them once)

@@ -24,6 +24,7 @@ COMMANDS = {
     "render": ("render", "draw the graph as DOT, SVG, PNG or PDF"),
     "run": ("run", "run a model on inputs with the numpy reference runtime"),
     "verify": ("verify", "check that two models compute the same outputs"),
+    "diff": ("diff", "list what changed between two models: interface, metadata, stages, layers"),
     "split": ("split", "split a model at blobs into backbone and head (and a pipeline of both)"),
     "pipeline": ("pipeline", "assemble models into a pipeline"),
     "link": ("link", "replace a pipeline stage with a linked-model stub"),
