@@ -317,13 +317,17 @@ def _dp_full(cost, m, k):
         arg = np.argmin(total, axis=0)
         prev = total[arg, np.arange(m + 1)]
         back[j] = arg
-    cuts = []
+    return _walk_back(back, m, k)
+
+
+def _walk_back(back, m, k):
+    """The k-1 cut points (atom indexes) read off the DP's back pointers from (k-1, m)."""
+    cuts = np.zeros(max(k - 1, 0), dtype=np.intp)
     i = m
     for j in range(k - 1, 0, -1):
         i = int(back[j][i])
-        cuts.append(i)
-    cuts.reverse()
-    return np.asarray(cuts, dtype=np.intp)
+        cuts[j - 1] = i
+    return cuts
 
 
 def _sse_of_bounds(P0, P1, P2, bounds, n) -> float:
@@ -440,14 +444,7 @@ def _dp_on_edges(edges, P0, P1, P2, k):
             seg = seg[seg[:, 0] <= seg[:, 1]]
         back[j] = opt
         prev = cur
-    # Walk the back pointers from (k-1, m).
-    cuts = []
-    i = m
-    for j in range(k - 1, 0, -1):
-        i = int(back[j][i])
-        cuts.append(i)
-    cuts.reverse()
-    return edges[np.asarray(cuts, dtype=np.intp)] if cuts else np.zeros(0, dtype=np.intp)
+    return edges[_walk_back(back, m, k)]
 
 
 __all__ = ["KMeansResult", "kmeans1d", "lut_quantize", "sse_of", "MAX_ATOMS"]
