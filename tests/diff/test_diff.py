@@ -120,3 +120,21 @@ def test_missing_file_is_one_line(tmp_path, capsys):
     assert main(["diff", str(path), str(tmp_path / "nope.mlmodel")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("specsurgery diff: error:") and "\n" not in err
+
+
+def test_ml_program_diff_names_the_changed_constant(tmp_path):
+    torch = pytest.importorskip("torch")
+    from specsurgery.convert import from_torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2)).eval()
+    a = from_torch(net, torch.rand(1, 4), backend="mlprogram")
+    with torch.no_grad():
+        net[2].weight[0, 0] += 0.5
+    b = from_torch(net, torch.rand(1, 4), backend="mlprogram")
+    pa, pb = io.save(a, tmp_path / "a.mlpackage"), io.save(b, tmp_path / "b.mlpackage")
+    assert diff(pa, pa).same
+    d = diff(pa, pb)
+    assert len(d.changed) == 1 and d.changed[0].what == ["weights"]
+    assert d.changed[0].kind.startswith("const")
+    assert d.changed[0].max_abs == pytest.approx(0.5, abs=1e-3)
