@@ -29,7 +29,7 @@ just ``name`` at the top)::
 Every node has ``type`` (the prefix above), ``path`` and ``name``; ``kind`` is
 the layer kind, op type or model type; layers also carry ``category``,
 ``index`` (position in the spec) and the fields of
-:func:`specsurgery.layers.layer_facts` (parameters, weight_bytes, storage,
+:func:`specsurgery.nn.kinds.layer_facts` (parameters, weight_bytes, storage,
 weights); ops carry ``function``, ``block`` and ``weight_bytes``/``storage``
 of their inline and blob-file constants.  Data edges run producer -> blob ->
 consumer; ``stage:`` and ``function:`` nodes carry metadata and have no edges.
@@ -43,7 +43,7 @@ from typing import Iterable, Optional, Sequence
 
 from .errors import NotFoundError, SpecSurgeryError, UnsupportedError, missing_message
 from .io import MLPackage, load
-from .layers import layer_facts
+from .nn.kinds import KINDS, key_params, layer_facts, weight_fields
 from .spec import (
     NN_TYPES, PIPELINE_TYPES, describe_type, feature_shape, iter_models, model_type, pipeline_of,
     stage_names,
@@ -64,107 +64,16 @@ def node_id(kind: str, path: str, name: str = "") -> str:
 
 # --------------------------------------------------------------------------- key parameters
 
-def _conv_params(c) -> dict:
-    out = {"out_channels": int(c.outputChannels), "in_channels": int(c.kernelChannels)}
-    if len(c.kernelSize):
-        out["kernel"] = "x".join(str(k) for k in c.kernelSize)
-    else:
-        out["kernel"] = "3x3"
-    if len(c.stride) and any(s != 1 for s in c.stride):
-        out["stride"] = "x".join(str(s) for s in c.stride)
-    if c.nGroups > 1:
-        out["groups"] = int(c.nGroups)
-    if len(c.dilationFactor) and any(d != 1 for d in c.dilationFactor):
-        out["dilation"] = "x".join(str(d) for d in c.dilationFactor)
-    if c.isDeconvolution:
-        out["deconv"] = True
-    return out
-
-
-def _pool_params(p) -> dict:
-    names = {0: "max", 1: "avg", 2: "l2"}
-    out = {"pool": names.get(p.type, str(p.type))}
-    if p.globalPooling:
-        out["global"] = True
-    else:
-        if len(p.kernelSize):
-            out["kernel"] = "x".join(str(k) for k in p.kernelSize)
-        if len(p.stride) and any(s != 1 for s in p.stride):
-            out["stride"] = "x".join(str(s) for s in p.stride)
-    return out
-
-
-def _activation_params(a) -> dict:
-    return {"fn": a.WhichOneof("NonlinearityType") or "?"}
-
-
-#: layer kind -> function(layer message member) -> dict of key parameters (for labels and --layers)
-KEY_PARAMS = {
-    "convolution": _conv_params,
-    "pooling": _pool_params,
-    "activation": _activation_params,
-    "innerProduct": lambda m: {"out_channels": int(m.outputChannels), "in_channels": int(m.inputChannels)},
-    "batchnorm": lambda m: {"channels": int(m.channels)},
-    "embedding": lambda m: {"vocab": int(m.inputDim), "out_channels": int(m.outputChannels)},
-    "embeddingND": lambda m: {"vocab": int(m.vocabSize), "size": int(m.embeddingSize)},
-    "batchedMatmul": lambda m: {"in": int(m.weightMatrixFirstDimension), "out": int(m.weightMatrixSecondDimension)}
-    if m.weightMatrixFirstDimension else {},
-    "upsample": lambda m: {"scale": "x".join(str(s) for s in (m.scalingFactor or m.fractionalScalingFactor))},
-    "reshape": lambda m: {"shape": "x".join(str(s) for s in m.targetShape)},
-    "reshapeStatic": lambda m: {"shape": "x".join(str(s) for s in m.targetShape)},
-    "permute": lambda m: {"axes": ",".join(str(s) for s in m.axis)},
-    "transpose": lambda m: {"axes": ",".join(str(s) for s in m.axes)},
-    "concat": lambda m: {"sequence": True} if m.sequenceConcat else {},
-    "concatND": lambda m: {"axis": int(m.axis)},
-    "softmaxND": lambda m: {"axis": int(m.axis)},
-    "unary": lambda m: {"fn": str(m.type)},
-    "loadConstant": lambda m: {"shape": "x".join(str(s) for s in m.shape)},
-    "loadConstantND": lambda m: {"shape": "x".join(str(s) for s in m.shape)},
-    "scale": lambda m: {"shape": "x".join(str(s) for s in m.shapeScale)},
-    "bias": lambda m: {"shape": "x".join(str(s) for s in m.shape)},
-    "uniDirectionalLSTM": lambda m: {"in": int(m.inputVectorSize), "out": int(m.outputVectorSize)},
-    "biDirectionalLSTM": lambda m: {"in": int(m.inputVectorSize), "out": int(m.outputVectorSize)},
-    "gru": lambda m: {"in": int(m.inputVectorSize), "out": int(m.outputVectorSize)},
-    "convolution3d": lambda m: {"out_channels": int(m.outputChannels), "in_channels": int(m.inputChannels),
-                                "kernel": f"{m.kernelDepth}x{m.kernelHeight}x{m.kernelWidth}"},
-}
-
-
-def key_params(layer) -> dict:
-    """Kernel, stride, channels... of a layer, for labels and listings ({} if none)."""
-    kind = layer.WhichOneof("layer")
-    fn = KEY_PARAMS.get(kind)
-    if fn is None:
-        return {}
-    try:
-        return fn(getattr(layer, kind))
-    except (AttributeError, TypeError, ValueError):  # older/odd messages: labels only
-        return {}
+#: layer kind -> function(layer message member) -> dict of key parameters (for
+#: labels and --layers); the functions live in the layer-kind table (nn/kinds.py).
+KEY_PARAMS = {name: kind.params for name, kind in KINDS.items() if kind.params is not None}
 
 
 def weight_shapes(layer) -> dict:
-    """Declared shapes of the main weights (conv [outC,kC,kH,kW], innerProduct [out,in])."""
-    kind = layer.WhichOneof("layer")
-    m = getattr(layer, kind) if kind else None
-    if kind == "convolution":
-        kh, kw = (list(m.kernelSize) + [3, 3])[:2] if len(m.kernelSize) else (3, 3)
-        groups = max(1, m.nGroups)
-        if m.isDeconvolution:
-            return {"weights": [int(m.kernelChannels), int(m.outputChannels) // groups, int(kh), int(kw)]}
-        return {"weights": [int(m.outputChannels), int(m.kernelChannels), int(kh), int(kw)]}
-    if kind == "innerProduct":
-        return {"weights": [int(m.outputChannels), int(m.inputChannels)]}
-    if kind == "embedding":
-        return {"weights": [int(m.outputChannels), int(m.inputDim)]}
-    if kind == "batchnorm":
-        return {"gamma": [int(m.channels)]}
-    if kind == "batchedMatmul" and m.weightMatrixFirstDimension:
-        return {"weights": [int(m.weightMatrixFirstDimension), int(m.weightMatrixSecondDimension)]}
-    if kind in ("loadConstant", "loadConstantND", "bias"):
-        return {"data": [int(s) for s in m.shape]}
-    if kind == "scale":
-        return {"scale": [int(s) for s in m.shapeScale]}
-    return {}
+    """Declared C-order shapes of the main weights, from the layer-kind table
+    (:func:`specsurgery.nn.weight_fields`): [out, in] for the matrix kinds,
+    [outC, kC, kH, kW] for 2-d convolutions, the declared shape for a bias layer."""
+    return {f.path: list(f.shape) for f in weight_fields(layer) if f.main and f.shape is not None}
 
 
 # --------------------------------------------------------------------------- ML Program helpers
@@ -195,7 +104,7 @@ _MIL_CATEGORY_PREFIXES = (
 
 
 def mil_category(op_type: str) -> str:
-    """Category (as in ``layers.CATEGORY_COLORS``) of an ML Program op type."""
+    """Category (as in ``render.dot.CATEGORY_COLORS``) of an ML Program op type."""
     for prefix, cat in _MIL_CATEGORY_PREFIXES:
         if op_type.startswith(prefix):
             return cat

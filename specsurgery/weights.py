@@ -4,7 +4,7 @@ Core ML stores a layer weight in exactly one of ``floatValue`` (float32),
 ``float16Value`` (IEEE half, little-endian bytes), ``rawValue`` with
 ``quantization`` (n-bit unsigned codes packed most-significant-bit first, read
 through a linear scale/bias or a look-up table), or ``int8RawValue`` with
-linear quantization (int8 dynamic-quantized innerProduct/batchedMatmul).
+linear quantization (the int8 dynamic-quantized kinds: ``int8_dynamic`` in nn/kinds.py).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # synthetic_nets
 
 
 def one(label: str, model, out: Path, **kw) -> float:
@@ -41,7 +42,7 @@ def main(argv=None) -> int:
     ap.add_argument("--layers", type=int, default=2000, help="size of the synthetic graph")
     ap.add_argument("--keep", help="folder to keep the SVGs in (default: a temp folder)")
     args = ap.parse_args(argv)
-    from specsurgery.render.synthetic import synthetic_network
+    from synthetic_nets import synthetic_network
 
     if args.model:
         resnet = Path(args.model)

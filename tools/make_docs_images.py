@@ -18,6 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # synthetic_nets
 
 
 def main(argv=None) -> int:
@@ -27,7 +28,7 @@ def main(argv=None) -> int:
     from specsurgery.io import save
     from specsurgery.ops.split import split_model
     from specsurgery.render import render
-    from specsurgery.render.synthetic import residual_network
+    from synthetic_nets import residual_network
 
     with tempfile.TemporaryDirectory(prefix="docs_images_") as tmp:
         tmp = Path(tmp)

@@ -20,9 +20,16 @@ from typing import Optional, Sequence, Union
 from ..errors import NotFoundError, SpecSurgeryError, UnsupportedError, missing_message
 from ..graph import GraphIndex, build_graph, q, weight_shapes
 from ..io import MLPackage, load
-from ..layers import CATEGORY_COLORS
+from ..nn.kinds import KINDS
 from ..spec import model_type
 from ..units import human_bytes as _human
+
+#: Fill colour per category (layer kinds: nn/kinds.py; ML Program ops: graph.mil_category).
+CATEGORY_COLORS = {
+    "Layer": "#cfe2f3", "Activation": "#f4cccc", "Pool": "#d9ead3", "Normalization": "#fff2cc",
+    "Shape": "#e6e6e6", "Tensor": "#ead1dc", "Elementwise": "#d0e0e3", "Reduce": "#fce5cd",
+    "Data": "#d9d2e9", "Control": "#f9cb9c", "Linked": "#b6d7a8", "Model": "#eeeeee",
+}
 
 #: node types that are drawn as nodes; everything else is an edge (pass-through)
 DRAWN = {"layer", "preprocess", "classifier", "linked", "model", "op"}
@@ -497,6 +504,7 @@ class _Drawing:
     def _layer_label(self, n: str, d: dict) -> str:
         lines = [d["name"]]
         kind = d.get("kind") or "?"
+        kind = KINDS[kind].label if kind in KINDS else kind
         params = d.get("params") or {}
         bits = []
         if "fn" in params:

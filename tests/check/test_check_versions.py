@@ -99,3 +99,36 @@ def test_min_version_accepts_a_path(tmp_path):
     path = tmp_path / "m.mlmodel"
     path.write_bytes(serialize(b.tiny_pipeline([b.tiny_linked(), b.tiny_head()])))
     assert min_spec_version(str(path))[0] == 4
+
+
+def test_every_kind_minimum_comes_from_the_table():
+    """Per-kind minimum versions live in nn/kinds.py; check.versions reports them."""
+    from specsurgery._proto import NeuralNetwork_pb2
+    from specsurgery.check.versions import _layer_needs
+    from specsurgery.nn import KINDS
+
+    for name, kind in KINDS.items():
+        lay = NeuralNetwork_pb2.NeuralNetworkLayer(name="L")
+        getattr(lay, name).SetInParent()
+        needs = list(_layer_needs("L", lay))
+        if kind.min_spec_version > 1:
+            assert (kind.min_spec_version, f"{name} layer 'L'") in needs
+        else:
+            assert not any(what == f"{name} layer 'L'" for _, what in needs)
+
+
+def test_loop_needs_come_from_its_nested_layers_once():
+    spec = b.tiny_nn()
+    nn = spec.neuralNetwork
+    loop = nn.layers.add()
+    loop.name = "loop"
+    loop.loop.maxLoopIterations = 1
+    inner = loop.loop.bodyNetwork.layers.add()
+    inner.CopyFrom(nn.layers[0])
+    inner.name = "inner"
+    set_float16(inner.innerProduct.weights, np.zeros(12))
+    version, reasons = min_spec_version(spec)
+    assert version == 4
+    from specsurgery.check.versions import version_needs
+    fp16 = [n.what for n in version_needs(spec) if n.what.startswith("float16")]
+    assert fp16 == ["float16 weights in layer 'loop.body/inner'.weights"]

@@ -12,7 +12,7 @@ import pytest
 from conftest import CORPUS, INVALID_FILES, VALID_FILES, corpus_id
 from specsurgery.cli import main
 from specsurgery.io import serialize
-from specsurgery.render.synthetic import residual_network
+from synthetic_nets import residual_network
 
 
 def run_cli(capsys, *argv):

@@ -10,7 +10,7 @@ from conftest import VALID_FILES, corpus_id
 from specsurgery._proto import Model_pb2
 from specsurgery.errors import NotFoundError, SpecSurgeryError, UnsupportedError
 from specsurgery.graph import build_graph, node_id
-from specsurgery.render.synthetic import NetBuilder, residual_network, synthetic_network
+from synthetic_nets import NetBuilder, residual_network, synthetic_network
 
 
 def small_net():
@@ -271,3 +271,24 @@ def test_nested_pipeline_paths():
     text = to_dot(outer)
     assert 'label="model0: pipeline v4"' in text and 'label="backbone: neuralNetwork v4"' in text
     assert "│   ├── backbone: neuralNetwork v4" in tree_text(outer)
+
+
+def test_weight_shapes_come_from_the_layer_kind_table():
+    """Regressions: weight_shapes said [X1, X2] for batchedMatmul (the runtime and
+    compress read the column-major matrix as C-order [X2, X1]) and called a bias
+    layer's weight "data"."""
+    from specsurgery._proto import NeuralNetwork_pb2
+    from specsurgery.graph import weight_shapes
+
+    mm = NeuralNetwork_pb2.NeuralNetworkLayer(name="mm")
+    mm.batchedMatmul.weightMatrixFirstDimension = 3
+    mm.batchedMatmul.weightMatrixSecondDimension = 2
+    assert weight_shapes(mm) == {"weights": [2, 3]}
+    bias = NeuralNetwork_pb2.NeuralNetworkLayer(name="b")
+    bias.bias.shape.extend([4, 1, 1])
+    assert weight_shapes(bias) == {"bias": [4, 1, 1]}
+    conv = small_net().neuralNetwork.layers[0]
+    assert weight_shapes(conv)["weights"][:2] == [2, 2]
+    dyn = NeuralNetwork_pb2.NeuralNetworkLayer(name="dyn", input=["a", "b"])
+    dyn.batchedMatmul.SetInParent()
+    assert weight_shapes(dyn) == {}

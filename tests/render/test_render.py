@@ -14,7 +14,7 @@ from specsurgery.errors import NotFoundError, SpecSurgeryError
 from specsurgery.graph import build_graph
 from specsurgery.io import serialize
 from specsurgery.render import render, to_dot
-from specsurgery.render.synthetic import NetBuilder, residual_network, synthetic_network
+from synthetic_nets import NetBuilder, residual_network, synthetic_network
 
 HAS_DOT = shutil.which("dot") is not None
 needs_dot = pytest.mark.skipif(not HAS_DOT, reason="Graphviz dot not installed")

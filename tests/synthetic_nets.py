@@ -1,4 +1,5 @@
-"""Small neural-network specs built in code, for tests, benchmarks and docs images.
+"""Small neural-network specs built in code, for tests, benchmarks and docs images
+(tools/ put tests/ on sys.path to import it).
 
 They are real, valid specs (no coremltools needed): a residual network with
 repeated bottleneck blocks, and a long synthetic graph of any size.
@@ -10,7 +11,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .._proto import FeatureTypes_pb2, Model_pb2
+from specsurgery._proto import FeatureTypes_pb2, Model_pb2
 
 FLOAT32 = FeatureTypes_pb2.ArrayFeatureType.FLOAT32
 
