@@ -30,6 +30,7 @@ COMMANDS = {
     "link": ("link", "replace a pipeline stage with a linked-model stub"),
     "unlink": ("unlink", "inline the targets of linked-model stubs"),
     "rename": ("rename", "rename features and blobs everywhere"),
+    "set": ("set", "set metadata, feature descriptions, class labels or the spec version"),
     "extract": ("extract", "cut out the sub-graph between blobs"),
     "suggest-cuts": ("suggest_cuts", "list the blobs where one cut separates the graph"),
     "dedupe": ("dedupe", "share one linked backbone between models of a bundle"),

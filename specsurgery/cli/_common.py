@@ -68,3 +68,42 @@ class Progress:
         if self.active:
             self.stream.write("\r" + " " * (len(self.label) + 70) + "\r")
             self.stream.flush()
+
+
+def label_list(value: str, flag: str = "--labels") -> list[str]:
+    """``--labels`` as a file with one label a line, or as ``a,b,c``."""
+    import os
+
+    from ..errors import SpecSurgeryError
+
+    if os.path.isfile(value):
+        try:
+            text = open(value, encoding="utf-8").read()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise SpecSurgeryError(f"{flag} {value}: cannot read ({why}); pass a UTF-8 file with one "
+                                   "label a line, or a,b,c") from None
+        labels = [line.strip() for line in text.splitlines() if line.strip()]
+    elif os.sep in value or value.endswith(".txt"):
+        raise SpecSurgeryError(f"{flag} {value}: no such file; pass a file with one label a line, or a,b,c")
+    else:
+        labels = [part.strip() for part in value.split(",")]
+    if not labels or any(not label for label in labels):
+        raise SpecSurgeryError(f"{flag} {value!r}: empty label; pass a file with one label a line, or a,b,c")
+    return labels
+
+
+def key_values(pairs, flag: str) -> dict:
+    """Repeated ``KEY=VALUE`` arguments as a dict; every malformed one is named."""
+    from ..errors import SpecSurgeryError
+
+    out, bad = {}, []
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            bad.append(pair)
+        else:
+            out[key] = value
+    if bad:
+        raise SpecSurgeryError(f"{flag}: expected KEY=VALUE, got " + ", ".join(repr(b) for b in bad))
+    return out
