@@ -1,4 +1,5 @@
-"""``specsurgery rename MODEL OLD=NEW... -o OUT``: rename features and blobs everywhere."""
+"""``specsurgery rename MODEL OLD=NEW... -o OUT``: rename features, blobs (NeuralNetwork) and
+values (ML Program) everywhere; an .mlpackage is written with its weights unchanged."""
 
 from __future__ import annotations
 
@@ -30,22 +31,27 @@ def run(args) -> int:
 
 
 def _check_olds(model, pairs) -> None:
-    """Every OLD that names nothing (renames applied in order), all at once."""
-    from ..errors import NotFoundError, missing_message
+    """Every OLD that names nothing and every NEW that is already taken
+    (renames applied in order), all at once."""
+    from ..errors import NotFoundError, SpecSurgeryError, missing_message
     from ..io import load_spec
     from ..ops.rename import names_in
 
-    names = set(names_in(load_spec(model)))
-    missing, renamed = [], {}
+    names = dict(names_in(load_spec(model)))
+    missing, clashes, renamed = [], [], {}
     for old, new in pairs:
-        if old in names:
-            names.discard(old)
-            names.add(new)
-            renamed[old] = new
-        else:
+        if old not in names:
             missing.append(old)
+            continue
+        if new != old and new in names:
+            clashes.append(f"{new!r} (for {old!r}) already names a value ({names[new]})")
+        names[new] = names.pop(old)
+        renamed[old] = new
+    if clashes and not missing:
+        raise SpecSurgeryError("rename: " + "; ".join(clashes) + "; renaming to a taken name would merge "
+                               "two values: pick other names, or rename the taken ones first")
     if missing:
-        message = missing_message("feature or blob", missing, names) + " (rename)"
+        message = missing_message("feature or blob", missing, sorted(names)) + " (rename)"
         earlier = [f"{o!r} is already {renamed[o]!r}" for o in missing if o in renamed]
         if earlier:
             message += "; renames apply in order and " + ", ".join(earlier)

@@ -609,3 +609,20 @@ class capture_notes:
                 self.notes.append(str(r.message))
             else:
                 warnings.showwarning(r.message, r.category, r.filename, r.lineno)
+
+
+# --------------------------------------------------------------------------- naming values (both backends)
+
+def name_list(value) -> list[str]:
+    """Names given as a list or as "a,b": stripped, empty ones and repeats dropped."""
+    if isinstance(value, str):
+        value = value.split(",")
+    return list(dict.fromkeys(v.strip() for v in value if v.strip()))
+
+
+def refuse_passthrough(op: str, inputs: Sequence[str], outputs: Sequence[str], why: str) -> None:
+    """An output that is also an input would not be computed: name every one
+    (``why`` ends the message: what must produce an output)."""
+    both = [o for o in outputs if o in set(inputs)]
+    if both:
+        raise SpecSurgeryError(f"{op}: {', '.join(map(repr, both))} is both an input and an output; {why}")

@@ -1,4 +1,4 @@
-"""``extract``: the sub-network between blobs, as a model of its own.
+"""``extract``'s NeuralNetwork part: the sub-network between blobs, as a model of its own.
 
 Like ``onnx.utils.extract_model``: give the blobs that become inputs and the
 blobs that become outputs; the result holds exactly the layers needed to
@@ -9,25 +9,15 @@ runtime's shape inference (flexible where the original inputs are).
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import Sequence
 
-from .. import spec as S
-from ..errors import NotFoundError, SpecSurgeryError, UnsupportedError, missing_message
-from ..io import load
-from . import _nn
+from ... import spec as S
+from ...errors import NotFoundError, SpecSurgeryError, missing_message
+from .. import _nn
 
-__all__ = ["extract"]
+__all__ = ["extract_network", "classifier_prob_blob", "interface_targets", "typed_features"]
 
-
-def _names(value: Union[str, Sequence[str]]) -> list[str]:
-    if isinstance(value, str):
-        value = value.split(",")
-    out = []
-    for v in value:
-        v = v.strip()
-        if v and v not in out:
-            out.append(v)
-    return out
+_names = _nn.name_list
 
 
 def classifier_prob_blob(spec) -> str:
@@ -59,7 +49,7 @@ def typed_features(spec, blobs: Sequence[str], *, role: str, shapes=None) -> lis
     """FeatureDescriptions for ``blobs``: the original's description where the
     blob is a model input/output with a full type, else a MultiArray typed by
     shape inference (the original dtype kept for original outputs)."""
-    from .._proto import Model_pb2
+    from ..._proto import Model_pb2
 
     desc = spec.description
     originals = {f.name: f for f in list(desc.input) + list(desc.output)}
@@ -90,19 +80,13 @@ def typed_features(spec, blobs: Sequence[str], *, role: str, shapes=None) -> lis
     return out
 
 
-def extract(spec, inputs, outputs, *, shapes=None, inplace: bool = False):
-    """The sub-network computing ``outputs`` from ``inputs`` (blob names, a
-    list or "a,b").  The result is a neuralNetwork, or a classifier/regressor
-    when the outputs include the original's predicted feature.  ``shapes``
-    ({blob: declared shape}) types blobs that shape inference cannot (after
-    custom layers)."""
-    model = load(spec)
-    if S.model_type(getattr(model, "spec", model)) == "mlProgram":
-        raise UnsupportedError("mlProgram surgery (extract): not supported yet; extract works on "
-                               "neuralNetwork, neuralNetworkClassifier and neuralNetworkRegressor models")
-    spec = getattr(model, "spec", model)
+def extract_network(spec, inputs: list[str], outputs: list[str], *, shapes=None, inplace: bool = False):
+    """The sub-network of ``spec`` (a loaded spec) computing ``outputs`` from
+    ``inputs`` (blob names).  The result is a neuralNetwork, or a
+    classifier/regressor when the outputs include the original's predicted
+    feature.  ``shapes`` ({blob: declared shape}) types blobs that shape
+    inference cannot (after custom layers)."""
     nn = S.require_nn(spec, "extract")
-    inputs, outputs = _names(inputs), _names(outputs)
     if not outputs:
         raise SpecSurgeryError("extract: give at least one output blob")
     kind = S.model_type(spec)
@@ -121,13 +105,8 @@ def extract(spec, inputs, outputs, *, shapes=None, inplace: bool = False):
         prob = classifier_prob_blob(spec)
         if prob not in targets:
             targets.append(prob)
-    model_inputs = [f.name for f in desc.input]
-    passthrough = [o for o in targets if o in inputs]
-    if passthrough:
-        raise SpecSurgeryError(
-            f"extract: {', '.join(map(repr, passthrough))} is both an input and an output; a network "
-            "output must be produced by a layer")
-    cl = _nn.closure(nn, targets, stops=inputs, model_inputs=model_inputs)
+    _nn.refuse_passthrough("extract", inputs, targets, "a network output must be produced by a layer")
+    cl = _nn.closure(nn, targets, stops=inputs, model_inputs=[f.name for f in desc.input])
     leaks = sorted(cl.inputs) + cl.unknown
     if leaks:
         paths = []
@@ -162,8 +141,3 @@ def extract(spec, inputs, outputs, *, shapes=None, inplace: bool = False):
         spec.CopyFrom(out)
         return spec
     return out
-
-
-from .._callable import make_callable  # noqa: E402
-
-make_callable(__name__, "extract")

@@ -1,0 +1,120 @@
+"""``rename_feature``: rename a feature, blob or program value everywhere it is named.
+
+A name is written in many places: the model description (inputs, outputs,
+states, training inputs, predicted feature names, per-function descriptions),
+and then in the model's body, which each backend knows:
+
+* NeuralNetwork (:mod:`.nn`): layer inputs and outputs (inside branch and
+  loop bodies too), preprocessing ``featureName``, a classifier's
+  ``labelProbabilityLayerName``, loss layers, feature vectorizer columns, NMS
+  feature names;
+* ML Program (:mod:`.mlprogram`): function inputs, op outputs, every op
+  argument that reads the value, block outputs, nested blocks included.
+
+In a pipeline every stage shares the namespace, so every stage is renamed,
+nested pipelines and linked stubs' descriptions included (coremltools'
+rename misses the nested ones, #2494).  A feature of a program renames both
+its description entry and the program value; an internal value renames its
+producing op and every use.
+"""
+
+from __future__ import annotations
+
+from ... import spec as S
+from ...errors import NotFoundError, SpecSurgeryError, missing_message
+from ...io import MLPackage, copy_spec, load
+from ...mil.program import IDENTIFIER
+from . import mlprogram, nn
+
+__all__ = ["rename_feature", "names_in"]
+
+
+def _desc_lists(desc):
+    lists = [desc.input, desc.output, desc.trainingInput, desc.state]
+    for fd in desc.functions:
+        lists += [fd.input, fd.output, fd.state]
+    return lists
+
+
+def _predicted_holders(desc):
+    return [desc] + list(desc.functions)
+
+
+def names_in(spec) -> dict:
+    """Every feature, blob and program value name of a model (nested stages
+    included) -> where it is first seen."""
+    out: dict = {}
+    for info in S.iter_models(spec):
+        where = f"stage {info.path!r}: " if info.path else ""
+        m = info.model
+        for lst in _desc_lists(m.description):
+            for f in lst:
+                out.setdefault(f.name, f"{where}feature")
+        for holder in _predicted_holders(m.description):
+            for name in (holder.predictedFeatureName, holder.predictedProbabilitiesName):
+                if name:
+                    out.setdefault(name, f"{where}predicted feature")
+        nn.collect_names(m, out, where)
+        mlprogram.collect_names(m, out, where)
+    return out
+
+
+def _rename_description(desc, old, new) -> None:
+    for lst in _desc_lists(desc):
+        for f in lst:
+            if f.name == old:
+                f.name = new
+    for holder in _predicted_holders(desc):
+        if holder.predictedFeatureName == old:
+            holder.predictedFeatureName = new
+        if holder.predictedProbabilitiesName == old:
+            holder.predictedProbabilitiesName = new
+
+
+def _program_paths(root, old) -> list[str]:
+    """Where ``old`` names something in an ML Program (stage paths)."""
+    paths = []
+    for info in S.iter_models(root):
+        if S.model_type(info.model) != "mlProgram":
+            continue
+        names: dict = {}
+        mlprogram.collect_names(info.model, names, "")
+        if old in names or any(f.name == old for lst in _desc_lists(info.model.description) for f in lst):
+            paths.append(info.path or "the model")
+    return paths
+
+
+def rename_feature(spec, old: str, new: str, *, inplace: bool = False):
+    """Rename feature/blob/value ``old`` to ``new`` everywhere in the model.
+
+    Returns a spec, or an MLPackage (weights unchanged) when given one.
+
+    Errors: ``old`` names nothing (with near matches); ``new`` is already a
+    name in the model (renaming would merge two values); ``new`` is not a
+    valid MIL identifier where ``old`` is an ML Program value.
+    """
+    if not new or not isinstance(new, str):
+        raise SpecSurgeryError(f"rename: the new name for {old!r} is empty")
+    model = load(spec)
+    root = model.spec if isinstance(model, MLPackage) else model
+    names = names_in(root)
+    if old not in names:
+        raise NotFoundError(missing_message("feature or blob", [old], names) + " (rename)")
+    if old == new:
+        return model if inplace else (model.copy() if isinstance(model, MLPackage) else copy_spec(root))
+    if new in names:
+        raise SpecSurgeryError(
+            f"rename: {new!r} already names a value in this model ({names[new]}); renaming {old!r} to "
+            f"it would merge two values. Pick another name, or rename {new!r} first")
+    programs = _program_paths(root, old)
+    if programs and not IDENTIFIER.match(new):
+        raise SpecSurgeryError(
+            f"rename: {new!r} is not a valid ML Program value name ({old!r} is a value of the ML Program "
+            f"in {', '.join(programs)}); use letters, digits, '_' and '@', not starting with a digit")
+    pkg = model if inplace or not isinstance(model, MLPackage) else model.copy()
+    out = pkg.spec if isinstance(pkg, MLPackage) else (root if inplace else copy_spec(root))
+    for info in S.iter_models(out):
+        _rename_description(info.model.description, old, new)
+        nn.rename_in_model(info.model, old, new)
+        mlprogram.rename_in_model(info.model, old, new)
+    return pkg if isinstance(pkg, MLPackage) else out
