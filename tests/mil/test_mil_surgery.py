@@ -9,9 +9,10 @@ from conftest import CORPUS
 from specsurgery import io
 from specsurgery.check import check
 from specsurgery.errors import NotFoundError, SpecSurgeryError
-from specsurgery.ops.link_mlprogram import link_mlprogram
-from specsurgery.ops.pipeline_mlprogram import split_pipeline
-from specsurgery.ops.split_mlprogram import cut_frontier, split_program, suggest_cuts
+from specsurgery.ops.cuts import suggest_cuts
+from specsurgery.ops.cuts.mlprogram import cut_frontier
+from specsurgery.ops.link import link_stage, unlink
+from specsurgery.ops.split import split_at, split_pipeline
 from specsurgery.runtime import verify
 
 
@@ -45,9 +46,9 @@ def test_zoo_split_pipeline_link_verify(tmp_path, name):
     original = io.load(path)
     for k, cut in enumerate(cuts):
         out = tmp_path / f"cut{k}"
-        backbone, head = split_program(original, cut)
+        backbone, head = split_at(original, cut)
         pipe = split_pipeline(original, backbone, head)
-        linked = link_mlprogram(pipe, "backbone", file_name="Backbone.mlmodelc")
+        linked = link_stage(pipe, "backbone", file_name="Backbone.mlmodelc")
         # each package holds exactly the weights it reads
         assert not ({"weights/0-weight.bin"} & set(linked.weights))
         for model, fname in [(backbone, "Backbone.mlpackage"), (head, "Head.mlpackage"),
@@ -63,7 +64,7 @@ def test_split_weights_are_exact_and_not_duplicated():
     path = M.converted("unet", "fp32")
     pkg = io.load(path)
     cut = _three_cuts(suggest_cuts(path))[1]
-    backbone, head = split_program(pkg, [cut.blob])
+    backbone, head = split_at(pkg, [cut.blob])
     from specsurgery.mil import blobs as B
 
     def data_bytes(p):
@@ -82,8 +83,8 @@ def test_multi_value_cut_across_a_skip_connection(tmp_path):
     concat = next(op for op in block.operations if op.type == "concat")
     names = [b.name for b in concat.inputs["values"].arguments]
     with pytest.raises(SpecSurgeryError, match="does not separate the program"):
-        split_program(pkg, [names[0]])
-    backbone, head = split_program(pkg, names)
+        split_at(pkg, [names[0]])
+    backbone, head = split_at(pkg, names)
     pipe = split_pipeline(pkg, backbone, head)
     io.save(pipe, tmp_path / "p.mlpackage")
     assert verify(path, tmp_path / "p.mlpackage", samples=1).ok
@@ -93,7 +94,7 @@ def test_multi_value_cut_across_a_skip_connection(tmp_path):
 def test_classifier_head_keeps_classifier_semantics(tmp_path):
     src = CORPUS / "generated" / "shared_backbone_classifier.mlpackage"
     cuts = suggest_cuts(src)
-    backbone, head = split_program(src, [cuts[len(cuts) // 2].blob])
+    backbone, head = split_at(src, [cuts[len(cuts) // 2].blob])
     assert not backbone.spec.description.predictedFeatureName
     assert head.spec.description.predictedFeatureName == "classLabel"
     pipe = split_pipeline(src, backbone, head)
@@ -105,11 +106,11 @@ def test_classifier_head_keeps_classifier_semantics(tmp_path):
 def test_bad_cuts():
     pkg = io.load(M.converted("resnet", "fp32"))
     with pytest.raises(NotFoundError, match=r"'input_1[35]x'.*did you mean"):
-        split_program(pkg, ["input_13x", "input_15x"])
+        split_at(pkg, ["input_13x", "input_15x"])
     with pytest.raises(SpecSurgeryError, match="is a function input"):
-        split_program(pkg, ["x"])
+        split_at(pkg, ["x"])
     with pytest.raises(SpecSurgeryError, match="leaves the head empty"):
-        split_program(pkg, ["out"])
+        split_at(pkg, ["out"])
 
 
 def _linked_segmenter(tmp_path):
@@ -117,9 +118,9 @@ def _linked_segmenter(tmp_path):
     SegBackbone.mlpackage and Seg.mlpackage into tmp_path; returns the source."""
     src = CORPUS / "generated" / "shared_backbone_segmenter.mlpackage"
     cut = _three_cuts(suggest_cuts(src))[1]
-    backbone, head = split_program(src, [cut.blob])
+    backbone, head = split_at(src, [cut.blob])
     pipe = split_pipeline(src, backbone, head)
-    linked = link_mlprogram(pipe, "backbone", file_name="SegBackbone.mlmodelc", search_path=".")
+    linked = link_stage(pipe, "backbone", file_name="SegBackbone.mlmodelc", search_path=".")
     io.save(backbone, tmp_path / "SegBackbone.mlpackage")
     io.save(linked, tmp_path / "Seg.mlpackage", search_path=str(tmp_path))
     return src
@@ -127,21 +128,17 @@ def _linked_segmenter(tmp_path):
 
 @pytest.mark.corpus
 def test_link_then_unlink_round_trip(tmp_path):
-    from specsurgery.ops.link_mlprogram import unlink_mlprogram
-
     src = _linked_segmenter(tmp_path)
-    inlined = unlink_mlprogram(tmp_path / "Seg.mlpackage")
+    inlined = unlink(tmp_path / "Seg.mlpackage")
     assert sorted(inlined.weights) == ["weights/0-weight.bin", "weights/1-weight.bin"]
     io.save(inlined, tmp_path / "Inlined.mlpackage")
     assert verify(src, tmp_path / "Inlined.mlpackage", samples=1).ok
     with pytest.raises(NotFoundError, match="SegBackbone.mlmodelc"):
-        unlink_mlprogram(tmp_path / "Seg.mlpackage", search_path=str(tmp_path / "nowhere"))
+        unlink(tmp_path / "Seg.mlpackage", search_path=str(tmp_path / "nowhere"))
 
 
 @pytest.mark.corpus
 def test_public_unlink_dispatches_to_ml_program_targets(tmp_path):
-    from specsurgery.ops import unlink
-
     src = _linked_segmenter(tmp_path)
     inlined = unlink(tmp_path / "Seg.mlpackage")
     assert isinstance(inlined, io.MLPackage) and len(inlined.weights) == 2

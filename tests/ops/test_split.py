@@ -340,36 +340,13 @@ def test_cut_at_an_input_or_the_last_blob():
 
 
 @pytest.mark.corpus
-def test_mlprogram_dispatches_or_says_not_supported(tmp_path):
+def test_mlprogram_split_model_writes_packages(tmp_path):
     pkg = CORPUS / "generated/shared_backbone_classifier.mlpackage"
-    try:
-        import specsurgery.ops.split_mlprogram  # noqa: F401
-    except ImportError:
-        with pytest.raises(UnsupportedError, match="mlProgram surgery .*not supported yet"):
-            split_at(pkg, "input_31_cast_fp16")
-        return
     paths = split_model(pkg, "input_31_cast_fp16", tmp_path, name="P")
     assert paths["pipeline"].suffix == ".mlpackage"
     assert verify(pkg, paths["pipeline"], search_path=str(tmp_path), samples=1).ok
 
 
-@pytest.mark.corpus
-def test_mlprogram_message_when_the_module_is_missing(monkeypatch):
-    import importlib
-
-    real = importlib.import_module
-
-    def fake(name, *a, **k):
-        if name.endswith("split_mlprogram"):
-            raise ImportError("not here")
-        return real(name, *a, **k)
-
-    monkeypatch.setattr(importlib, "import_module", fake)
-    with pytest.raises(UnsupportedError, match=r"mlProgram surgery \(split\): not supported yet"):
-        split_at(CORPUS / "generated/shared_backbone_classifier.mlpackage", "x")
-
-
-@pytest.mark.corpus
 def test_not_a_neural_network():
     with pytest.raises(UnsupportedError, match="has no neural-network layers"):
         split_at(CORPUS / "generated/sklearn_scaler_logreg.mlmodel", "x")

@@ -1,4 +1,4 @@
-"""``suggest_cuts``: the blobs where one cut splits a network in two.
+"""``suggest_cuts`` for neural networks: the blobs where one cut splits the network in two.
 
 A blob qualifies when every path from the model inputs to the outputs runs
 through it (an articulation blob; the graph index computes them with
@@ -9,42 +9,12 @@ backbone, which is what a shared-backbone split saves.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Optional
+from ... import spec as S
+from ...errors import SpecSurgeryError
+from .. import _nn
+from .cut import Cut
 
-from .. import spec as S
-from ..errors import SpecSurgeryError
-from ..io import MLPackage, load
-from . import _nn
-
-__all__ = ["Cut", "suggest_cuts"]
-
-
-@dataclass
-class Cut:
-    blob: str                    # the blob; "a,b" for a cut over several blobs
-    shape: Optional[list]        # declared MultiArray shape (None when shape inference cannot tell)
-    layers_before: int           # layers in the backbone
-    layers_after: int            # layers in the head
-    weight_bytes_before: int
-    weight_bytes_total: int
-    blobs: Optional[list] = None     # every blob of the cut (several when a skip connection crosses it)
-    shapes: Optional[list] = None    # their shapes
-
-    def __post_init__(self):
-        if self.blobs is None:
-            self.blobs = self.blob.split(",")
-        if self.shapes is None:
-            self.shapes = [self.shape] if len(self.blobs) == 1 else [None] * len(self.blobs)
-
-    @property
-    def weight_share(self) -> float:
-        return self.weight_bytes_before / self.weight_bytes_total if self.weight_bytes_total else 0.0
-
-    def to_json(self) -> dict:
-        out = asdict(self)
-        out["weight_share"] = round(self.weight_share, 6)
-        return out
+__all__ = ["suggest_cuts", "multi_blob_cuts"]
 
 
 def multi_blob_cuts(nn, model_inputs, max_blobs: int) -> list[list[str]]:
@@ -69,24 +39,11 @@ def multi_blob_cuts(nn, model_inputs, max_blobs: int) -> list[list[str]]:
     return out
 
 
-def suggest_cuts(spec, path: str = "", max_blobs: int = 1) -> list[Cut]:
-    """Every single-blob cut of the network (at stage ``path`` of a
-    pipeline, "" for the model itself), in topological order; with
-    ``max_blobs`` > 1 also the cuts over up to that many blobs (a skip
-    connection crossing the cut), in layer order after the single ones."""
-    from ..graph import build_graph
+def suggest_cuts(root, target, path: str = "", max_blobs: int = 1) -> list[Cut]:
+    """The cuts of network ``target``, the model at stage ``path`` of ``root``
+    (see :func:`specsurgery.ops.cuts.suggest_cuts`)."""
+    from ...graph import build_graph
 
-    if isinstance(max_blobs, bool) or not isinstance(max_blobs, int) or max_blobs < 1:
-        raise SpecSurgeryError(f"suggest-cuts: max_blobs (--max-blobs) {max_blobs!r} must be a whole number "
-                               ">= 1: 1 lists single-blob cuts, K > 1 also cuts over up to K blobs")
-    model = load(spec)
-    root = model.spec if isinstance(model, MLPackage) else model
-    target = S.model_at(root, path) if path else root
-    if S.model_type(target) == "mlProgram":
-        if target is not root and isinstance(model, MLPackage):
-            # a program stage of a pipeline package: the stage's spec over the package's weights
-            model = MLPackage(target, model.weights, model.path, model.metadata)
-        return _nn.mlprogram_dispatch("split_mlprogram", "suggest_cuts", "suggest-cuts")(model)
     nn = S.require_nn(target, "suggest-cuts")
     _nn.require_wired(target, nn, "suggest-cuts")
     blobs = build_graph(root).articulation_blobs(path)

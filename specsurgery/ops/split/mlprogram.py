@@ -1,4 +1,4 @@
-"""Split an ML Program at values: ``split_program(pkg, values) -> (backbone, head)``.
+"""``split_at`` for ML Programs: cut at values into a backbone and a head.
 
 The backbone holds every op needed to compute the cut values from the
 function inputs (so the image scale/bias ops ct.convert writes stay with it);
@@ -14,6 +14,16 @@ crosses the interface as FLOAT32: the backbone casts it up and the head casts
 it back down, which is exact and keeps the spec version at 6 (FLOAT16
 multiarray features need 7).  A classifier's ``classify`` op stays in the head,
 so the head keeps the classifier semantics and the backbone is a plain program.
+
+Options: every value of a program has a declared type, so ``shapes`` can only
+fill the dims the program leaves unknown (the default shape of a flexible cut
+feature); Core ML trains neural networks only, so ``drop_updatable`` is a
+no-op on a program that is not marked updatable and ``freeze_backbone`` (which
+keeps a head trainable on device) is refused by name.
+
+The helpers here that read a program (:func:`as_package`,
+:func:`single_function`, :func:`closure`, :func:`is_const`, :func:`reads`) are
+shared with ``suggest_cuts`` (:mod:`specsurgery.ops.cuts.mlprogram`).
 """
 
 from __future__ import annotations
@@ -22,11 +32,12 @@ from typing import Sequence
 
 import numpy as np
 
-from .._proto import MIL_pb2, Model_pb2
-from ..errors import NotFoundError, SpecSurgeryError, UnsupportedError, missing_message
-from ..io import MLPackage, load, split_model
-from ..mil import blobs as B
-from ..mil import program as P
+from ..._proto import MIL_pb2, Model_pb2
+from ...errors import NotFoundError, SpecSurgeryError, UnsupportedError, missing_message
+from ...io import MLPackage, load, split_model
+from ...mil import blobs as B
+from ...mil import program as P
+from .. import _nn
 
 CONST_OPS = {"const"}
 MIL_TO_ARRAY = {MIL_pb2.FLOAT32: 65568, MIL_pb2.FLOAT16: 65552, MIL_pb2.FLOAT64: 65600,
@@ -34,11 +45,11 @@ MIL_TO_ARRAY = {MIL_pb2.FLOAT32: 65568, MIL_pb2.FLOAT16: 65552, MIL_pb2.FLOAT64:
 FP16_SUFFIX = "__fp16"
 
 
-def _is_const(op) -> bool:
+def is_const(op) -> bool:
     return op.type in CONST_OPS or op.type.startswith("constexpr_")
 
 
-def _as_package(model) -> MLPackage:
+def as_package(model) -> MLPackage:
     loaded = load(model)
     spec, pkg = split_model(loaded)
     if P.program_of(spec) is None:  # pragma: no cover - program_of raises
@@ -46,7 +57,7 @@ def _as_package(model) -> MLPackage:
     return pkg if pkg is not None else MLPackage(spec)
 
 
-def _single_function(spec, what):
+def single_function(spec, what):
     prog = spec.mlProgram
     if len(prog.functions) != 1 and not spec.description.defaultFunctionName:
         raise UnsupportedError(f"{what}: the program has {len(prog.functions)} functions; split works on "
@@ -54,7 +65,7 @@ def _single_function(spec, what):
     return P.get_function(spec)
 
 
-def _closure(ops, producer_idx, targets, stop: set) -> set:
+def closure(ops, producer_idx, targets, stop: set) -> set:
     """Indexes of ops needed to compute ``targets``, not crossing ``stop`` values."""
     need, todo = set(), [t for t in targets if t not in stop]
     while todo:
@@ -71,7 +82,9 @@ def _closure(ops, producer_idx, targets, stop: set) -> set:
     return need
 
 
-def _feature_for(name, value_type, where) -> "Model_pb2.FeatureDescription":
+def _feature_for(name, value_type, where, default=None) -> "Model_pb2.FeatureDescription":
+    """A MultiArray feature for a value; dims the program leaves unknown get a
+    1..unbounded range and their size in ``default`` (else 1) as default shape."""
     fd = Model_pb2.FeatureDescription()
     fd.name = name
     dt = P.tensor_dtype(value_type)
@@ -82,10 +95,10 @@ def _feature_for(name, value_type, where) -> "Model_pb2.FeatureDescription":
     ma = fd.type.multiArrayType
     ma.dataType = MIL_TO_ARRAY[dt]
     if None in shape:
-        for d in shape:
+        for k, d in enumerate(shape):
             r = ma.shapeRange.sizeRanges.add()
             r.lowerBound, r.upperBound = (1, -1) if d is None else (d, d)
-            ma.shape.append(1 if d is None else d)
+            ma.shape.append(d if d is not None else default[k] if default else 1)
     else:
         ma.shape.extend(shape)
     return fd
@@ -197,14 +210,57 @@ def _new_program_spec(spec, fname, fn, ops, inputs, outputs, *, keep_classifier:
     return out
 
 
-def split_program(model, values: Sequence[str]) -> tuple[MLPackage, MLPackage]:
-    """(backbone, head) MLPackages of an ML Program cut at ``values`` (value names)."""
-    src = _as_package(model)
+def split_at(model, cuts: Sequence[str], *, shapes=None, freeze_backbone: bool = False,
+             drop_updatable: bool = False) -> tuple[MLPackage, MLPackage]:
+    """(backbone, head) MLPackages of an ML Program cut at the values ``cuts``
+    (see :func:`specsurgery.ops.split.split_at`); ``model`` is not edited."""
+    if freeze_backbone:
+        raise UnsupportedError(
+            "split_at: option 'freeze_backbone' (--freeze-backbone) is not supported for ML Programs: it "
+            "keeps the head trainable on device, and Core ML trains neural networks only (an ML Program "
+            "has no updatable layers to freeze); leave the option out")
+    src = as_package(model)
+    if src.spec.isUpdatable:
+        if not drop_updatable:
+            raise UnsupportedError(
+                "split_at: the ML Program is marked updatable, which Core ML supports for neural networks "
+                "only, and neither half can keep the mark; pass drop_updatable=True (--drop-updatable) to "
+                "make both halves plain prediction models")
+        _nn.note("split: dropped the updatable mark of the ML Program (Core ML trains neural networks "
+                 "only); predictions are unchanged")
+    return split_program(src, cuts, shapes=shapes)
+
+
+def _given_shapes(values, value_types, shapes) -> dict:
+    """{value: default shape} from ``shapes``, which may only fill the dims
+    the program leaves unknown."""
+    out = {}
+    for v in values:
+        if not shapes or v not in shapes:
+            continue
+        declared = P.tensor_shape(_interface_type(value_types[v], "split", v))
+        given = [int(d) for d in shapes[v]]
+        if not given and declared == (1,):
+            given = [1]          # a scalar crosses the cut as [1]
+        if len(given) != len(declared) or any(g < 1 for g in given) \
+                or any(d is not None and d != g for d, g in zip(declared, given)):
+            raise SpecSurgeryError(
+                f"split: shapes gives cut value {v!r} the shape {given}, but the ML Program declares it "
+                f"{P.describe_value_type(value_types[v])}; the program types every value, so a shape can "
+                "only fill the dims it leaves unknown ('?'): give the declared dims as they are")
+        out[v] = given
+    return out
+
+
+def split_program(model, values: Sequence[str], *, shapes=None) -> tuple[MLPackage, MLPackage]:
+    """(backbone, head) MLPackages of an ML Program cut at ``values`` (value names);
+    ``shapes`` ({value: dims}) gives the default shape of cut values with unknown dims."""
+    src = as_package(model)
     spec = src.spec
     values = [values] if isinstance(values, str) else list(values)
     if not values:
-        raise SpecSurgeryError("split: name at least one value to cut at")
-    fname, fn = _single_function(spec, "split")
+        raise SpecSurgeryError("split: give at least one blob to cut at")
+    fname, fn = single_function(spec, "split")
     block = P.main_block(fn)
     ops = list(block.operations)
     producer_idx = {o.name: i for i, op in enumerate(ops) for o in op.outputs}
@@ -212,30 +268,30 @@ def split_program(model, values: Sequence[str]) -> tuple[MLPackage, MLPackage]:
     missing = [v for v in values if v not in producer_idx and v not in fn_inputs]
     if missing:
         raise NotFoundError(missing_message("value", missing,
-                                            [n for n in producer_idx if not _is_const(ops[producer_idx[n]])],
+                                            [n for n in producer_idx if not is_const(ops[producer_idx[n]])],
                                             "the ML Program"))
     at_input = [v for v in values if v in fn_inputs]
     if at_input:
         raise SpecSurgeryError(f"split: {', '.join(map(repr, at_input))} "
                                f"{'are function inputs' if len(at_input) > 1 else 'is a function input'}; "
                                "cut at a value some op computes")
-    at_const = [v for v in values if _is_const(ops[producer_idx[v]])]
+    at_const = [v for v in values if is_const(ops[producer_idx[v]])]
     if at_const:
         raise SpecSurgeryError(f"split: {', '.join(map(repr, at_const))} "
                                f"{'are consts' if len(at_const) > 1 else 'is a const'}; cut at a computed value")
     outputs = list(block.outputs)
     stop = set(values) | set(fn_inputs)
-    bb_idx = _closure(ops, producer_idx, values, set(fn_inputs))
-    head_idx = _closure(ops, producer_idx, outputs, stop)
-    shared = sorted(i for i in bb_idx & head_idx if not _is_const(ops[i]))
+    bb_idx = closure(ops, producer_idx, values, set(fn_inputs))
+    head_idx = closure(ops, producer_idx, outputs, stop)
+    shared = sorted(i for i in bb_idx & head_idx if not is_const(ops[i]))
     if shared:
         op = ops[shared[0]]
-        out = next((o for o in outputs if shared[0] in _closure(ops, producer_idx, [o], stop)), outputs[0])
+        out = next((o for o in outputs if shared[0] in closure(ops, producer_idx, [o], stop)), outputs[0])
         raise SpecSurgeryError(
             f"split: the cut {', '.join(values)} does not separate the program: {op.type} "
             f"{P.op_name(op)!r} (producing {op.outputs[0].name!r}) is needed by the backbone and, bypassing "
             f"the cut, by output {out!r}; add {op.outputs[0].name!r} (or a later value on that path) to the cut")
-    head_real = [i for i in head_idx if not _is_const(ops[i])]
+    head_real = [i for i in head_idx if not is_const(ops[i])]
     if not head_real:
         raise SpecSurgeryError(f"split: cutting at {', '.join(values)} leaves the head empty (the cut values "
                                "are the outputs); cut earlier")
@@ -246,9 +302,10 @@ def split_program(model, values: Sequence[str]) -> tuple[MLPackage, MLPackage]:
                                f"{', '.join(map(repr, bb_outputs_missing))} computed before the cut; add "
                                "them to the cut values")
     value_types = {o.name: o.type for op in ops for o in op.outputs}
+    defaults = _given_shapes(values, value_types, shapes)
     # --- backbone
     bb_ops = [ops[i] for i in sorted(bb_idx)]
-    bb_inputs_used = _reads(bb_ops) & set(fn_inputs)
+    bb_inputs_used = reads(bb_ops) & set(fn_inputs)
     bb_in = [fn_inputs[n] for n in fn_inputs if n in bb_inputs_used]
     backbone = _new_program_spec(spec, fname, fn, bb_ops, bb_in, values, keep_classifier=False)
     bblock = backbone.mlProgram.functions[fname].block_specializations[fn.opset]
@@ -259,7 +316,7 @@ def split_program(model, values: Sequence[str]) -> tuple[MLPackage, MLPackage]:
     for v in values:
         vt = value_types[v]
         it = _interface_type(vt, "split", v)
-        backbone.description.output.add().CopyFrom(_feature_for(v, it, "split"))
+        backbone.description.output.add().CopyFrom(_feature_for(v, it, "split", defaults.get(v)))
         if it == vt:
             continue
         inner = _fresh(v + FP16_SUFFIX, taken)
@@ -273,7 +330,7 @@ def split_program(model, values: Sequence[str]) -> tuple[MLPackage, MLPackage]:
             bblock.operations.add().CopyFrom(adapter)
     # --- head
     head_ops = [ops[i] for i in sorted(head_idx)]
-    head_reads = _reads(head_ops)
+    head_reads = reads(head_ops)
     head_in = []
     pre_ops = []
     for v in values:
@@ -307,7 +364,7 @@ def split_program(model, values: Sequence[str]) -> tuple[MLPackage, MLPackage]:
     for v in values:
         if v in head_reads:
             head.description.input.add().CopyFrom(
-                _feature_for(v, _interface_type(value_types[v], "split", v), "split"))
+                _feature_for(v, _interface_type(value_types[v], "split", v), "split", defaults.get(v)))
     for f in spec.description.input:
         if f.name in head_reads:
             head.description.input.add().CopyFrom(f)
@@ -316,7 +373,7 @@ def split_program(model, values: Sequence[str]) -> tuple[MLPackage, MLPackage]:
     return _package(backbone, src), _package(head, src)
 
 
-def _reads(ops) -> set:
+def reads(ops) -> set:
     out = set()
     for op in ops:
         out |= {n for _, n in P.input_names(op)}
@@ -334,72 +391,4 @@ def _package(spec, source: MLPackage) -> MLPackage:
     return pkg
 
 
-def suggest_cuts(model, path: str = ""):
-    """Values where one cut splits the (single-function) program in two, in op order.
-
-    A value qualifies when, right after the op that computes it, it is the only
-    computed value (or function input) still needed later.
-    """
-    from .cuts import Cut
-
-    src = _as_package(model)
-    spec = src.spec
-    fname, fn = _single_function(spec, "suggest-cuts")
-    block = P.main_block(fn)
-    ops = list(block.operations)
-    last_use: dict[str, int] = {}
-    for i, op in enumerate(ops):
-        for n in _reads([op]):
-            last_use[n] = i
-    for n in block.outputs:
-        last_use[n] = len(ops)
-    sizes = {}
-    for _, op, _, value in P.blob_refs(spec):
-        try:
-            sizes[id(op)] = sizes.get(id(op), 0) + B.read_record(
-                src.weight_file(value.blobFileValue.fileName), value.blobFileValue.offset).size
-        except B.BlobError:
-            pass
-    total = sum(sizes.values())
-    live: set = {i.name for i in fn.inputs if i.name in last_use}
-    real = [i for i, op in enumerate(ops) if not _is_const(op)]
-    weight_before = 0
-    out = []
-    consts = {o.name for op in ops if _is_const(op) for o in op.outputs}
-    for pos, i in enumerate(real):
-        op = ops[i]
-        for n in [n for n in live if last_use.get(n, -1) <= i]:
-            live.discard(n)
-        for o in op.outputs:
-            if last_use.get(o.name, -1) > i:
-                live.add(o.name)
-        before_idx = _closure(ops, {o.name: k for k, x in enumerate(ops) for o in x.outputs},
-                              [o.name for o in op.outputs], {x.name for x in fn.inputs})
-        weight_before = sum(sizes.get(id(ops[k]), 0) for k in before_idx)
-        live_real = {n for n in live if n not in consts}
-        if len(live_real) == 1 and pos < len(real) - 1:
-            (v,) = live_real
-            if v in {o.name for o in op.outputs} and v not in block.outputs:
-                shape = P.tensor_shape(op.outputs[[o.name for o in op.outputs].index(v)].type)
-                out.append(Cut(v, None if shape is None else [d if d is not None else -1 for d in shape],
-                               pos + 1, len(real) - pos - 1, weight_before, total))
-    return out
-
-
-def cut_frontier(model, fraction: float) -> list[str]:
-    """The computed values live right after the op at ``fraction`` (0..1) of the
-    program's non-const ops: a cut (possibly over several values) that always
-    separates the program there."""
-    src = _as_package(model)
-    _, fn = _single_function(src.spec, "cut_frontier")
-    block = P.main_block(fn)
-    ops = list(block.operations)
-    real = [i for i, op in enumerate(ops) if not _is_const(op)]
-    if len(real) < 2:
-        raise SpecSurgeryError("cut_frontier: the program has fewer than two ops to cut between")
-    pos = real[min(max(int(round(fraction * (len(real) - 1))), 0), len(real) - 2)]
-    later = _reads(ops[pos + 1:]) | set(block.outputs)
-    return [o.name for op in ops[:pos + 1] if not _is_const(op) for o in op.outputs if o.name in later]
-
-
-__all__ = ["split_program", "suggest_cuts", "cut_frontier"]
+__all__ = ["split_at", "split_program", "as_package", "single_function", "closure", "is_const", "reads"]

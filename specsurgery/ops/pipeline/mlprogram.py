@@ -1,11 +1,7 @@
-"""Pipelines with ML Program stages.
-
-``pipeline_mlprogram(stages, names=None, kind="auto", coerce=False,
-prefixes=None, interface=None) -> MLPackage`` (``make_pipeline`` in
-``ops/pipeline.py`` sends ML Program stages here).
+"""``make_pipeline`` for stages that hold ML Programs: an MLPackage.
 
 The pipeline's description is computed by the neuralNetwork ``make_pipeline``
-itself: every ML Program stage takes part through a stand-in (a linkedModel
+(:mod:`.nn`) itself: every ML Program stage takes part through a stand-in (a linkedModel
 stub with the stage's description), then the real stages are put back.  So
 interface rules, names, kinds and the original-interface adoption are the
 same for both model kinds.
@@ -25,13 +21,12 @@ A pipeline with ML Program stages needs spec version 6 (iOS 15) or more.
 
 from __future__ import annotations
 
-
-
-from .. import spec as S
-from .._proto import Model_pb2
-from ..errors import SpecSurgeryError, UnsupportedError
-from ..io import MLPackage, load, split_model
-from ..mil import blobs as B
+from ... import spec as S
+from ..._proto import Model_pb2
+from ...errors import SpecSurgeryError, UnsupportedError
+from ...io import MLPackage, load, split_model
+from ...mil import blobs as B
+from . import nn
 
 MLPROGRAM_MIN_VERSION = 6
 
@@ -54,18 +49,27 @@ def weight_tag(index) -> str:
     return "-".join(str(i) for i in index)
 
 
+def _source(sources: dict, index: tuple):
+    """The package of the deepest entry of ``sources`` that holds stage ``index``."""
+    for depth in range(len(index), -1, -1):
+        if index[:depth] in sources:
+            return sources[index[:depth]]
+    return None
+
+
 def pack_weights(spec, sources: dict) -> dict:
     """Rewrite every ML Program in pipeline ``spec`` to its own weight file.
 
-    ``sources`` maps a top-level stage index to the MLPackage its blobs come
-    from (the spec itself when it is a program: key None).  Returns the new
-    ``weights`` mapping; ``spec`` is edited in place.
+    ``sources`` maps a stage index tuple to the MLPackage the blobs of the
+    programs at or under that stage come from (``()`` for the whole model;
+    the deepest entry wins).  Returns the new ``weights`` mapping; ``spec`` is
+    edited in place.
     """
     weights = {}
     for info in S.iter_models(spec):
         if S.model_type(info.model) != "mlProgram":
             continue
-        src = sources.get(info.index[0] if info.index else None)
+        src = _source(sources, info.index)
         tag = weight_tag(info.index) if info.index else ""
         file_name = f"@model_path/weights/{tag + '-' if tag else ''}weight.bin"
         writer = B.rewrite_blobs(info.model, src, B.BlobWriter(), file_name=file_name,
@@ -75,23 +79,26 @@ def pack_weights(spec, sources: dict) -> dict:
     return weights
 
 
-def pipeline_mlprogram(stages, names=None, kind: str = "auto", coerce: bool = False, prefixes=None,
-                       interface=None) -> MLPackage:
-    from .pipeline import make_pipeline
-
+def make_pipeline(stages, names=None, kind: str = "auto", coerce: bool = False, prefixes=None,
+                  *, interface=None) -> MLPackage:
+    """A pipeline package of ``stages``, some of which hold ML Programs (see
+    :func:`specsurgery.ops.pipeline.make_pipeline`)."""
     loaded = [load(s) for s in stages]
     if not loaded:
-        raise SpecSurgeryError("make_pipeline: give at least one stage")
+        raise SpecSurgeryError("make_pipeline: give at least one stage (Core ML needs one or more models)")
     specs, packages = [], {}
     for i, m in enumerate(loaded):
         spec, pkg = split_model(m)
         specs.append(spec)
         if pkg is not None:
-            packages[i] = pkg
+            packages[(i,)] = pkg
     program_stages = [i for i, s in enumerate(specs) if has_program(s)]
     if prefixes is not None and any(prefixes[i] for i in program_stages if i < len(prefixes)):
-        raise UnsupportedError("make_pipeline: output prefixes on ML Program stages are not supported; "
-                               "rename the features on the other stages instead")
+        named = [str(i) for i in program_stages if i < len(prefixes) and prefixes[i]]
+        raise UnsupportedError(
+            f"make_pipeline: option 'prefixes' is not supported for ML Program stages (stage "
+            f"{', '.join(named)}); output prefixes on ML Program stages are not supported: give those "
+            "stages None (an empty --prefixes entry) and prefix or rename the other stages' outputs instead")
     stand_ins = [(_stand_in(s) if i in program_stages else s) for i, s in enumerate(specs)]
     last = specs[-1]
     if kind == "auto" and S.model_type(last) == "mlProgram":
@@ -101,14 +108,15 @@ def pipeline_mlprogram(stages, names=None, kind: str = "auto", coerce: bool = Fa
                                        for f in last.description.output) else "regressor"
     # message equality, not bytes: the metadata's userDefined map has no fixed byte order
     before = [Model_pb2.ModelDescription.FromString(s.description.SerializeToString()) for s in stand_ins]
-    out = make_pipeline(stand_ins, names=names, kind=kind, coerce=coerce, prefixes=prefixes,
-                        interface=interface)
+    out = nn.make_pipeline(stand_ins, names=names, kind=kind, coerce=coerce, prefixes=prefixes,
+                           interface=interface)
     pipe = S.pipeline_of(out)
     for i in program_stages:
         if pipe.models[i].description != before[i]:
             raise UnsupportedError(
-                f"make_pipeline: the interface of ML Program stage {S.stage_names(pipe)[i]!r} would have to "
-                "change (coerce); ML Program stages are not coerced, fix the other stage instead")
+                f"make_pipeline: option 'coerce' is not supported for ML Program stages: the interface of "
+                f"stage {S.stage_names(pipe)[i]!r} would have to change (coerce); ML Program stages are not "
+                "coerced, fix the other stage instead")
         pipe.models[i].CopyFrom(specs[i])
     out.specificationVersion = max(out.specificationVersion, MLPROGRAM_MIN_VERSION,
                                    *(s.specificationVersion for s in specs))
@@ -116,12 +124,4 @@ def pipeline_mlprogram(stages, names=None, kind: str = "auto", coerce: bool = Fa
     return MLPackage(out, weights, None, {})
 
 
-make_pipeline = pipeline_mlprogram
-
-
-def split_pipeline(original, backbone, head, *, names=("backbone", "head")) -> MLPackage:
-    """[backbone, head] as a pipeline package with ``original``'s interface."""
-    return pipeline_mlprogram([backbone, head], names=list(names), interface=original)
-
-
-__all__ = ["pipeline_mlprogram", "make_pipeline", "split_pipeline", "pack_weights", "has_program"]
+__all__ = ["make_pipeline", "pack_weights", "has_program"]

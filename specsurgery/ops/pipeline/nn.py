@@ -1,5 +1,5 @@
-"""``make_pipeline``: assemble models into a Pipeline, PipelineClassifier or
-PipelineRegressor.
+"""``make_pipeline`` for stages without ML Programs (the interface rules for
+every pipeline: the ML Program part runs its stages through here as stand-ins).
 
 The pipeline's interface is computed the way Core ML reads a pipeline: a
 table of features seeded by the pipeline inputs, each stage reading from it
@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from .._proto import Model_pb2
-from .. import spec as S
-from ..errors import SpecSurgeryError, UnsupportedError
-from ..io import MLPackage, copy_spec, load
-from . import _nn
+from ..._proto import Model_pb2
+from ... import spec as S
+from ...errors import SpecSurgeryError, UnsupportedError
+from ...io import MLPackage, copy_spec, load
+from .. import _nn
 
 __all__ = ["make_pipeline", "types_equivalent", "type_difference", "pipeline_interface"]
 
@@ -38,7 +38,7 @@ def type_difference(a, b) -> Optional[str]:
     """None when Core ML's pipeline check (``isEquivalent``) accepts FeatureType
     ``b`` where ``a`` is declared, else what differs (the rule itself lives in
     :func:`specsurgery.check.pipeline.type_differences`)."""
-    from ..check.pipeline import type_differences
+    from ...check.pipeline import type_differences
 
     diffs = type_differences(a, b)
     if not diffs:
@@ -128,7 +128,8 @@ def _classify_kind(kind: str, last) -> str:
 
 def make_pipeline(stages, names=None, kind: str = "auto", coerce: bool = False, prefixes=None,
                   *, interface=None):
-    """A pipeline of ``stages`` (specs, paths, MLPackages or MLModels).
+    """A pipeline of ``stages`` (specs, paths, MLPackages or MLModels) that
+    hold no ML Program (see :func:`specsurgery.ops.pipeline.make_pipeline`).
 
     ``names``: stage names (unique; default ``model0``, ``model1``...).
     ``kind``: auto (PipelineClassifier when the last stage classifies,
@@ -143,11 +144,7 @@ def make_pipeline(stages, names=None, kind: str = "auto", coerce: bool = False, 
     loaded = [load(s) for s in stages]
     if not loaded:
         raise SpecSurgeryError("make_pipeline: give at least one stage (Core ML needs one or more models)")
-    specs = [m.spec if isinstance(m, MLPackage) else m for m in loaded]
-    if any(S.model_type(s) == "mlProgram" for s in specs):
-        fn = _nn.mlprogram_dispatch("pipeline_mlprogram", "pipeline_mlprogram", "pipeline")
-        return fn(loaded, names=names, kind=kind, coerce=coerce, prefixes=prefixes, interface=interface)
-    specs = [copy_spec(s) for s in specs]
+    specs = [copy_spec(m.spec if isinstance(m, MLPackage) else m) for m in loaded]
     n = len(specs)
     if names is not None:
         names = list(names.split(",") if isinstance(names, str) else names)
@@ -163,7 +160,7 @@ def make_pipeline(stages, names=None, kind: str = "auto", coerce: bool = False, 
         if len(prefixes) != n:
             raise SpecSurgeryError(f"make_pipeline: {len(prefixes)} prefixes for {n} stages; use None "
                                    "for stages to leave alone")
-        from .rename import rename_feature
+        from ..rename import rename_feature
 
         for i, p in enumerate(prefixes):
             if p:

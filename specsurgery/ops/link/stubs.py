@@ -1,24 +1,26 @@
-"""Linked models: replace a pipeline stage with a ``linkedModel`` stub, make a
-stub for a standalone model, and inline stubs back (``unlink``).
+"""Linked stubs on the spec, the part of ``link`` and ``unlink`` every backend shares.
 
 A stub's description equals the stage's interface, so the pipeline's type
 table does not change.  Core ML needs spec version 4 for a linked model; the
 stub and every pipeline around it are raised to at least 4, and the raise is
 reported as a :class:`SurgeryNote` warning.
+
+:func:`replace_stage` turns a stage into a stub and :func:`inline_stubs` puts
+the stubs' targets back, both editing the spec they are given; what an ML
+Program's weights need on top of that lives in :mod:`.mlprogram`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
-from .._proto import Model_pb2
-from .. import spec as S
-from ..errors import NotFoundError, SpecSurgeryError, UnsupportedError
-from ..io import MLPackage, copy_spec, load
-from . import _nn
+from ..._proto import Model_pb2
+from ... import spec as S
+from ...errors import NotFoundError, SpecSurgeryError, UnsupportedError
+from ...io import MLPackage, copy_spec, load, split_model
+from .. import _nn
 
-__all__ = ["link_stage", "make_linked_stub", "unlink", "DEFAULT_SEARCH_PATH", "LINKED_MIN_VERSION"]
+__all__ = ["make_linked_stub", "replace_stage", "inline_stubs", "DEFAULT_SEARCH_PATH", "LINKED_MIN_VERSION"]
 
 DEFAULT_SEARCH_PATH = ".:$BUNDLE_MAIN"
 LINKED_MIN_VERSION = 4
@@ -28,7 +30,8 @@ def make_linked_stub(spec_or_description, file_name: str = "Backbone.mlmodelc",
                      search_path: str = DEFAULT_SEARCH_PATH) -> "Model_pb2.Model":
     """A ``linkedModel`` whose description equals the model's (or the given
     ModelDescription), pointing at the compiled ``file_name`` on
-    ``search_path``.  Spec version 4 (more if the interface needs it)."""
+    ``search_path``.  Spec version 4 (more if the interface needs it).  The
+    same for every backend: a stub carries no weights."""
     if not file_name:
         raise SpecSurgeryError("make_linked_stub: file_name is empty; name the compiled model, "
                                "e.g. 'Backbone.mlmodelc'")
@@ -60,6 +63,8 @@ def make_linked_stub(spec_or_description, file_name: str = "Backbone.mlmodelc",
                  "models only")
     return stub
 
+
+# --------------------------------------------------------------------------- link
 
 def _split_stage_path(stage) -> list:
     if isinstance(stage, int):
@@ -98,19 +103,11 @@ def _raise_versions(chain, floor: int, reason: str) -> None:
             _nn.note(f"raised the spec version of {where} from {old} to {floor}: {reason}")
 
 
-def link_stage(spec, stage, file_name: str = "Backbone.mlmodelc", search_path: str = DEFAULT_SEARCH_PATH,
-               *, inplace: bool = False):
-    """Replace the pipeline stage ``stage`` (name, index, or "outer/inner")
-    with a linked stub of its interface naming ``file_name``.  The stage
-    name stays; the stub and enclosing pipelines get spec version >= 4 (a
-    :class:`SurgeryNote` says so when a version is raised)."""
-    model = load(spec)
-    root = model.spec if isinstance(model, MLPackage) else model
-    if S.model_type(root) == "mlProgram" or (S.pipeline_of(root) is not None and any(
-            S.model_type(i.model) == "mlProgram" for i in S.iter_models(root))):
-        fn = _nn.mlprogram_dispatch("link_mlprogram", "link_mlprogram", "link")
-        return fn(model, stage, file_name=file_name, search_path=search_path)
-    out = root if inplace else copy_spec(root)
+def replace_stage(out, stage, file_name: str, search_path: str) -> None:
+    """Replace the pipeline stage ``stage`` (name, index, or "outer/inner") of
+    ``out`` (edited in place) with a linked stub of its interface naming
+    ``file_name``.  The stage name stays; the stub and enclosing pipelines get
+    spec version >= 4 (a :class:`SurgeryNote` says so when a version is raised)."""
     chain, pipe, idx = _locate(out, stage)
     target = pipe.models[idx]
     if S.model_type(target) == "linkedModel":
@@ -124,70 +121,44 @@ def link_stage(spec, stage, file_name: str = "Backbone.mlmodelc", search_path: s
                  f"{stub.specificationVersion}: a linkedModel needs spec version {LINKED_MIN_VERSION}")
     _raise_versions(chain, max(LINKED_MIN_VERSION, stub.specificationVersion),
                     f"stage {stage!r} is a linkedModel, which needs spec version {LINKED_MIN_VERSION}")
-    return out
 
 
 # --------------------------------------------------------------------------- unlink
 
-def _resolve(stub, search_path, base_dir, bundle, where) -> "Model_pb2.Model":
-    from ..linked import require_linked
+def _resolve(stub, search_path, base_dir, bundle, where):
+    """(spec, package or None) of the model a stub links to."""
+    from ...linked import require_linked
 
     path = require_linked(stub, search_path=search_path, base_dir=base_dir, bundle=bundle,
                           where=f"unlink: {where}")
-    model = load(path)
-    return model.spec if isinstance(model, MLPackage) else model
+    return split_model(load(path))
 
 
-def unlink(spec, search_path: Optional[str] = None, base_dir=None, bundle=None, *, inplace: bool = False):
-    """Inline every linked stub's target back into the model (nested
-    pipelines too), resolved with :func:`specsurgery.linked.resolve_linked`
-    (``search_path`` overrides the stubs' own; ``base_dir`` is the folder of
-    the containing model; ``bundle`` what ``$BUNDLE_MAIN`` stands for).  A
-    target whose interface differs from its stub's is an error."""
-    from .pipeline import type_difference
+def inline_stubs(out, search_path: Optional[str], base_dir, bundle) -> dict:
+    """Put every linked stub's target back into ``out`` (edited in place;
+    nested pipelines too, a linked top model as well), checking each target
+    against its stub's interface.  Returns {stage index tuple: the target's
+    MLPackage or None} of the stages inlined (``()`` for the top model), so a
+    caller can carry their weights."""
+    from ..pipeline import type_difference
 
-    model = load(spec)
-    if base_dir is None and isinstance(spec, (str, Path)):
-        base_dir = Path(spec).parent
-    root = model.spec if isinstance(model, MLPackage) else model
-    if _links_to_program(root, search_path, base_dir, bundle):
-        # the targets' weights must come along: the result is an .mlpackage
-        fn = _nn.mlprogram_dispatch("link_mlprogram", "unlink_mlprogram", "unlink")
-        return fn(spec if isinstance(spec, (str, Path)) else model, search_path=search_path,
-                  base_dir=base_dir, bundle=bundle)
-    out = root if inplace else copy_spec(root)
+    inlined: dict = {}
     if S.model_type(out) == "linkedModel":
-        target = _inline_one(out, search_path, base_dir, bundle, "the model", type_difference)
+        target, pkg = _inline_one(out, search_path, base_dir, bundle, "the model", type_difference)
         out.CopyFrom(target)
-        return out
-    found_any = False
+        inlined[()] = pkg
+        return inlined
     for info in list(S.iter_models(out)):
         if info.path and S.model_type(info.model) == "linkedModel":
-            found_any = True
-            target = _inline_one(info.model, search_path, base_dir, bundle, f"stage {info.path!r}",
-                                 type_difference)
+            target, pkg = _inline_one(info.model, search_path, base_dir, bundle, f"stage {info.path!r}",
+                                      type_difference)
             info.model.CopyFrom(target)
-    if not found_any:
+            inlined[info.index] = pkg
+    if not inlined:
         raise NotFoundError("unlink: the model has no linkedModel stages; nothing to inline")
     # enclosing pipelines must be at least the inlined targets' versions
     _fix_outer_versions(out)
-    return out
-
-
-def _links_to_program(root, search_path, base_dir, bundle) -> bool:
-    """True when a top-level stage links to an ML Program (an .mlpackage target)."""
-    from ..linked import resolve_linked
-
-    pipe = S.pipeline_of(root)
-    if pipe is None:
-        return False
-    for stage in pipe.models:
-        if S.model_type(stage) != "linkedModel":
-            continue
-        found, _ = resolve_linked(stage, search_path=search_path, base_dir=base_dir, bundle=bundle)
-        if found is not None and Path(found).suffix == ".mlpackage":
-            return True
-    return False
+    return inlined
 
 
 def _fix_outer_versions(spec) -> int:
@@ -199,11 +170,8 @@ def _fix_outer_versions(spec) -> int:
     return spec.specificationVersion
 
 
-def _inline_one(stub, search_path, base_dir, bundle, where, type_difference) -> "Model_pb2.Model":
-    target = _resolve(stub, search_path, base_dir, bundle, where)
-    if S.model_type(target) == "mlProgram":
-        raise UnsupportedError(f"unlink: {where} links to an ML Program, whose weights cannot be "
-                               "inlined into an .mlmodel pipeline; mlProgram surgery is not supported yet")
+def _inline_one(stub, search_path, base_dir, bundle, where, type_difference):
+    target, pkg = _resolve(stub, search_path, base_dir, bundle, where)
     problems = []
     for role in ("input", "output"):
         theirs = {f.name: f for f in getattr(target.description, role)}
@@ -217,4 +185,4 @@ def _inline_one(stub, search_path, base_dir, bundle, where, type_difference) -> 
     if problems:
         raise SpecSurgeryError(f"unlink: {where}'s target does not match its stub's interface: "
                                + "; ".join(problems))
-    return copy_spec(target)
+    return copy_spec(target), pkg

@@ -1,4 +1,4 @@
-"""``split_at``: cut a neural network at blobs into a backbone and a head.
+"""``split_at`` for neural networks: cut at blobs into a backbone and a head.
 
 The backbone holds every layer needed to compute the cut blobs (image
 preprocessing stays with it, the image input does too) and outputs the cut
@@ -14,54 +14,22 @@ mapping a blob held as [1,1,C,H,W] is declared [C,H,W] on both sides of the
 cut (the head maps it back to rank 5); in exact-rank networks it is declared
 as is.  A head that gains a MultiArray input next to RANK4 images switches its
 array mapping to exact rank, which is the mode the network already runs in.
-
-``split_model`` writes ``<N>Backbone.mlmodel``, ``<N>Head.mlmodel`` and
-``<N>.mlmodel`` (``.mlpackage`` for ML Programs): a pipeline of both with the original interface (the backbone
-optionally a linked stub naming ``<N>Backbone.mlmodelc``).
 """
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-from pathlib import Path
-from typing import Optional, Sequence
+from ... import spec as S
+from ...errors import NotFoundError, SpecSurgeryError, UnsupportedError, missing_message
+from ...io import copy_spec
+from .. import _nn
+from ..extract.nn import interface_targets, typed_features
 
-from .. import spec as S
-from ..errors import NotFoundError, SpecSurgeryError, UnsupportedError, missing_message
-from .._proto import Model_pb2
-from ..io import copy_spec, load
-from . import _nn
-from .extract import _names, interface_targets, typed_features
-
-__all__ = ["split_at", "split_pipeline", "split_model", "DEFAULT_SEARCH_PATH"]
-
-DEFAULT_SEARCH_PATH = ".:$BUNDLE_MAIN"
+__all__ = ["split_at"]
 
 
-def split_at(spec, blobs, *, shapes=None, freeze_backbone: bool = False, drop_updatable: bool = False,
-             inplace: bool = False):
-    """(backbone, head) of ``spec`` cut at ``blobs`` (a name, "a,b" or a list).
-
-    ``shapes`` ({blob: declared shape}) types cut blobs that shape inference
-    cannot (behind custom layers).  For an updatable model the updatable
-    layers must all lie after the cut (only a pipeline's last stage may be
-    updatable); ``freeze_backbone=True`` instead marks the backbone's layers
-    not updatable (on-device training then updates the head only), and
-    ``drop_updatable=True`` makes both halves plain prediction models
-    (predictions are unchanged; on-device training is gone).
-
-    Errors: a blob not in the network (with near matches), a cut at a model
-    input, a cut that does not separate the graph (naming a path that
-    bypasses it), a cut that leaves the head empty.
-    """
-    model = load(spec)
-    root = getattr(model, "spec", model)
-    if S.model_type(root) == "mlProgram":
-        fn = _nn.mlprogram_dispatch("split_mlprogram", "split_program", "split")
-        return fn(model, _names(blobs))
-    spec = root
+def split_at(spec, cuts: list, *, shapes=None, freeze_backbone: bool = False, drop_updatable: bool = False):
+    """(backbone, head) of the network ``spec`` cut at the blobs ``cuts``
+    (see :func:`specsurgery.ops.split.split_at`); ``spec`` is not edited."""
     nn = S.require_nn(spec, "split")
     if drop_updatable and spec.isUpdatable:
         spec = copy_spec(spec)
@@ -72,9 +40,6 @@ def split_at(spec, blobs, *, shapes=None, freeze_backbone: bool = False, drop_up
         nn = S.nn_of(spec)
         _nn.note("split: dropped on-device training (isUpdatable, update parameters, training inputs); "
                  "predictions are unchanged")
-    cuts = _names(blobs)
-    if not cuts:
-        raise SpecSurgeryError("split: give at least one blob to cut at")
     known = _nn.blob_names(spec, nn)
     missing = [b for b in cuts if b not in known]
     if missing:
@@ -160,7 +125,7 @@ def split_at(spec, blobs, *, shapes=None, freeze_backbone: bool = False, drop_up
 
 def _freeze(model) -> None:
     """Mark every layer and weight of ``model`` not updatable."""
-    from ..weights import layer_weights
+    from ...weights import layer_weights
 
     for layer in S.nn_of(model).layers:
         layer.isUpdatable = False
@@ -210,84 +175,3 @@ def _bypass_message(nn, cuts, backbone_cl, head_cl, model_inputs) -> str:
             f"reads {blob!r}, which is computed before it, so the path {path} bypasses the cut; "
             f"add {blob!r} to the cut (--at {','.join(cuts + [blob])}) or cut at a blob every path "
             "passes through (see suggest-cuts)")
-
-
-def split_pipeline(original, backbone, head, *, names: Sequence[str] = ("backbone", "head")):
-    """The pipeline [backbone, head] with ``original``'s interface (inputs,
-    outputs and their order, descriptions, metadata, updatability) and at
-    least its spec version (each half keeps only the version it needs)."""
-    from .pipeline import make_pipeline
-
-    pipe = make_pipeline([backbone, head], names=list(names), interface=original)
-    pspec, hspec = getattr(pipe, "spec", pipe), getattr(head, "spec", head)
-    ospec = getattr(original, "spec", original)
-    if isinstance(ospec, Model_pb2.Model):   # the pipeline keeps the original's deployment target
-        pspec.specificationVersion = max(pspec.specificationVersion, ospec.specificationVersion)
-    if not hspec.isUpdatable and pspec.isUpdatable:
-        pspec.isUpdatable = False
-        del pspec.description.trainingInput[:]
-    return pipe
-
-
-def split_model(model, blobs, out_dir, *, name: Optional[str] = None, link: bool = False,
-                search_path: str = DEFAULT_SEARCH_PATH, check_search_path: Optional[str] = None,
-                shapes=None, freeze_backbone: bool = False, drop_updatable: bool = False) -> dict:
-    """Split ``model`` (a path or spec) at ``blobs`` and write
-    ``out_dir/<N>Backbone.mlmodel``, ``<N>Head.mlmodel`` and ``<N>.mlmodel``
-    (the pipeline; with ``link`` its backbone stage is a stub naming
-    ``<N>Backbone.mlmodelc`` on ``search_path``).  Returns the paths."""
-    from ..io import MLPackage, save
-    from .link import link_stage
-
-    if name is None:
-        if isinstance(model, (str, os.PathLike)):
-            name = Path(model).stem
-        else:
-            raise SpecSurgeryError("split_model: give name= when the model is not a file path")
-    if not name or name.startswith(".") or re.search(r"[/\\\x00]", name):
-        # "" would write a hidden ".mlmodel", "a/b" a sub-folder
-        raise SpecSurgeryError(f"split: base name {name!r} must be a plain file stem (no folder, not "
-                               "empty, not starting with '.'), e.g. --name Classifier")
-    out = Path(out_dir)
-    original = load(model)
-    backbone, head = split_at(original, blobs, shapes=shapes, freeze_backbone=freeze_backbone,
-                              drop_updatable=drop_updatable)
-    pipe = split_pipeline(original, backbone, head)
-    if link:
-        pipe = link_stage(pipe, "backbone", file_name=f"{name}Backbone.mlmodelc", search_path=search_path)
-    def ext(m):   # ML Programs keep their weights in a package
-        return ".mlpackage" if isinstance(m, MLPackage) else ".mlmodel"
-
-    paths = {
-        "backbone": out / f"{name}Backbone{ext(backbone)}",
-        "head": out / f"{name}Head{ext(head)}",
-        "pipeline": out / f"{name}{ext(pipe)}",
-    }
-    if isinstance(model, (str, os.PathLike)):
-        clash = [p for p in paths.values() if _same_file(p, model)]
-        if clash:
-            raise SpecSurgeryError(f"split: {clash[0]} would overwrite the input model; write to another "
-                                   "folder (-o) or give another base name (--name)")
-    written = []
-    try:   # all or nothing: a failed check or write removes what this call wrote
-        for role in ("backbone", "head", "pipeline"):
-            existed = paths[role].exists()
-            save({"backbone": backbone, "head": head, "pipeline": pipe}[role], paths[role],
-                 search_path=check_search_path if role == "pipeline" else None)
-            if not existed:
-                written.append(paths[role])
-    except BaseException:
-        for path in written:
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        raise
-    return paths
-
-
-def _same_file(a, b) -> bool:
-    try:
-        return Path(a).resolve() == Path(b).resolve()
-    except OSError:
-        return False
