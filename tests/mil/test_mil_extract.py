@@ -142,3 +142,29 @@ def test_cli_extracts_a_package(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "ops," in printed and f"inputs {start} MultiArray" in printed
     assert _errors(out) == []
+
+
+def test_state_writes_stay_with_the_reads_they_feed():
+    path, _ = M.stateful_converted()
+    pkg = io.load(path)
+    sub = extract(pkg, ["x", "acc"], ["y"])          # write_state has no outputs: kept for its read
+    assert [f.name for f in sub.spec.description.state] == ["acc"]
+    assert "write_state" in [op.type for op in _block(sub).operations]
+    assert _errors(sub) == []
+    x = random_inputs(pkg, seed=0)
+    np.testing.assert_array_equal(predict(sub, x)["y"], predict(pkg, x)["y"])
+    with pytest.raises(SpecSurgeryError, match=r"depend on 'x'.*\[write_state .*\(writes a state the outputs read\)"):
+        extract(pkg, ["acc"], ["y"])
+
+
+def test_float16_values_cross_a_spec6_interface_as_float32():
+    pkg = io.load(M.zoo_converted("resnet", "fp16"))
+    assert pkg.spec.specificationVersion == 6                  # float16 features need 7
+    start, end = _computed(pkg, "max_pool")[0], _computed(pkg, "linear")[0]
+    sub = extract(pkg, start, end)
+    assert [f.type.multiArrayType.dataType for f in
+            list(sub.spec.description.input) + list(sub.spec.description.output)] == [65568, 65568]
+    assert _errors(sub) == []
+    env = _values(pkg, random_inputs(pkg, seed=2))
+    got = predict(sub, {start: env[start]})[end]
+    np.testing.assert_array_equal(got, env[end].astype(np.float32))     # the casts are exact

@@ -146,3 +146,14 @@ def test_cli_renames_a_package_and_lists_every_clash(tmp_path, capsys):
     assert f"{convs[0]!r} (for 'x') already names a value" in err
     assert f"{convs[1]!r} (for 'out') already names a value" in err
     assert not (tmp_path / "c.mlpackage").exists()
+
+
+def test_state_features_are_renamed_with_their_reads_and_writes():
+    path, _ = M.stateful_converted()
+    pkg = io.load(path)
+    out = rename_feature(pkg, "acc", "total")
+    assert [f.name for f in out.spec.description.state] == ["total"]
+    assert "acc" not in _all_names(out.spec)
+    assert _errors(out) == []
+    x = random_inputs(pkg, seed=0)
+    _same_outputs(pkg, out, x, x)

@@ -14,12 +14,15 @@ of its MIL type and shape (an unknown dimension becomes a flexible range).
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..._proto import MIL_pb2, Model_pb2
 from ...errors import NotFoundError, SpecSurgeryError, UnsupportedError, missing_message
 from ...io import WEIGHT_FILE_NAME, MLPackage, split_model, weight_key
 from ...mil import blobs as B
 from ...mil import program as P
 from .. import _nn
+from ..rename.mlprogram import rename_block
 
 __all__ = ["extract_program"]
 
@@ -94,15 +97,35 @@ def _closure(ops, producer: dict, targets, stops: set):
     return need, parent
 
 
+def _add_state_writes(ops, producer, need: set, parent: dict, fn_inputs, stops: set) -> None:
+    """Keep the ops that write a state the kept ops read (``write_state`` has
+    no outputs, so no value leads to it), with what they need."""
+    states = {n for n, nvt in fn_inputs.items() if nvt.type.WhichOneof("type") == "stateType"}
+    while True:
+        used = {n for i in need for n in _reads(ops[i]) if n in states}
+        more = [i for i, op in enumerate(ops) if i not in need and not op.outputs and used & set(_reads(op))]
+        if not more:
+            return
+        for i in more:
+            need.add(i)
+            extra, found = _closure(ops, producer, _reads(ops[i]), stops)
+            need |= extra
+            for k, v in found.items():
+                parent.setdefault(k, i if v is None else v)
+
+
 def _path(ops, parent: dict, value: str) -> str:
     chain, seen = [value], set()
     i = parent.get(value)
     while i is not None and i not in seen:
         seen.add(i)
         op = ops[i]
-        out = op.outputs[0].name if op.outputs else "?"
-        chain += [f"[{op.type} {P.op_name(op)!r}]", out]
-        i = parent.get(out)
+        chain.append(f"[{op.type} {P.op_name(op)!r}]")
+        if not op.outputs:
+            chain[-1] += " (writes a state the outputs read)"
+            break
+        chain.append(op.outputs[0].name)
+        i = parent.get(chain[-1])
     return " -> ".join(chain)
 
 
@@ -126,6 +149,67 @@ def _check_names(ops, block, producer, fn_inputs, inputs, outputs) -> None:
     _nn.refuse_passthrough("extract", inputs, outputs, "a program output must be produced by an op")
 
 
+def _cast(x: str, out_name: str, dtype: str, vt) -> "MIL_pb2.Operation":
+    op = MIL_pb2.Operation(type="cast")
+    op.inputs["x"].arguments.add().name = x
+    op.inputs["dtype"].arguments.add().value.CopyFrom(P.numpy_to_value(np.array(dtype)))
+    op.outputs.add(name=out_name).type.CopyFrom(vt)
+    op.attributes["name"].CopyFrom(P.numpy_to_value(np.array(out_name)))
+    return op
+
+
+def _fresh(name: str, taken: set) -> str:
+    k, cand = 0, name
+    while cand in taken:
+        k += 1
+        cand = f"{name}_{k}"
+    taken.add(cand)
+    return cand
+
+
+def _narrow_and_widen(block, ins, outs, types, widened, taken: set) -> None:
+    """Give the float16 values ``ins`` (now float32 function inputs) and
+    ``outs`` (float32 block outputs) a cast on their side of the interface."""
+    front, back = [], []
+    for name in ins:
+        inner = _fresh(f"{name}_to_fp16", taken)
+        rename_block(block, name, inner)
+        front.append(_cast(name, inner, "fp16", types[name]))
+    for name in outs:
+        inner = _fresh(f"{name}_fp16", taken)
+        rename_block(block, name, inner)
+        block.outputs[list(block.outputs).index(inner)] = name
+        back.append(_cast(inner, name, "fp32", widened[name]))
+    kept = [MIL_pb2.Operation.FromString(op.SerializeToString()) for op in block.operations]
+    del block.operations[:]
+    block.operations.extend(front + kept + back)
+
+
+def _shell(spec, fname: str, fn):
+    """(model, function, block): a copy of ``spec`` keeping function ``fname``
+    and its block with their attributes, but no features, function inputs,
+    ops or block outputs; the other functions are dropped."""
+    out = Model_pb2.Model()
+    out.CopyFrom(spec)
+    desc = out.description
+    for field in ("input", "output", "state", "trainingInput", "functions", "predictedFeatureName",
+                  "predictedProbabilitiesName", "defaultFunctionName"):
+        desc.ClearField(field)
+    if fname != "main" and spec.description.defaultFunctionName:
+        desc.defaultFunctionName = fname
+    for other in [n for n in out.mlProgram.functions if n != fname]:
+        del out.mlProgram.functions[other]
+    nf = out.mlProgram.functions[fname]
+    del nf.inputs[:]
+    opset = fn.opset if fn.opset in fn.block_specializations else next(iter(fn.block_specializations))
+    for other in [k for k in nf.block_specializations if k != opset]:
+        del nf.block_specializations[other]
+    nb = nf.block_specializations[opset]
+    del nb.operations[:]
+    del nb.outputs[:]
+    return out, nf, nb
+
+
 def extract_program(model, inputs: list[str], outputs: list[str], *, shapes=None, inplace: bool = False):
     """The sub-program of ``model`` (a loaded spec or MLPackage holding an ML
     Program) computing values ``outputs`` from values ``inputs``, as an
@@ -144,6 +228,7 @@ def extract_program(model, inputs: list[str], outputs: list[str], *, shapes=None
     fn_inputs = {i.name: i for i in fn.inputs}
     _check_names(ops, block, producer, fn_inputs, inputs, outputs)
     need, parent = _closure(ops, producer, outputs, set(inputs))
+    _add_state_writes(ops, producer, need, parent, fn_inputs, set(inputs))
     read = {n for i in need for n in _reads(ops[i])} | set(outputs)
     leaks = [n for n in fn_inputs if n in read and n not in inputs]
     if leaks:
@@ -158,34 +243,32 @@ def extract_program(model, inputs: list[str], outputs: list[str], *, shapes=None
     types.update((n, nvt.type) for n, nvt in fn_inputs.items())
     version = spec.specificationVersion
 
-    out = Model_pb2.Model()
-    out.specificationVersion = version
-    out.description.metadata.CopyFrom(spec.description.metadata)
-    if fname != "main" and spec.description.defaultFunctionName:
-        out.description.defaultFunctionName = fname
-    out.mlProgram.version = spec.mlProgram.version
-    for k, v in spec.mlProgram.attributes.items():
-        out.mlProgram.attributes[k].CopyFrom(v)
-    nf = out.mlProgram.functions[fname]
-    nf.opset = fn.opset
-    for k, v in fn.attributes.items():
-        nf.attributes[k].CopyFrom(v)
-    nb = nf.block_specializations[fn.opset]
-    for k, v in block.attributes.items():
-        nb.attributes[k].CopyFrom(v)
-    for role, names, feats in (("input", inputs, out.description.input),
+    out, nf, nb = _shell(spec, fname, fn)
+    states = {f.name: f for f in desc.state}
+    for name in inputs:
+        if name in states:
+            out.description.state.add().CopyFrom(states[name])
+    # float16 values cross a spec-6 interface as float32 (a cast each way, exact)
+    widened = {n: P.tensor_type(MIL_pb2.FLOAT32, P.tensor_shape(types[n])) for n in inputs + outputs
+               if n not in originals and version < 7 and P.tensor_dtype(types[n]) == MIL_pb2.FLOAT16
+               and types[n].WhichOneof("type") == "tensorType"}
+    iface = {**types, **widened}
+    for role, names, feats in (("input", [n for n in inputs if n not in states], out.description.input),
                                ("output", outputs, out.description.output)):
         for name in names:
             original = originals.get(name)
             feats.add().CopyFrom(original if original is not None else
-                                 _array_feature(name, types[name], version, role))
+                                 _array_feature(name, iface[name], version, role))
     for name in inputs:
         nvt = nf.inputs.add()
         nvt.name = name
-        nvt.type.CopyFrom(types[name])
+        nvt.type.CopyFrom(iface[name])
     for i in sorted(need):
         nb.operations.add().CopyFrom(ops[i])
     nb.outputs.extend(outputs)
+    if widened:
+        _narrow_and_widen(nb, [n for n in inputs if n in widened], [n for n in outputs if n in widened],
+                          types, widened, set(types))
     for field in ("predictedFeatureName", "predictedProbabilitiesName"):
         if getattr(desc, field) in outputs:
             setattr(out.description, field, getattr(desc, field))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ...mil import program as P
 
-__all__ = ["collect_names", "rename_in_model"]
+__all__ = ["collect_names", "rename_block", "rename_in_model"]
 
 
 def _block_names(block, out: dict, where: str) -> None:
@@ -45,7 +45,7 @@ def _set_op_name(op, old: str, new: str) -> None:
         strings[0] = new
 
 
-def _rename_block(block, old: str, new: str) -> None:
+def rename_block(block, old: str, new: str) -> None:
     for nvt in block.inputs:
         if nvt.name == old:
             nvt.name = new
@@ -59,7 +59,7 @@ def _rename_block(block, old: str, new: str) -> None:
                 o.name = new
                 _set_op_name(op, old, new)
         for sub in op.blocks:
-            _rename_block(sub, old, new)
+            rename_block(sub, old, new)
     for i, name in enumerate(block.outputs):
         if name == old:
             block.outputs[i] = new
@@ -75,4 +75,4 @@ def rename_in_model(model, old: str, new: str) -> None:
             if nvt.name == old:
                 nvt.name = new
         for block in fn.block_specializations.values():
-            _rename_block(block, old, new)
+            rename_block(block, old, new)
