@@ -33,6 +33,7 @@ import numpy as np
 
 from ... import weights as _weights
 from ...errors import SpecSurgeryError, UnsupportedError
+from ...nn.kinds import weight_fields
 # the kernel modules register their layer kinds in OPS when imported
 from . import (activation, control, conv, detection, elementwise, linear, norm, pool,  # noqa: F401
                rand, recurrent, reduce, resample, shape, tensor)
@@ -46,14 +47,34 @@ __all__ = ["Ctx", "LayerError", "Net", "OPS", "SHAPE_PRESERVING", "op", "support
 class Ctx:
     """What a layer function sees: its layer, the weight cache, the mode."""
 
-    __slots__ = ("net", "name", "kind", "shape_only", "rank5", "trace")
+    __slots__ = ("net", "name", "kind", "layer", "fields", "shape_only", "rank5", "trace")
 
     def __init__(self, net: "Net"):
         self.net = net
         self.shape_only = False
         self.rank5 = net.rank5
+        self.layer = self.fields = None
 
-    def w(self, wp, shape=None, channel_axis=0, field="weights") -> np.ndarray:
+    def weight(self, path: str, optional: bool = False) -> Optional[np.ndarray]:
+        """The layer's weight ``path`` (e.g. ``"weights"``, ``"weightParams[1].forgetGateBiasVector"``),
+        decoded with the shape and channel axis that the layer-kind table
+        (:func:`specsurgery.nn.kinds.weight_fields`) gives it.  ``optional``: None
+        when the field holds no values."""
+        if self.fields is None:
+            self.fields = {f.path: f for f in weight_fields(self.layer)}
+        wf = self.fields.get(path)
+        if wf is None:
+            listed = ", ".join(sorted(self.fields)) or "none"
+            raise LayerError(f"layer {self.name!r} ({self.kind}): the layer-kind table "
+                             f"(specsurgery/nn/kinds.py) lists no weight {path!r} for this layer "
+                             f"(it lists: {listed}); the table and the runtime kernel disagree")
+        if optional and _weights.storage_kind(wf.wp) == "empty":
+            return None
+        if self.net.root.decoded is not None:
+            self.net.root.decoded.append((self.name, path))
+        return self._decode(wf.wp, wf.shape, wf.channel_axis, path)
+
+    def _decode(self, wp, shape, channel_axis, field) -> np.ndarray:
         """The decoded float32 weight ``wp``, cached by message identity plus a cheap
         signature (storage size, end values), so in-place edits are noticed."""
         key = (id(wp), shape, channel_axis)
@@ -88,11 +109,6 @@ class Ctx:
         value = make(*parts)
         cache[key] = (ids, value, parts)
         return value
-
-    def opt_w(self, wp, shape=None, channel_axis=0, field="bias"):
-        if _weights.storage_kind(wp) == "empty":
-            return None
-        return self.w(wp, shape, channel_axis, field)
 
     def fail(self, msg: str):
         raise LayerError(f"layer {self.name!r} ({self.kind}): {msg}")
@@ -133,6 +149,9 @@ class Net:
         if root is None:
             self.wcache: dict = {}
             self.subnets: dict = {}
+            #: a list to record (layer name, weight path) of every weight decoded, or None
+            self.decoded: Optional[list] = None
+        self.layers = list(nn_msg.layers)
         self.steps = []
         self.unsupported: list[str] = []     # "'name' (kind)" of layers no function runs
         for layer in nn_msg.layers:
@@ -173,6 +192,7 @@ class Net:
         free = keep is not None and bool(self.last_use)
         for step_i, (name, kind, fn, params, ins, outs) in enumerate(self.steps):
             ctx.name, ctx.kind = name, kind
+            ctx.layer, ctx.fields = self.layers[step_i], None
             if lenient and (fn is None or any(i not in blobs for i in ins)):
                 continue
             try:

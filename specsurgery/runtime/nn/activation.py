@@ -48,12 +48,12 @@ def _activation(ctx, p, ins):
     if kind == "softplus":
         return _softplus(x)
     if kind == "PReLU":
-        alpha = ctx.w(a.alpha, field="alpha")
+        alpha = ctx.weight("PReLU.alpha")
         al = alpha if alpha.size == 1 else _chan_bcast(alpha, x)
         return np.where(x >= 0, x, x * al)
     if kind == "parametricSoftplus":
-        alpha = ctx.w(a.alpha, field="alpha")
-        beta = ctx.w(a.beta, field="beta")
+        alpha = ctx.weight("parametricSoftplus.alpha")
+        beta = ctx.weight("parametricSoftplus.beta")
         al = alpha if alpha.size == 1 else _chan_bcast(alpha, x)
         be = beta if beta.size == 1 else _chan_bcast(beta, x)
         return _f(al * _softplus(be * x))

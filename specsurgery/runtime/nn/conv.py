@@ -64,8 +64,8 @@ def _convolution(ctx, p, ins):
             wt = _f(ins[1]).reshape(kc, o // groups, kh, kw)
             bias = None
         else:
-            wt = ctx.w(p.weights, (kc, o // groups, kh, kw), channel_axis=1)
-            bias = ctx.opt_w(p.bias, (o,)) if p.hasBias else None
+            wt = ctx.weight("weights")
+            bias = ctx.weight("bias", optional=True) if p.hasBias else None
         y = K.deconv2d(_f(x4), wt, bias, (sh, sw), groups, (top, left), (ho, wo))
         return y.reshape(out_shape)
     dh, dw = _hw(p.dilationFactor, (1, 1))
@@ -82,8 +82,8 @@ def _convolution(ctx, p, ins):
         wt = _f(ins[1]).reshape(o, kc, kh, kw)
         bias = None
     else:
-        wt = ctx.w(p.weights, (o, kc, kh, kw))
-        bias = ctx.opt_w(p.bias, (o,)) if p.hasBias else None
+        wt = ctx.weight("weights")
+        bias = ctx.weight("bias", optional=True) if p.hasBias else None
     y = K.conv2d(_f(x4), wt, bias, (sh, sw), (dh, dw), pads, groups)
     return y.reshape(out_shape)
 
@@ -140,7 +140,7 @@ def _conv3d(ctx, p, ins):
     out_shape = lead + (o, *outs)
     if ctx.shape_only:
         return _zeros(out_shape)
-    w = ctx.w(p.weights, (o, cin // g) + k)
+    w = ctx.weight("weights")
     xp = np.pad(x5, [(0, 0), (0, 0)] + pads)
     cg, og = cin // g, o // g
     y = np.empty((n, o) + tuple(outs), F32)
@@ -152,5 +152,5 @@ def _conv3d(ctx, p, ins):
         wm = w[gi * og:(gi + 1) * og].reshape(og, -1)
         y[:, gi * og:(gi + 1) * og] = np.matmul(wm, cols).reshape((n, og) + tuple(outs))
     if p.hasBias:
-        y += ctx.w(p.bias, (o,), field="bias").reshape(1, -1, 1, 1, 1)
+        y += ctx.weight("bias").reshape(1, -1, 1, 1, 1)
     return y.reshape(out_shape)

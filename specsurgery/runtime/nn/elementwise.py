@@ -180,12 +180,9 @@ def _clip(ctx, p, ins):
 @op("scale")
 def _scale(ctx, p, ins):
     x = _f(ins[0])
-    ss = tuple(int(s) for s in p.shapeScale) or (1,)
-    s = ctx.w(p.scale, ss, field="scale")
-    y = x * _shape_param(s, x)
+    y = x * _shape_param(ctx.weight("scale"), x)
     if p.hasBias:
-        sb = tuple(int(v) for v in p.shapeBias) or (1,)
-        y = y + _shape_param(ctx.w(p.bias, sb, field="bias"), x)
+        y = y + _shape_param(ctx.weight("bias"), x)
     return _f(y)
 
 
@@ -201,8 +198,7 @@ def _shape_param(v, x):
 @op("bias")
 def _bias(ctx, p, ins):
     x = _f(ins[0])
-    shape = tuple(int(s) for s in p.shape) or (1,)
-    return _f(x + _shape_param(ctx.w(p.bias, shape, field="bias"), x))
+    return _f(x + _shape_param(ctx.weight("bias"), x))
 
 
 @op("dot")

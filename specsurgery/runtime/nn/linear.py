@@ -29,10 +29,9 @@ def _inner_product(ctx, p, ins):
                  f"(input shape {tuple(x.shape)})")
     if ctx.shape_only:
         return _zeros(out_shape)
-    wt = ctx.w(p.weights, (cout, cin))
-    y = mat @ wt.T
+    y = mat @ ctx.weight("weights").T
     if p.hasBias:
-        y = y + ctx.w(p.bias, (cout,), field="bias")
+        y = y + ctx.weight("bias")
     return y.reshape(out_shape)
 
 
@@ -66,10 +65,9 @@ def _batched_matmul(ctx, p, ins):
         ctx.fail(f"last input dimension {a.shape[-1]} does not match weightMatrixFirstDimension {x1}")
     if ctx.shape_only:
         return _zeros(a.shape[:-1] + (x2,))
-    wt = ctx.w(p.weights, (x2, x1))
-    y = a @ wt.T
+    y = a @ ctx.weight("weights").T
     if p.hasBias:
-        y = y + ctx.w(p.bias, (x2,), field="bias")
+        y = y + ctx.weight("bias")
     return y
 
 
@@ -82,10 +80,9 @@ def _lookup(ctx, p, x, vocab, size, out_shape):
                  f"the vocabulary 0..{vocab - 1}")
     if ctx.shape_only:
         return _zeros(out_shape)
-    wt = ctx.w(p.weights, (size, vocab))
-    y = wt.T[idx.reshape(-1)]
+    y = ctx.weight("weights").T[idx.reshape(-1)]
     if p.hasBias:
-        y = y + ctx.w(p.bias, (size,), field="bias")
+        y = y + ctx.weight("bias")
     return _f(y).reshape(out_shape)
 
 

@@ -15,11 +15,11 @@ def _batchnorm(ctx, p, ins):
     ax = _axis_c(x)
     if x.shape[ax] != c:
         ctx.fail(f"input has {x.shape[ax]} channels on axis {ax}, the layer expects {c}")
-    gamma = ctx.w(p.gamma, (c,), field="gamma")
-    beta = ctx.w(p.beta, (c,), field="beta")
+    gamma = ctx.weight("gamma")
+    beta = ctx.weight("beta")
     if not p.computeMeanVar:
-        mean = ctx.w(p.mean, (c,), field="mean")
-        var = ctx.w(p.variance, (c,), field="variance")
+        mean = ctx.weight("mean")
+        var = ctx.weight("variance")
 
         def fold(gamma, beta, mean, var):
             scale = (gamma / np.sqrt(var.astype(np.float64) + p.epsilon)).astype(F32)
@@ -107,8 +107,8 @@ def _layer_norm(ctx, p, ins):
     mean = x.mean(axis=axes, keepdims=True)
     var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
     y = (x - mean) / np.sqrt(var + p.eps)
-    gamma = ctx.opt_w(p.gamma, shape, field="gamma")
-    beta = ctx.opt_w(p.beta, shape, field="beta")
+    gamma = ctx.weight("gamma", optional=True)
+    beta = ctx.weight("beta", optional=True)
     if gamma is not None:
         y = y * gamma
     if beta is not None:

@@ -57,22 +57,18 @@ def _out5(y):
     return y.reshape(y.shape + (1, 1))
 
 
-def _lstm_weights(ctx, wp, p, hidden, insize):
-    parts = [ctx.w(m, (hidden, insize), field=f) for f, m in (
-        ("W_i", wp.inputGateWeightMatrix), ("W_f", wp.forgetGateWeightMatrix),
-        ("W_z", wp.blockInputWeightMatrix), ("W_o", wp.outputGateWeightMatrix))]
-    parts += [ctx.w(m, (hidden, hidden), field=f) for f, m in (
-        ("R_i", wp.inputGateRecursionMatrix), ("R_f", wp.forgetGateRecursionMatrix),
-        ("R_z", wp.blockInputRecursionMatrix), ("R_o", wp.outputGateRecursionMatrix))]
+_GATES = ("inputGate", "forgetGate", "blockInput", "outputGate")      # i, f, z, o
+
+
+def _lstm_weights(ctx, prefix, p, hidden):
+    """W, R, b and the peepholes of one direction; ``prefix`` is its weightParams path."""
+    parts = [ctx.weight(f"{prefix}.{g}WeightMatrix") for g in _GATES]
+    parts += [ctx.weight(f"{prefix}.{g}RecursionMatrix") for g in _GATES]
     if p.hasBiasVectors:
-        parts += [ctx.w(m, (hidden,), field=f) for f, m in (
-            ("b_i", wp.inputGateBiasVector), ("b_f", wp.forgetGateBiasVector),
-            ("b_z", wp.blockInputBiasVector), ("b_o", wp.outputGateBiasVector))]
+        parts += [ctx.weight(f"{prefix}.{g}BiasVector") for g in _GATES]
     n_bias = 4 if p.hasBiasVectors else 0
     if p.hasPeepholeVectors:
-        parts += [ctx.w(m, (hidden,), field=f) for f, m in (
-            ("p_i", wp.inputGatePeepholeVector), ("p_f", wp.forgetGatePeepholeVector),
-            ("p_o", wp.outputGatePeepholeVector))]
+        parts += [ctx.weight(f"{prefix}.{g}PeepholeVector") for g in ("inputGate", "forgetGate", "outputGate")]
 
     def stack(*arrs):
         W = np.concatenate(arrs[0:4])
@@ -83,7 +79,7 @@ def _lstm_weights(ctx, wp, p, hidden, insize):
             b[hidden: 2 * hidden] += 1.0
         peep = list(arrs[8 + n_bias:]) if p.hasPeepholeVectors else None
         return W, R, b, peep
-    return ctx.derived(("lstm", id(wp)), tuple(parts), stack)
+    return ctx.derived(("lstm", prefix), tuple(parts), stack)
 
 
 def _lstm_run(ctx, x, h, c, weights, p, acts, reverse):
@@ -146,7 +142,7 @@ def _uni_lstm(ctx, p, ins):
         y = _zeros(((s if lp.sequenceOutput else 1), b, hidden))
         return [_out5(y), _out5(_zeros((1, b, hidden))), _out5(_zeros((1, b, hidden)))]
     acts = [_act_fn(ctx, a) for a in p.activations] or [_sigmoid, np.tanh, np.tanh]
-    w = _lstm_weights(ctx, p.weightParams, lp, hidden, insize)
+    w = _lstm_weights(ctx, "weightParams", lp, hidden)
     h0, c0 = _state(ins, 1, b, hidden), _state(ins, 2, b, hidden)
     ys, h, c = _lstm_run(ctx, x, h0, c0, w, lp, acts, p.reverseInput)
     y = ys if lp.sequenceOutput else (ys[:1] if p.reverseInput else ys[-1:])
@@ -165,8 +161,8 @@ def _bi_lstm(ctx, p, ins):
         ctx.fail(f"needs 2 weightParams (forward, backward), has {len(p.weightParams)}")
     acts_f = [_act_fn(ctx, a) for a in p.activationsForwardLSTM] or [_sigmoid, np.tanh, np.tanh]
     acts_b = [_act_fn(ctx, a) for a in p.activationsBackwardLSTM] or [_sigmoid, np.tanh, np.tanh]
-    wf = _lstm_weights(ctx, p.weightParams[0], lp, hidden, insize)
-    wb = _lstm_weights(ctx, p.weightParams[1], lp, hidden, insize)
+    wf = _lstm_weights(ctx, "weightParams[0]", lp, hidden)
+    wb = _lstm_weights(ctx, "weightParams[1]", lp, hidden)
     yf, hf, cf = _lstm_run(ctx, x, _state(ins, 1, b, hidden), _state(ins, 2, b, hidden), wf, lp, acts_f, False)
     yb, hb, cb = _lstm_run(ctx, x, _state(ins, 3, b, hidden), _state(ins, 4, b, hidden), wb, lp, acts_b, True)
     if lp.sequenceOutput:
@@ -183,16 +179,10 @@ def _gru(ctx, p, ins):
         return _scan(ctx, p, ins, x, hidden, None)
     acts = [_act_fn(ctx, a) for a in p.activations] or [_sigmoid, np.tanh]
     f_gate, f_out = acts[0], acts[1]
-    Wz = ctx.w(p.updateGateWeightMatrix, (hidden, insize), field="W_z")
-    Wr = ctx.w(p.resetGateWeightMatrix, (hidden, insize), field="W_r")
-    Wo = ctx.w(p.outputGateWeightMatrix, (hidden, insize), field="W_o")
-    Rz = ctx.w(p.updateGateRecursionMatrix, (hidden, hidden), field="R_z")
-    Rr = ctx.w(p.resetGateRecursionMatrix, (hidden, hidden), field="R_r")
-    Ro = ctx.w(p.outputGateRecursionMatrix, (hidden, hidden), field="R_o")
+    Wz, Wr, Wo = (ctx.weight(f"{g}GateWeightMatrix") for g in ("update", "reset", "output"))
+    Rz, Rr, Ro = (ctx.weight(f"{g}GateRecursionMatrix") for g in ("update", "reset", "output"))
     if p.hasBiasVectors:
-        bz = ctx.w(p.updateGateBiasVector, (hidden,), field="b_z")
-        br = ctx.w(p.resetGateBiasVector, (hidden,), field="b_r")
-        bo = ctx.w(p.outputGateBiasVector, (hidden,), field="b_o")
+        bz, br, bo = (ctx.weight(f"{g}GateBiasVector") for g in ("update", "reset", "output"))
     else:
         bz = br = bo = np.zeros(hidden, F32)
 
@@ -210,7 +200,6 @@ def _simple_rnn(ctx, p, ins):
     if ctx.shape_only:
         return _scan(ctx, p, ins, x, hidden, None)
     f = _act_fn(ctx, p.activation) if p.HasField("activation") else np.tanh
-    W = ctx.w(p.weightMatrix, (hidden, insize), field="weightMatrix")
-    R = ctx.w(p.recursionMatrix, (hidden, hidden), field="recursionMatrix")
-    bias = ctx.w(p.biasVector, (hidden,), field="biasVector") if p.hasBiasVector else np.zeros(hidden, F32)
+    W, R = ctx.weight("weightMatrix"), ctx.weight("recursionMatrix")
+    bias = ctx.weight("biasVector") if p.hasBiasVector else np.zeros(hidden, F32)
     return _scan(ctx, p, ins, x, hidden, lambda xt, h: f(xt @ W.T + h @ R.T + bias))

@@ -241,12 +241,10 @@ def _scatter_nd(ctx, p, ins):
 
 @op("loadConstant")
 def _load_constant(ctx, p, ins):
-    shape = tuple(int(s) for s in p.shape)
-    v = ctx.w(p.data, shape, field="data")
-    return v.reshape((1, 1) + shape) if ctx.rank5 else v.copy()
+    v = ctx.weight("data")
+    return v.reshape((1, 1) + v.shape) if ctx.rank5 else v.copy()
 
 
 @op("loadConstantND")
 def _load_constant_nd(ctx, p, ins):
-    shape = tuple(int(s) for s in p.shape)
-    return ctx.w(p.data, shape, field="data").copy()
+    return ctx.weight("data").copy()
