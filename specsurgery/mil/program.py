@@ -179,6 +179,44 @@ def tensor_type(dtype: int, shape) -> "MIL_pb2.ValueType":
     return vt
 
 
+#: MIL tensor dtype -> (ArrayFeatureType dataType, first spec version a feature may carry it)
+FEATURE_DTYPES = {MIL_pb2.FLOAT32: (65568, 1), MIL_pb2.FLOAT64: (65600, 1), MIL_pb2.INT32: (131104, 1),
+                  MIL_pb2.FLOAT16: (65552, 7)}
+
+
+def feature_problem(value_type, version: int) -> str:
+    """Why a value of this type cannot be a model feature at ``version`` ('' when it can)."""
+    dt, shape = tensor_dtype(value_type), tensor_shape(value_type)
+    entry = FEATURE_DTYPES.get(dt) if value_type.WhichOneof("type") == "tensorType" else None
+    if entry is None:
+        return "Core ML features carry float32, float16, float64 or int32 tensors"
+    if not shape:
+        return "a scalar has no MultiArray form"
+    if entry[1] > version:
+        return f"a float16 feature needs spec version 7 (this model is {version})"
+    return ""
+
+
+def array_feature_type(value_type, default_shape=None):
+    """The MultiArray FeatureType of a tensor value: its dtype and shape; dims the
+    program leaves unknown get a 1..unbounded range, with their size in
+    ``default_shape`` (else 1) as the default shape.  Check
+    :func:`feature_problem` first."""
+    from .._proto import FeatureTypes_pb2
+
+    ft = FeatureTypes_pb2.FeatureType()
+    ma = ft.multiArrayType
+    ma.dataType = FEATURE_DTYPES[tensor_dtype(value_type)][0]
+    shape = tensor_shape(value_type)
+    ma.shape.extend(d if d is not None else (default_shape[k] if default_shape else 1)
+                    for k, d in enumerate(shape))
+    if None in shape:
+        for d in shape:
+            r = ma.shapeRange.sizeRanges.add()
+            r.lowerBound, r.upperBound = (1, -1) if d is None else (d, d)
+    return ft
+
+
 # --------------------------------------------------------------------------- values
 
 def immediate_to_numpy(value) -> np.ndarray:
