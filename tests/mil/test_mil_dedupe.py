@@ -9,7 +9,7 @@ import mil_models as M
 from conftest import CORPUS
 from specsurgery import io
 from specsurgery.check import check
-from specsurgery.ops.dedupe.mlprogram import dedupe, dedupe_files
+from specsurgery.ops.dedupe import dedupe, dedupe_files
 from specsurgery.runtime import predict, verify
 
 CORPUS_PAIR = [CORPUS / "generated" / "shared_backbone_classifier.mlpackage",
@@ -114,3 +114,51 @@ def test_output_that_is_a_file_or_under_one_is_a_save_error(tmp_path):
     with pytest.raises(SaveError, match="afile is a file, not a folder"):
         dedupe_files(CORPUS_PAIR, tmp_path / "afile" / "out")
     assert [p.name for p in tmp_path.iterdir()] == ["afile"]
+
+
+# --------------------------------------------------------------------------- options (issue 14)
+
+
+def test_build_false_builds_nothing_and_progress_is_called():
+    # dedupe([...mlpackage...], build=False) used to build the packages anyway (the option was
+    # not passed on to the ML Program dedupe), and progress was never called
+    inputs = [M.family_converted(n) for n in M.FAMILY[:2]]
+    seen = []
+    result = dedupe(inputs, build=False, progress=seen.append)
+    assert result.plan.shares_anything
+    assert result.backbones == {} and result.models == {} and result.multifunction is None
+    assert "multifunction_bytes" not in result.plan.options
+    assert not any(m.measured for m in result.plan.models)
+    assert seen == [f"read {p.stem}" for p in inputs]
+    seen.clear()
+    result = dedupe(inputs, progress=seen.append)
+    assert result.backbones and all(m.measured for m in result.plan.models)
+    assert seen == [f"read {p.stem}" for p in inputs] + [f"rewrite {p.stem}" for p in inputs]
+
+
+def test_dry_run_and_progress_through_dedupe_files(tmp_path):
+    inputs = [M.family_converted(n) for n in M.FAMILY[:2]]
+    seen = []
+    report = dedupe_files(inputs, tmp_path / "out", dry_run=True, progress=seen.append)
+    assert report["dry_run"] and report["shares_anything"] and report["written"] == []
+    assert not (tmp_path / "out").exists()
+    assert seen == [f"read {p.stem}" for p in inputs]
+
+
+def test_allow_fp16_match_is_refused_by_name():
+    from specsurgery.errors import UnsupportedError
+
+    inputs = [M.family_converted(n) for n in M.FAMILY[:2]]
+    with pytest.raises(UnsupportedError, match=r"allow_fp16_match .*ML Program"):
+        dedupe(inputs, allow_fp16_match=True)
+
+
+def test_plan_dedupe_plans_ml_programs_with_the_one_planner():
+    from specsurgery.ops.dedupe import plan_dedupe
+
+    inputs = [M.family_converted(n) for n in M.FAMILY[:3]]
+    plan = plan_dedupe(inputs, min_share=0.0)
+    (group,) = plan.groups
+    assert group.members == [p.stem for p in inputs] and plan.options["format"] == "mlpackage"
+    assert "ops" in group.why and group.outputs
+    assert all(m.bytes_after < m.bytes_before for m in plan.models)   # estimates: nothing built

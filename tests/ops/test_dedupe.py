@@ -552,7 +552,7 @@ def test_cli_nothing_shared_exit_0(tmp_path, capsys):
 
 
 def test_greedy_grouping_beyond_the_exact_limit(monkeypatch):
-    from specsurgery.ops.dedupe import nn as mod
+    from specsurgery.ops.dedupe import plan as mod
 
     models = {"a": classifier(), "b": regressor(), "c": segmenter(seeds=(30, 31, 32), stage2_seed=33),
               "d": embedder(seeds=(30, 31, 32), stage2_seed=33), "e": segmenter(seeds=(50, 51, 52))}
@@ -746,3 +746,19 @@ def test_output_under_a_file_is_a_save_error(tmp_path):
     with pytest.raises(SaveError, match="afile is a file, not a folder"):
         dedupe_files(paths, tmp_path / "afile" / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "in"]
+
+
+def test_every_option_reaches_the_backend_or_is_refused_by_name(tmp_path):
+    # one public signature for both backends: an option a backend cannot honour is an error
+    # naming the option and the backend, never dropped
+    from specsurgery.errors import UnsupportedError
+
+    models = {"a": classifier(), "b": regressor()}
+    with pytest.raises(UnsupportedError, match=r"multifunction .*neuralNetwork"):
+        dedupe(models, multifunction=True)
+    with pytest.raises(UnsupportedError, match=r"multifunction .*neuralNetwork"):
+        plan_dedupe(models, multifunction=True)
+    seen = []
+    result = dedupe(models, build=False, progress=seen.append)
+    assert result.plan.shares_anything and result.backbones == {} and result.models == {}
+    assert seen == ["read a", "read b"]
