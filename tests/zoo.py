@@ -11,7 +11,8 @@ Shared by the runtime, surgery, compression and ML Program tests::
 
 Every model is small (converts in seconds).  Weights come from a fixed seed,
 so ``build`` returns the same module in every process; conversions are cached
-under ``$TMPDIR/specsurgery-zoo`` keyed by (arch, backend, zoo version, torch
+under ``$SPECSURGERY_TEST_CACHE/specsurgery-zoo`` (tests/conftest.py sets it to
+.pytest_cache/d/specsurgery; else the temp dir) keyed by (arch, backend, zoo version, torch
 and coremltools versions) and written atomically, so parallel test workers
 share them safely.
 """
@@ -35,7 +36,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 ZOO_VERSION = "1"
-CACHE_DIR = Path(tempfile.gettempdir()) / "specsurgery-zoo"
+# tests/conftest.py points SPECSURGERY_TEST_CACHE into pytest's cache folder (.pytest_cache)
+CACHE_DIR = Path(os.environ.get("SPECSURGERY_TEST_CACHE") or tempfile.gettempdir()) / "specsurgery-zoo"
 
 IMAGE_SCALE = 1 / 255.0
 IMAGE_MEAN = (0.485, 0.456, 0.406)

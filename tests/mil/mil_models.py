@@ -1,6 +1,6 @@
 """Small torch models converted to ML Programs for the tests in tests/mil.
 
-Conversions are cached on disk under the temp dir (keyed by MODELS_VERSION,
+Conversions are cached on disk under $SPECSURGERY_TEST_CACHE (tests/conftest.py: .pytest_cache; keyed by MODELS_VERSION,
 the model name and the precision), so a second run costs no ct.convert.
 If H3's ``tests/zoo.py`` offers ``converted(name, backend="mlprogram")``,
 tests may use it too; these models cover the MIL ops the runtime must run.
@@ -19,7 +19,8 @@ import numpy as np
 # bump when a model below changes (the cache is keyed by this, not by the file's
 # bytes, so adding a model does not throw away every other conversion)
 MODELS_VERSION = "1"
-CACHE = Path(tempfile.gettempdir()) / f"specsurgery_milzoo_v{MODELS_VERSION}"
+# tests/conftest.py points SPECSURGERY_TEST_CACHE into pytest's cache folder (.pytest_cache)
+CACHE = Path(os.environ.get("SPECSURGERY_TEST_CACHE") or tempfile.gettempdir()) / f"specsurgery_milzoo_v{MODELS_VERSION}"
 
 
 def _torch_models():
