@@ -496,3 +496,169 @@ def test_coremltools_path_keeps_stderr_quiet(tmp_path, capfd):
     captured = capfd.readouterr()
     assert "Running" not in captured.err and "Failed to load" not in captured.err, captured.err[:500]
     assert "wrote" in captured.out
+
+
+# --------------------------------------------------------------------------- nested layers (issue 19)
+
+def _loop_model():
+    """x[64] -> loop (body: 'big' 64x64 innerProduct, 'small' 64x3) -> y[3]:
+    a loop body that mixes a large and a small layer."""
+    spec = Model_pb2.Model()
+    spec.specificationVersion = 4
+    array_feature(spec.description.input, "x", [64])
+    array_feature(spec.description.output, "y", [3])
+    nn = spec.neuralNetwork
+    nn.arrayInputShapeMapping = 1
+    loop = nn.layers.add()
+    loop.name = "loop"
+    loop.loop.maxLoopIterations = 1
+    body = loop.loop.bodyNetwork
+    add_inner_product(body, "big", "x", "h", 64, 64, seed=5)
+    add_inner_product(body, "small", "h", "y", 64, 3, seed=7)
+    return spec
+
+
+def test_fp16_on_a_loop_body_reports_each_nested_layer_and_passes_check(tmp_path):
+    from specsurgery.check import check
+    from specsurgery.ops.compress import verify_outputs
+
+    spec = _loop_model()
+    out, rep = compress(spec, mode="fp16", return_report=True)
+    assert [(r.layer, r.parent) for r in rep.layers] == [("big", "loop 'loop' body")]
+    assert [(s.layer, s.parent) for s in rep.skipped] == [("small", "loop 'loop' body")]
+    assert "min_weights" in rep.skipped[0].reason
+    text = rep.summary() + "\n" + rep.table()
+    assert "does not know" not in text                      # the old, wrong skip of the loop itself
+    assert "small (in loop 'loop' body): 195 weights < min_weights 2048" in text
+    assert any("loop 'loop' body: each nested layer compressed on its own" in n and "1 compressed, 1 skipped (small)"
+               in n for n in rep.notes)
+    body = out.neuralNetwork.layers[0].loop.bodyNetwork.layers
+    assert storage_kind(body[0].innerProduct.weights) == storage_kind(body[0].innerProduct.bias) == "float16"
+    assert storage_kind(body[1].innerProduct.weights) == "float32"
+    assert not [f for f in check(out) if f.severity == "error"], check(out)
+    ssio.save(out, tmp_path / "loop16.mlmodel")            # save checks too
+    assert rep.to_json()["layers"][0]["parent"] == "loop 'loop' body"
+    assert min(verify_outputs(spec, out).values()) > 40
+
+
+def test_cli_counts_nested_layers_for_progress():
+    from specsurgery.ops.compress import count_weighted_layers, iter_layers
+
+    spec = _loop_model()
+    assert count_weighted_layers(spec) == 2                  # big and small; the loop holds none itself
+    assert [(l.name, p) for l, p in iter_layers(spec.neuralNetwork)] == [
+        ("loop", ""), ("big", "loop 'loop' body"), ("small", "loop 'loop' body")]
+
+
+# --------------------------------------------------------------------------- hostile weights (issue 19)
+
+def _ip(values, n_in=8, n_out=8):
+    spec = Model_pb2.Model()
+    spec.specificationVersion = 4
+    array_feature(spec.description.input, "x", [n_in])
+    array_feature(spec.description.output, "y", [n_out])
+    layer = add_inner_product(spec.neuralNetwork, "fc", "x", "y", n_in, n_out)
+    layer.innerProduct.weights.Clear()
+    layer.innerProduct.weights.floatValue.extend(values)
+    return spec
+
+
+MODES_KW = [dict(mode="fp16"), dict(mode="linear"), dict(mode="linear", per_channel=True),
+            dict(mode="palettize", nbits=3), dict(mode="prune", sparsity=0.5),
+            dict(mode="palettize", nbits=4, sparsity=0.5)]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("kw", MODES_KW)
+def test_non_finite_weights_are_one_error_naming_the_layer(bad, kw):
+    spec = _ip(list(np.linspace(-1, 1, 63)) + [bad])
+    for report in (False, True):    # the SNR used to hit 'math domain error'
+        with pytest.raises(SpecSurgeryError, match=r"layer 'fc' \(innerProduct\): field 'weights' holds 1 NaN "
+                                                   r"or infinite value.*--exclude 'fc'"):
+            compress(spec, min_weights=0, return_report=report, **kw)
+
+
+@pytest.mark.parametrize("kw", MODES_KW)
+def test_extreme_but_finite_weights_never_fault(kw, recwarn):
+    for values in ([3e38, -3e38] * 32, [1e5] + [0.5] * 63, [1e-40] * 64, [0.0] * 64):
+        try:
+            out, rep = compress(_ip(values), min_weights=0, return_report=True, **kw)
+        except SpecSurgeryError as exc:
+            assert "\n" not in str(exc)
+            continue
+        for row in rep.layers:
+            assert row.snr_db is None or not math.isnan(row.snr_db)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_fp16_overflow_skips_the_layer_with_the_range():
+    with pytest.raises(SpecSurgeryError, match=r"values reach 1e\+05, beyond float16's range \(\+-65504\); "
+                                               "left float32"):
+        compress(_ip([1e5] + [0.5] * 63), mode="fp16", min_weights=0)
+
+
+def test_declared_shape_far_beyond_the_data_is_skipped_before_decoding():
+    spec = _ip(list(np.linspace(-1, 1, 64)))
+    ip = spec.neuralNetwork.layers[0].innerProduct
+    ip.inputChannels = ip.outputChannels = 2 ** 40
+    with pytest.raises(SpecSurgeryError, match=r"weights holds 64 values, the layer's parameters call for "
+                                               r"1208925819614629174706176"):
+        compress(spec, mode="linear", min_weights=0)
+
+
+@pytest.mark.parametrize("nbits", [0, 3, 9, 100])
+def test_odd_number_of_bits_is_skipped_as_already_quantized(nbits):
+    spec = _ip(list(np.linspace(-1, 1, 64)))
+    wp = spec.neuralNetwork.layers[0].innerProduct.weights
+    wp.Clear()
+    wp.rawValue = b"\x12" * 24
+    wp.quantization.numberOfBits = nbits
+    wp.quantization.linearQuantization.scale.append(1.0)
+    with pytest.raises(SpecSurgeryError, match=f"already linear{nbits}"):
+        compress(spec, mode="fp16", min_weights=0)
+
+
+def test_two_storages_in_one_weight_are_named_invalid():
+    spec = _ip(list(np.linspace(-1, 1, 64)))
+    spec.neuralNetwork.layers[0].innerProduct.weights.float16Value = b"\x00\x3c" * 64
+    with pytest.raises(SpecSurgeryError, match="weight storage is invalid"):
+        compress(spec, mode="fp16", min_weights=0)
+
+
+# --------------------------------------------------------------------------- options refused by name
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(mode="palettize", per_channel=True), r"per_channel \(--per-channel\) applies to mode 'linear' only"),
+    (dict(mode="palettize", group_size=16), r"group_size \(--grouped-channels\) applies with granularity="),
+    (dict(mode="linear", granularity="per_grouped_channel"), "applies to mode 'palettize' only"),
+])
+def test_options_a_mode_cannot_use_are_refused_by_name(kw, match):
+    with pytest.raises(SpecSurgeryError, match=match):
+        compress(tiny_conv(), min_weights=0, **kw)
+
+
+def test_mlprogram_refuses_what_it_cannot_honour_by_option_and_backend():
+    path = need(CORPUS / "generated" / "shared_backbone_classifier.mlpackage")
+    with pytest.raises(UnsupportedError, match="pruning combined with another mode.*ML Program"):
+        compress(path, mode="palettize", nbits=4, sparsity=0.5)
+    with pytest.raises(UnsupportedError, match="per-grouped-channel tables need iOS 18"):
+        compress(path, mode="palettize", granularity="per_grouped_channel", group_size=8)
+
+
+def test_mlprogram_honours_progress_and_inplace():
+    pkg = ssio.load(need(CORPUS / "generated" / "shared_backbone_classifier.mlpackage"))
+    seen = []
+    out, rep = compress(pkg, mode="palettize", nbits=4, progress=seen.append, return_report=True)
+    assert seen == [r.name for r in rep.layers] and seen
+    assert out is not pkg and not any(op.type == "constexpr_lut_to_dense" for op in _program_ops(pkg))
+    same = compress(pkg, mode="palettize", nbits=4, inplace=True)
+    assert same is pkg and any(op.type == "constexpr_lut_to_dense" for op in _program_ops(pkg))
+
+
+def test_cli_fp16_on_a_loop_model_then_check(tmp_path, capsys):
+    src, out = tmp_path / "loop.mlmodel", tmp_path / "loop16.mlmodel"
+    ssio.save(_loop_model(), src)
+    assert main(["compress", str(src), "--fp16", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "small (in loop 'loop' body)" in text and "1 compressed, 1 skipped" in text
+    assert main(["check", str(out)]) == 0

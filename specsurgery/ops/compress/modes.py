@@ -68,7 +68,10 @@ def linear_quantize_with_error(values, nbits, axis=None, keep_zero=False):
     else:
         bias = lo.astype(np.float32)
     q = moved - bias[:, None]
-    q *= (np.float32(1.0) / safe)[:, None]
+    if np.all(safe >= np.finfo(np.float32).tiny):
+        q *= (np.float32(1.0) / safe)[:, None]      # one division per row, not per value
+    else:
+        q /= safe[:, None]                          # subnormal steps: 1/step would overflow
     r = np.rint(q)
     if keep_zero:
         np.clip(r, 0, levels, out=r)   # else q lies in [0, levels] by construction

@@ -22,12 +22,14 @@ import numpy as np
 
 from ... import io as ssio
 from ...errors import SpecSurgeryError
+from ...nn.kinds import dynamic_weights, kind_of, own_weights, weight_fields
 from ...spec import iter_models, nn_of
-from ...weights import decode, storage_kind, weight_nbytes
+from ...weights import decode, storage_kind, weight_count, weight_nbytes
 from .modes import FLOAT16_MAX, encode, prune_magnitude, set_float32_fast
 from .options import Options, Selector
 from .report import CompressReport, LayerReport, Skipped, snr_from_sums
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: Spec version each storage needs (float32 pruning: any).
 _VERSION_OF = (("float16", 2), ("linear", 3), ("lut", 3))
 
@@ -60,10 +62,7 @@ def _bodies(layer):
 def has_weights(layer) -> bool:
     """Whether the layer itself holds weight data (a loop or branch holds
     none: its nested layers hold theirs)."""
-    from ...weights import layer_weights
-    if layer.WhichOneof("layer") in ("loop", "branch"):
-        return False
-    return any(storage_kind(wp) != "empty" for _, wp in layer_weights(layer))
+    return any(storage_kind(wp) != "empty" for _, wp in own_weights(layer))
 
 
 def count_weighted_layers(model) -> int:
@@ -127,8 +126,8 @@ def _compress_one(layer, stage, parent, opts, selector, report) -> Optional[Laye
         if not why.startswith("not selected"):
             skip(why)
         return None
-    fields = layer_fields(layer)
-    reason = fields if isinstance(fields, str) else kind_refusal(layer, opts.mode)
+    reason = kind_refusal(layer, opts.mode)
+    fields = layer_fields(layer) if reason is None else []
     if reason is None and layer.isUpdatable:
         reason = "updatable layer: Core ML trains float32 weights, they must stay unquantized"
     if reason is not None:
@@ -142,6 +141,10 @@ def _compress_one(layer, stage, parent, opts, selector, report) -> Optional[Laye
     stored = sorted({storage_kind(f.wp) for f in targets} - {"empty"})
     if not stored:
         skip("its weight fields are empty")
+        return None
+    if "invalid" in stored:
+        skip("its weight storage is invalid (more than one of floatValue, float16Value, rawValue and "
+             "int8RawValue is set); left as is")
         return None
     if any(s != "float32" for s in stored):
         stored = [s for s in stored if s != "float32"]
@@ -158,30 +161,50 @@ def _compress_one(layer, stage, parent, opts, selector, report) -> Optional[Laye
     if count < opts.min_weights:
         skip(f"{count} weights < min_weights {opts.min_weights}")
         return None
-    # Decode every field first: a size mismatch skips the whole layer untouched.
+    # Read every field first: a size mismatch or unfit values skip the whole
+    # layer untouched.  The counts are compared before decoding, so a declared
+    # shape far larger than the stored data allocates nothing.
     originals = []
     for f in targets:
         expected = math.prod(f.shape)
+        held = weight_count(f.wp)
+        if held != expected:
+            skip(f"{f.path} holds {held} values, the layer's parameters call for {expected} "
+                 f"(shape {'x'.join(map(str, f.shape))})")
+            return None
         try:
             values = decode(f.wp, shape=f.shape, channel_axis=f.axis, where=f"{name}.{f.path}")
         except SpecSurgeryError as exc:
             skip(f"cannot read {f.path}: {exc}")
             return None
-        if values.size != expected:
-            skip(f"{f.path} holds {values.size} values, the layer needs {expected}")
+        why = _unfit(values, f.path, opts.mode)
+        if why is not None:
+            if why.startswith("!"):
+                raise SpecSurgeryError(
+                    f"compress: {where} ({kind}): {why[1:]}; no mode stores such values faithfully: "
+                    f"fix the weights, or leave the layer out with --exclude {name!r}")
+            skip(why)
             return None
-        bad = values.size - int(np.count_nonzero(np.isfinite(values)))
-        if bad:
-            raise SpecSurgeryError(
-                f"compress: {where} ({kind}): {f.path} holds {bad} NaN or infinite value(s), which no "
-                f"mode can store faithfully; fix the weights, or leave the layer out with --exclude {name!r}")
-        if opts.mode == "fp16" and values.size:
-            peak = float(np.max(np.abs(values)))
-            if peak > FLOAT16_MAX:
-                skip(f"{f.path} reaches {peak:.4g}, beyond float16's +-{FLOAT16_MAX:.0f}: left float32")
-                return None
         originals.append(values)
     return _compress_fields(stage, name, kind, parent, targets, originals, opts, report)
+
+
+def _unfit(values, path: str, mode: str) -> Optional[str]:
+    """Why ``values`` cannot take ``mode``'s storage: a reason to skip the layer,
+    or, starting with "!", one that makes compress fail (NaN or infinity)."""
+    if not values.size:
+        return None
+    lo, hi = float(np.min(values)), float(np.max(values))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        bad = values.size - int(np.count_nonzero(np.isfinite(values)))
+        return f"!field {path!r} holds {bad} NaN or infinite value(s)"
+    if mode == "fp16" and max(-lo, hi) > FLOAT16_MAX:
+        return (f"{path}: values reach {max(-lo, hi):.4g}, beyond float16's range (+-{FLOAT16_MAX:.0f}); "
+                "left float32")
+    if mode == "linear" and max(hi, 0.0) - min(lo, 0.0) > _FLOAT32_MAX:
+        return (f"{path}: values span {lo:.4g} .. {hi:.4g}, wider than float32 holds; a linear scale "
+                "would overflow: left float32")
+    return None
 
 
 def _compress_fields(stage, name, kind, parent, targets, originals, opts, report) -> LayerReport:
@@ -214,16 +237,18 @@ def _compress_fields(stage, name, kind, parent, targets, originals, opts, report
         if not measure:
             continue
         a = values.reshape(-1)
-        signal += float(np.dot(a, a))
+        with np.errstate(over="ignore", invalid="ignore"):    # huge weights: an inf SNR sum, no warning
+            signal += float(np.dot(a, a))
         if written is None:         # linear: the rounding error, already measured
             noise += err
         else:
             d = written.reshape(-1)
-            if d.dtype == np.float32 and not np.may_share_memory(d, a):
-                np.subtract(a, d, out=d)
-            else:
-                d = a - d
-            noise += float(np.dot(d, d))
+            with np.errstate(over="ignore", invalid="ignore"):
+                if d.dtype == np.float32 and not np.may_share_memory(d, a):
+                    np.subtract(a, d, out=d)
+                else:
+                    d = a - d
+                noise += float(np.dot(d, d))
     bytes_after = sum(weight_nbytes(f.wp) for f in targets)
     snr = snr_from_sums(signal, noise) if measure else None
     return LayerReport(stage, name, kind, [f.path for f in targets], count, "float32",
@@ -245,10 +270,7 @@ def dequantize(model, *, inplace: bool = False):
         if nn is None:
             continue
         for layer, _ in iter_layers(nn):
-            fields = layer_fields(layer)
-            if isinstance(fields, str):
-                continue
-            for f in fields:
+            for f in layer_fields(layer):
                 if storage_kind(f.wp) in ("float32", "empty"):
                     continue
                 values = decode(f.wp, shape=f.shape, channel_axis=f.axis, where=f"{layer.name}.{f.path}")
@@ -258,194 +280,39 @@ def dequantize(model, *, inplace: bool = False):
 
 # --------------------------------------------------------------------------- weight fields
 
-#: Kinds whose weights may hold n-bit storage (Core ML's validator accepts QUINT).
-NBIT_KINDS = frozenset(
-    "convolution innerProduct batchedMatmul embedding embeddingND simpleRecurrent gru "
-    "uniDirectionalLSTM biDirectionalLSTM loadConstant loadConstantND batchnorm scale bias".split())
-#: Kinds that accept float16 but not quantized storage, with the reason.
-FP16_ONLY = {
-    "convolution3d": "Core ML's validator rejects quantized convolution3d weights (float16 is allowed)",
-    "activation": "PReLU/ParametricSoftplus parameters: float16 only",
-}
-#: Kinds whose weights must stay as they are, with the reason.
-NO_STORAGE = {
-    "layerNormalization": "Core ML requires float32 gamma and beta in layerNormalization",
-    "custom": "custom-layer weights are read by the app's own layer code",
-}
-
-
-def kind_refusal(layer, mode):
-    kind = layer.WhichOneof("layer")
-    if kind in NO_STORAGE:
-        return NO_STORAGE[kind]
-    if kind in FP16_ONLY and mode in ("linear", "palettize"):
-        return FP16_ONLY[kind]
-    return None
-
-
-def layer_fields(layer):
-    kind = layer.WhichOneof("layer")
-    if kind in ("loop", "branch"):
-        return []
-    fields = _layout(layer)
-    if fields == [] and kind not in NO_STORAGE:
-        from ...weights import layer_weights
-        if any(storage_kind(wp) != "empty" for _, wp in layer_weights(layer)):
-            return f"compress does not know where {kind} keeps its weights; left as is"
-    return fields
-
-
 @dataclass
 class _Field:
+    """A weight field of the layer-kind table with its shape resolved: a
+    field whose shape the parameters leave open (PReLU alphas) takes the
+    number of values it holds."""
+
     path: str
     wp: object
     shape: tuple
-    axis: int               # output-channel axis of ``shape``
+    axis: int               # the axis per-channel scales run along
     channels: int           # scales Core ML accepts per channel (1: per tensor only)
-    main: bool              # a weight matrix (n-bit modes compress these)
-    required: bool = True
+    main: bool              # the layer's big matrix/tensor (n-bit modes compress these)
+    required: bool
 
 
-def _kernel(p):
-    ks = list(p.kernelSize)
-    return (int(ks[0]), int(ks[1])) if len(ks) == 2 else (3, 3)
+def layer_fields(layer) -> list:
+    """The layer's weight fields (:func:`specsurgery.nn.kinds.weight_fields`),
+    each with a definite shape."""
+    out = []
+    for f in weight_fields(layer):
+        shape = f.shape if f.shape is not None else (weight_count(f.wp),)
+        out.append(_Field(f.path, f.wp, tuple(shape), f.channel_axis, f.channels, f.main, f.required))
+    return out
 
 
-def _layout(layer):
-    """The weight fields of a layer with their shapes, or why it has none."""
-    kind = layer.WhichOneof("layer")
-    F = _Field
-    if kind == "convolution":
-        p = layer.convolution
-        if len(layer.input) > 1:
-            return "its weights come from the second input"
-        kh, kw = _kernel(p)
-        groups = p.nGroups or 1
-        if p.isDeconvolution:
-            shape = (p.kernelChannels, p.outputChannels // groups, kh, kw)
-            fields = [F("weights", p.weights, shape, 1, p.outputChannels if groups == 1 else 1, True)]
-        else:
-            shape = (p.outputChannels, p.kernelChannels, kh, kw)
-            fields = [F("weights", p.weights, shape, 0, p.outputChannels, True)]
-        if p.hasBias:
-            fields.append(F("bias", p.bias, (p.outputChannels,), 0, 1, False))
-        return fields
-    if kind == "innerProduct":
-        p = layer.innerProduct
-        fields = [F("weights", p.weights, (p.outputChannels, p.inputChannels), 0, p.outputChannels, True)]
-        if p.hasBias:
-            fields.append(F("bias", p.bias, (p.outputChannels,), 0, 1, False))
-        return fields
-    if kind == "batchedMatmul":
-        p = layer.batchedMatmul
-        if len(layer.input) > 1:
-            return "its weight matrix comes from the second input"
-        x1, x2 = p.weightMatrixFirstDimension, p.weightMatrixSecondDimension
-        fields = [F("weights", p.weights, (x2, x1), 0, x2, True)]   # column-major [X1, X2]
-        if p.hasBias:
-            fields.append(F("bias", p.bias, (x2,), 0, 1, False))
-        return fields
-    if kind in ("embedding", "embeddingND"):
-        p = getattr(layer, kind)
-        out, vocab = ((p.outputChannels, p.inputDim) if kind == "embedding"
-                      else (p.embeddingSize, p.vocabSize))
-        fields = [F("weights", p.weights, (out, vocab), 0, out, True)]
-        if p.hasBias:
-            fields.append(F("bias", p.bias, (out,), 0, 1, False))
-        return fields
-    if kind == "simpleRecurrent":
-        p = layer.simpleRecurrent
-        i, o = p.inputVectorSize, p.outputVectorSize
-        fields = [F("weightMatrix", p.weightMatrix, (o, i), 0, o, True),
-                  F("recursionMatrix", p.recursionMatrix, (o, o), 0, o, True)]
-        if p.hasBiasVector:
-            fields.append(F("biasVector", p.biasVector, (o,), 0, 1, False))
-        return fields
-    if kind == "gru":
-        p = layer.gru
-        i, o = p.inputVectorSize, p.outputVectorSize
-        fields = []
-        for gate in ("update", "reset", "output"):
-            fields.append(F(f"{gate}GateWeightMatrix", getattr(p, f"{gate}GateWeightMatrix"), (o, i), 0, o, True))
-            fields.append(F(f"{gate}GateRecursionMatrix", getattr(p, f"{gate}GateRecursionMatrix"), (o, o), 0, o, True))
-            if p.hasBiasVectors:
-                fields.append(F(f"{gate}GateBiasVector", getattr(p, f"{gate}GateBiasVector"), (o,), 0, 1, False))
-        return fields
-    if kind in ("uniDirectionalLSTM", "biDirectionalLSTM"):
-        p = getattr(layer, kind)
-        x, h = p.inputVectorSize, p.outputVectorSize
-        groups = [("weightParams", p.weightParams)] if kind == "uniDirectionalLSTM" else [
-            (f"weightParams[{d}]", wp) for d, wp in enumerate(p.weightParams)]
-        fields = []
-        for prefix, w in groups:
-            for gate in ("inputGate", "forgetGate", "blockInput", "outputGate"):
-                fields.append(F(f"{prefix}.{gate}WeightMatrix", getattr(w, f"{gate}WeightMatrix"), (h, x), 0, h, True))
-                fields.append(F(f"{prefix}.{gate}RecursionMatrix", getattr(w, f"{gate}RecursionMatrix"), (h, h), 0, h, True))
-            for name, wp in ((f, getattr(w, f)) for f in (
-                    "inputGateBiasVector", "forgetGateBiasVector", "blockInputBiasVector",
-                    "outputGateBiasVector", "inputGatePeepholeVector", "forgetGatePeepholeVector",
-                    "outputGatePeepholeVector")):
-                if storage_kind(wp) != "empty":
-                    fields.append(F(f"{prefix}.{name}", wp, (h,), 0, 1, False))
-        return fields
-    if kind in ("loadConstant", "loadConstantND"):
-        p = getattr(layer, kind)
-        shape = tuple(int(d) for d in p.shape) or (0,)
-        channels = shape[0] if kind == "loadConstant" and len(shape) == 3 and shape[0] > 1 else 1
-        return [F("data", p.data, shape, 0, channels, True)]
-    if kind == "batchnorm":
-        p = layer.batchnorm
-        fields = [F(n, getattr(p, n), (p.channels,), 0, 1, True) for n in ("gamma", "beta")]
-        for n in ("mean", "variance"):
-            if storage_kind(getattr(p, n)) != "empty":
-                fields.append(F(n, getattr(p, n), (p.channels,), 0, 1, True))
-        return fields
-    if kind == "scale":
-        p = layer.scale
-        shape = tuple(int(d) for d in p.shapeScale)
-        ch = shape[0] if len(shape) == 3 and shape[0] > 1 else 1
-        fields = [F("scale", p.scale, shape, 0, ch, True)]
-        if p.hasBias:
-            bshape = tuple(int(d) for d in p.shapeBias)
-            bch = bshape[0] if len(bshape) == 3 and bshape[0] > 1 else 1
-            fields.append(F("bias", p.bias, bshape, 0, bch, True))
-        return fields
-    if kind == "bias":
-        p = layer.bias
-        shape = tuple(int(d) for d in p.shape)
-        ch = shape[0] if len(shape) == 3 and shape[0] > 1 else 1
-        return [F("bias", p.bias, shape, 0, ch, True)]
-    if kind == "convolution3d":
-        p = layer.convolution3d
-        groups = p.nGroups or 1
-        k = (p.kernelDepth, p.kernelHeight, p.kernelWidth)
-        if p.isDeconvolution:
-            shape = (p.outputChannels // groups, p.inputChannels) + k
-        else:
-            shape = (p.outputChannels, p.inputChannels // groups) + k
-        fields = [F("weights", p.weights, shape, 0, 1, True)]
-        if p.hasBias:
-            fields.append(F("bias", p.bias, (p.outputChannels,), 0, 1, False))
-        return fields
-    if kind == "activation":
-        act = layer.activation
-        which = act.WhichOneof("NonlinearityType")
-        if which == "PReLU":
-            return [F("PReLU.alpha", act.PReLU.alpha, (len_of(act.PReLU.alpha),), 0, 1, True)]
-        if which == "parametricSoftplus":
-            a, b = act.parametricSoftplus.alpha, act.parametricSoftplus.beta
-            return [F("parametricSoftplus.alpha", a, (len_of(a),), 0, 1, True),
-                    F("parametricSoftplus.beta", b, (len_of(b),), 0, 1, True)]
-        return []
-    return []
-
-
-def len_of(wp) -> int:
-    kind = storage_kind(wp)
-    if kind == "float32":
-        return len(wp.floatValue)
-    if kind == "float16":
-        return len(wp.float16Value) // 2
-    return 0
-
-
+def kind_refusal(layer, mode: str) -> Optional[str]:
+    """Why this layer's weights cannot take ``mode``'s storage, or None."""
+    entry = kind_of(layer)
+    if entry.compress == "none":
+        return entry.compress_reason
+    if entry.compress == "fp16" and mode in ("linear", "palettize"):
+        return entry.compress_reason
+    dynamic = dynamic_weights(layer)
+    if dynamic:
+        return dynamic
+    return None

@@ -196,13 +196,13 @@ def explain_nothing_done(report: CompressReport) -> None:
     if not report.skipped:
         raise SpecSurgeryError("compress: no layer holds weights to compress"
                                + ("; " + "; ".join(report.notes) if report.notes else ""))
-    reasons: dict[str, list[str]] = {}
+    reasons: dict[str, dict] = {}
     for s in report.skipped:
         key = s.reason.split(":")[0] if s.reason.startswith("already") else s.reason
         if "min_weights" in s.reason:
             key = "fewer weights than min_weights"
-        reasons.setdefault(key, []).append(s.layer)
-    parts = [f"{k} ({', '.join(v[:4])}{' ...' if len(v) > 4 else ''})" for k, v in reasons.items()]
+        reasons.setdefault(key, {})[s.layer] = None      # each name once, in order
+    parts = [f"{k} ({', '.join(list(v)[:4])}{' ...' if len(v) > 4 else ''})" for k, v in reasons.items()]
     hint = ""
     if any(s.reason.startswith("already") for s in report.skipped):
         hint = "; never quantize twice: compress the float model instead"
