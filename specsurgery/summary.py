@@ -15,7 +15,7 @@ from typing import Optional
 
 from .io import MLPackage, load
 from .units import human_bytes as _human
-from .layers import layer_facts
+from .nn.kinds import layer_facts
 from .spec import (
     NN_TYPES, PIPELINE_TYPES, class_labels, feature_to_json, iter_models, model_type, pipeline_of,
     stage_names,
