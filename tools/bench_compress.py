@@ -184,8 +184,7 @@ def bench_nn(nn_path, results, skip_slow):
 def _main_fields(layer):
     from specsurgery.ops.compress.nn import layer_fields
 
-    fields = layer_fields(layer)
-    return [] if isinstance(fields, str) else [f for f in fields if f.main]
+    return [f for f in layer_fields(layer) if f.main]
 
 
 def bench_mlprogram(ml_path, results):
