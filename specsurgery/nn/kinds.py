@@ -41,7 +41,14 @@ WeightParams = NeuralNetwork_pb2.WeightParams
 
 @dataclass(eq=False)
 class WeightField:
-    """One weight a layer's parameters call for, resolved against the layer."""
+    """One weight a layer's parameters call for, resolved against the layer.
+
+    ``channels`` is the scale count Core ML's validator accepts besides 1; the
+    scales run along ``channel_axis``.  Use per-channel scales only where
+    ``shape[channel_axis] == channels``: a grouped deconvolution is validated
+    against outputChannels scales but holds outputChannels / nGroups along its
+    axis 1 (coremltools quantizes it along that axis).
+    """
 
     path: str                       # relative to the oneof message, e.g. "weightParams[1].forgetGateBiasVector"
     wp: object                      # the WeightParams message (a detached empty one if the layer lacks it)
