@@ -181,8 +181,9 @@ def _compress_program(pkg, opts, selector, report, stage: str = "", known_out=No
                    {c[1] for n in already for c in consumers.get(n, [])})
     if sparsity and mode != "prune":
         raise UnsupportedError(
-            "compress: pruning combined with another mode is done on neuralNetwork models only; for an "
-            "ML Program use coremltools' joint compression (iOS 18) or compress in one mode")
+            f"compress: sparsity (--prune) with mode {mode!r}: pruning combined with another mode is done "
+            "on neuralNetwork models only; for an ML Program use coremltools' joint compression (iOS 18) "
+            "or compress in one mode")
     if mode == "fp16":
         f32 = [n for n, c in consts.items() if c["dtype"] == 11]
         if not f32:
@@ -193,7 +194,8 @@ def _compress_program(pkg, opts, selector, report, stage: str = "", known_out=No
                 return None
             explain_nothing_done(report)
         raise UnsupportedError(
-            "compress: float16 for an ML Program is chosen at conversion: convert again with "
+            "compress: mode 'fp16' (--fp16) is not available for ML Programs: float16 for an ML Program "
+            "is chosen at conversion: convert again with "
             "compute_precision=coremltools.precision.FLOAT16 (the default for mlprogram)")
     if opts.granularity == "per_grouped_channel" and opset < 8:
         raise UnsupportedError(
