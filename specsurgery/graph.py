@@ -236,7 +236,8 @@ def _iter_op_constants(op):
 
 
 #: control-flow layers and the nested networks whose blobs they read and write
-CONTROL_FLOW_NETS = {"branch": ("ifBranch", "elseBranch"), "loop": ("conditionNetwork", "bodyNetwork")}
+CONTROL_FLOW_NETS = {name: tuple(field for _, field in kind.networks)
+                     for name, kind in KINDS.items() if kind.networks}
 
 
 def _layer_blobs(layer) -> tuple[list, list]:

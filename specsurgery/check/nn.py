@@ -4,7 +4,7 @@ shape mappings and updatable networks (format notes §5, §5.1)."""
 from __future__ import annotations
 
 from ..errors import near_matches
-from ..nn.kinds import IOS12_KINDS, KINDS, kinds_where, own_weights, weight_fields
+from ..nn.kinds import IOS12_KINDS, KINDS, iter_layers, kinds_where, own_weights, weight_fields
 from ..weights import storage_kind
 from .findings import Findings
 
@@ -109,28 +109,14 @@ def _walk(nn, available: set, produced: dict, out: Findings, scope: str) -> None
             available.add(blob)
 
 
-def _all_outputs(nn):
-    for layer in nn.layers:
-        yield from layer.output
-        kind = layer.WhichOneof("layer")
-        if kind == "branch":
-            yield from _all_outputs(layer.branch.ifBranch)
-            yield from _all_outputs(layer.branch.elseBranch)
-        elif kind == "loop":
-            yield from _all_outputs(layer.loop.conditionNetwork)
-            yield from _all_outputs(layer.loop.bodyNetwork)
-
-
 def _all_layers(nn):
-    for layer in nn.layers:
-        yield layer
-        kind = layer.WhichOneof("layer")
-        if kind == "branch":
-            yield from _all_layers(layer.branch.ifBranch)
-            yield from _all_layers(layer.branch.elseBranch)
-        elif kind == "loop":
-            yield from _all_layers(layer.loop.conditionNetwork)
-            yield from _all_layers(layer.loop.bodyNetwork)
+    """Every layer, those of branch and loop networks included."""
+    return (layer for _, layer in iter_layers(nn))
+
+
+def _all_outputs(nn):
+    for layer in _all_layers(nn):
+        yield from layer.output
 
 
 def _find_cycles(nn, inputs: set) -> list[list[str]]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
+from ..nn.kinds import iter_layers as _iter_layers
 from ..nn.kinds import own_weights, version_needs as kind_version_needs
 from ..spec import NN_TYPES, iter_models
 from ..weights import storage_kind
@@ -61,20 +62,9 @@ class Need:
 
 # --------------------------------------------------------------------------- per model
 
-def _iter_layers(nn, prefix: str = "") -> Iterator[tuple[str, object]]:
-    """(name, layer) of every layer, branch and loop bodies included."""
-    for layer in nn.layers:
-        yield prefix + layer.name, layer
-        kind = layer.WhichOneof("layer")
-        if kind == "branch":
-            yield from _iter_layers(layer.branch.ifBranch, f"{prefix}{layer.name}.if/")
-            yield from _iter_layers(layer.branch.elseBranch, f"{prefix}{layer.name}.else/")
-        elif kind == "loop":
-            yield from _iter_layers(layer.loop.conditionNetwork, f"{prefix}{layer.name}.cond/")
-            yield from _iter_layers(layer.loop.bodyNetwork, f"{prefix}{layer.name}.body/")
-
-
 def iter_layers(nn):
+    """(name, layer) of every layer, branch and loop networks included (nested
+    names read ``<container>.<if|else|cond|body>/<name>``)."""
     return _iter_layers(nn)
 
 

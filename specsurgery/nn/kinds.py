@@ -87,6 +87,7 @@ class LayerKind:
     version_rule: Optional[Rule] = None         # layer -> [(version, "with ...")] beyond min_spec_version
     param_rules: Optional[Callable] = None      # (layer, input_channels) -> [(field, problem, message)]
     params: Optional[Callable] = None           # params message -> dict of key parameters
+    networks: tuple = ()            # (label, field) of the sub-networks a control-flow kind holds
 
     @property
     def has_weights(self) -> bool:
@@ -526,6 +527,10 @@ _COMPRESS = {
                        "networks are compressed one by one"),
 }
 
+#: Control-flow kinds: (label used in nested layer paths, NeuralNetwork field).
+_NETWORKS = {"branch": (("if", "ifBranch"), ("else", "elseBranch")),
+             "loop": (("cond", "conditionNetwork"), ("body", "bodyNetwork"))}
+
 _UPDATABLE = frozenset("convolution innerProduct uniDirectionalLSTM".split())
 _BACKPROP = frozenset("convolution innerProduct uniDirectionalLSTM flatten pooling batchnorm".split())
 _INT8_DYNAMIC = frozenset("innerProduct batchedMatmul".split())
@@ -569,7 +574,7 @@ def _make(field) -> LayerKind:
         compress_reason=reason, fields=fields, updatable=name in _UPDATABLE,
         backprop=name in _BACKPROP, int8_dynamic=name in _INT8_DYNAMIC, weights=weights,
         dynamic=_DYNAMIC.get(name), version_rule=_VERSION_RULES.get(name),
-        param_rules=_PARAM_RULES.get(name), params=_PARAMS.get(name))
+        param_rules=_PARAM_RULES.get(name), params=_PARAMS.get(name), networks=_NETWORKS.get(name, ()))
 
 
 #: kind name -> LayerKind, in the proto's field order.
@@ -613,6 +618,25 @@ def weight_fields(layer) -> list:
     if entry is None or entry.weights is None or dynamic_weights(layer):
         return []
     return entry.weights(getattr(layer, kind), layer)
+
+
+def sub_networks(layer) -> list:
+    """[(label, NeuralNetwork)] a branch or loop layer holds ([] for other kinds)."""
+    entry = KINDS.get(layer.WhichOneof("layer"))
+    if entry is None or not entry.networks:
+        return []
+    msg = getattr(layer, entry.name)
+    return [(label, getattr(msg, field)) for label, field in entry.networks]
+
+
+def iter_layers(nn, prefix: str = ""):
+    """(path, layer) of every layer of ``nn``, the layers of branch and loop
+    networks included, right after their container; nested paths read
+    ``<container>.<if|else|cond|body>/<name>``."""
+    for layer in nn.layers:
+        yield prefix + layer.name, layer
+        for label, sub in sub_networks(layer):
+            yield from iter_layers(sub, f"{prefix}{layer.name}.{label}/")
 
 
 def own_weights(layer) -> list:
@@ -697,5 +721,5 @@ def layer_facts(layer) -> dict:
 
 
 __all__ = ["KINDS", "LayerKind", "WeightField", "IOS12_KINDS", "kind_of", "weight_fields",
-           "dynamic_weights", "own_weights", "key_params", "version_needs", "category", "kinds_where",
+           "dynamic_weights", "own_weights", "sub_networks", "iter_layers", "key_params", "version_needs", "category", "kinds_where",
            "layer_facts", "weight_infos", "WeightInfo"]
