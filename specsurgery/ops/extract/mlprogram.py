@@ -129,7 +129,7 @@ def _path(ops, parent: dict, value: str) -> str:
     return " -> ".join(chain)
 
 
-def _check_names(ops, block, producer, fn_inputs, inputs, outputs) -> None:
+def _check_names(ops, producer, fn_inputs, inputs, outputs) -> None:
     missing = [v for v in inputs + outputs if v not in producer and v not in fn_inputs]
     if missing:
         nested = {o.name: op for op in ops for sub in op.blocks for inner in P.iter_ops(sub)
@@ -226,7 +226,7 @@ def extract_program(model, inputs: list[str], outputs: list[str], *, shapes=None
     ops = list(block.operations)
     producer = {o.name: i for i, op in enumerate(ops) for o in op.outputs}
     fn_inputs = {i.name: i for i in fn.inputs}
-    _check_names(ops, block, producer, fn_inputs, inputs, outputs)
+    _check_names(ops, producer, fn_inputs, inputs, outputs)
     need, parent = _closure(ops, producer, outputs, set(inputs))
     _add_state_writes(ops, producer, need, parent, fn_inputs, set(inputs))
     read = {n for i in need for n in _reads(ops[i])} | set(outputs)
