@@ -10,6 +10,7 @@ features: feature vectorizer columns and NMS feature names.
 from __future__ import annotations
 
 from ... import spec as S
+from ...nn.kinds import iter_layers
 
 __all__ = ["collect_names", "rename_in_model"]
 
@@ -17,23 +18,14 @@ _NMS_FIELDS = ("confidenceInputFeatureName", "coordinatesInputFeatureName",
                "iouThresholdInputFeatureName", "confidenceThresholdInputFeatureName",
                "confidenceOutputFeatureName", "coordinatesOutputFeatureName")
 _LOSS_KINDS = ("categoricalCrossEntropyLossLayer", "meanSquaredErrorLossLayer")
-_NESTED = {"branch": ("ifBranch", "elseBranch"), "loop": ("conditionNetwork", "bodyNetwork")}
-
-
-def _nn_names(nn, out: dict, where: str) -> None:
-    for layer in nn.layers:
-        for b in list(layer.input) + list(layer.output):
-            out.setdefault(b, f"{where}layer {layer.name!r}")
-        kind = layer.WhichOneof("layer")
-        for sub in _NESTED.get(kind, ()):
-            _nn_names(getattr(getattr(layer, kind), sub), out, where)
 
 
 def collect_names(model, out: dict, where: str) -> None:
     """Add every blob name of ``model``'s network (if it has one) to ``out``."""
     nn = S.nn_of(model)
-    if nn is not None:
-        _nn_names(nn, out, where)
+    for _, layer in iter_layers(nn) if nn is not None else ():
+        for b in list(layer.input) + list(layer.output):
+            out.setdefault(b, f"{where}layer {layer.name!r}")
 
 
 def _sub(container, old, new) -> None:
@@ -43,14 +35,11 @@ def _sub(container, old, new) -> None:
 
 
 def _rename_nn(nn, old, new) -> None:
-    for layer in nn.layers:
+    for _, layer in iter_layers(nn):
         _sub(layer.input, old, new)
         _sub(layer.output, old, new)
-        kind = layer.WhichOneof("layer")
-        if kind == "loop" and layer.loop.conditionVar == old:
+        if layer.WhichOneof("layer") == "loop" and layer.loop.conditionVar == old:
             layer.loop.conditionVar = new
-        for sub in _NESTED.get(kind, ()):
-            _rename_nn(getattr(getattr(layer, kind), sub), old, new)
     for pre in nn.preprocessing:
         if pre.featureName == old:
             pre.featureName = new
