@@ -100,8 +100,7 @@ def compress_network(nn, stage: str, opts: Options, selector: Selector, report: 
         report.layers.append(row)
         if counts is not None:
             counts[0].append(name)
-        need = max([need] + [v for prefix, v in _VERSION_OF if row.storage_after.startswith(prefix)])
-        need = max(need, 1)
+        need = max([need, 1] + [v for prefix, v in _VERSION_OF if row.storage_after.startswith(prefix)])
         if progress is not None:
             progress(row.name)
     for parent, (done, skipped) in bodies.items():
