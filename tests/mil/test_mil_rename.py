@@ -157,3 +157,21 @@ def test_state_features_are_renamed_with_their_reads_and_writes():
     assert _errors(out) == []
     x = random_inputs(pkg, seed=0)
     _same_outputs(pkg, out, x, x)
+
+
+def test_a_list_of_renames_is_refused_naming_every_culprit():
+    from specsurgery.ops.rename import rename_features
+
+    pkg = io.load(M.converted("resnet", "fp32"))
+    convs = [op.outputs[0].name for op in P.main_block(P.get_function(pkg.spec)[1]).operations
+             if op.type == "conv"]
+    with pytest.raises(SpecSurgeryError, match=rf"'{convs[0]}' \(for 'x'\) already names.*"
+                                               rf"'{convs[1]}' \(for 'out'\) already names"):
+        rename_features(pkg, [("x", convs[0]), ("out", convs[1])])
+    with pytest.raises(SpecSurgeryError, match=r"'a b', 'c-d' are not valid ML Program value names"):
+        rename_features(pkg, {"x": "a b", "out": "c-d"})
+    with pytest.raises(NotFoundError, match=r"'xx' \(did you mean 'x'.*'outt' \(did you mean 'out'"):
+        rename_features(pkg, [("xx", "a"), ("outt", "b")])
+    out = rename_features(pkg, [("x", "a"), ("a", "b"), ("out", "scores")])
+    assert [f.name for f in out.spec.description.input] == ["b"]
+    assert [f.name for f in pkg.spec.description.input] == ["x"]          # original untouched

@@ -97,3 +97,13 @@ def test_cli_rename(tmp_path, capsys):
     assert out.description.input[0].name == "input" and out.description.predictedFeatureName == "label"
     assert main(["rename", str(tmp_path / "c.mlmodel"), "x", "-o", str(tmp_path / "r.mlmodel")]) == 1
     assert "not OLD=NEW" in capsys.readouterr().err
+
+
+def test_a_list_of_renames_applies_in_order_after_checking_them_all():
+    from specsurgery.ops.rename import rename_features
+
+    spec = sm.skip_net()
+    with pytest.raises(SpecSurgeryError, match=r"'b' \(for 'a'\) already names.*'c' \(for 'g'\) already names"):
+        rename_features(spec, [("a", "b"), ("g", "c")])
+    out = rename_features(spec, [("a", "a2"), ("a2", "a3")])
+    assert "a3" in names_in(out) and "a" in names_in(spec)

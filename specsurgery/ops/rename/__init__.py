@@ -26,7 +26,7 @@ from ...io import MLPackage, copy_spec, load
 from ...mil.program import IDENTIFIER
 from . import mlprogram, nn
 
-__all__ = ["rename_feature", "names_in"]
+__all__ = ["rename_feature", "rename_features", "check_renames", "names_in"]
 
 
 def _desc_lists(desc):
@@ -118,3 +118,53 @@ def rename_feature(spec, old: str, new: str, *, inplace: bool = False):
         nn.rename_in_model(info.model, old, new)
         mlprogram.rename_in_model(info.model, old, new)
     return pkg if isinstance(pkg, MLPackage) else out
+
+
+def check_renames(spec, pairs) -> None:
+    """Refuse a list of (old, new) renames, applied in order, naming every
+    culprit at once: each old name that names nothing (with near matches),
+    each new name already taken, each new name that is no MIL identifier
+    where the old one is an ML Program value."""
+    root = load(spec)
+    root = root.spec if isinstance(root, MLPackage) else root
+    names = dict(names_in(root))
+    missing, clashes, invalid = [], [], []
+    renamed, origin = {}, {}           # old -> new (for the message), current name -> original name
+    for old, new in pairs:
+        if old not in names:
+            missing.append(old)
+            continue
+        if new != old and new in names:
+            clashes.append(f"{new!r} (for {old!r}) already names a value ({names[new]})")
+        first = origin.pop(old, old)
+        if not IDENTIFIER.match(new) and _program_paths(root, first):
+            invalid.append(repr(new))
+        names[new] = names.pop(old)
+        origin[new] = first
+        renamed[old] = new
+    if missing:
+        message = missing_message("feature or blob", missing, sorted(names)) + " (rename)"
+        earlier = [f"{o!r} is already {renamed[o]!r}" for o in missing if o in renamed]
+        if earlier:
+            message += "; renames apply in order and " + ", ".join(earlier)
+        raise NotFoundError(message)
+    problems = []
+    if clashes:
+        problems.append("; ".join(clashes) + "; renaming to a taken name would merge two values: pick other "
+                        "names, or rename the taken ones first")
+    if invalid:
+        what = "are not valid ML Program value names" if len(invalid) > 1 else "is not a valid ML Program value name"
+        problems.append(f"{', '.join(invalid)} {what}: use letters, digits, '_' and '@', not starting with a digit")
+    if problems:
+        raise SpecSurgeryError("rename: " + "; ".join(problems))
+
+
+def rename_features(spec, pairs, *, inplace: bool = False):
+    """Apply (old, new) renames in order, after :func:`check_renames` has
+    refused the whole list if any of them is wrong."""
+    model = load(spec)
+    pairs = list(pairs.items()) if isinstance(pairs, dict) else list(pairs)
+    check_renames(model, pairs)
+    for i, (old, new) in enumerate(pairs):
+        model = rename_feature(model, old, new, inplace=inplace or i > 0)
+    return model
