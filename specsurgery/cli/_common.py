@@ -8,6 +8,24 @@ import sys
 from ..units import human_bytes  # noqa: F401  (re-exported for the verbs)
 
 
+class notes_to_stderr:
+    """Collect the library's :class:`~specsurgery.ops._nn.SurgeryNote` warnings
+    while the block runs (the list it yields) and print them as ``note: ...``
+    lines on stderr when it ends."""
+
+    def __enter__(self) -> list:
+        from ..ops._nn import capture_notes
+
+        self._capture = capture_notes()
+        self.notes = self._capture.__enter__()
+        return self.notes
+
+    def __exit__(self, *exc) -> None:
+        self._capture.__exit__(*exc)
+        for text in self.notes:
+            print(f"note: {text}", file=sys.stderr)
+
+
 def add_json(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+from ._common import notes_to_stderr
 
 
 def configure(parser) -> None:
@@ -21,10 +21,9 @@ def configure(parser) -> None:
 def run(args) -> int:
     from ..errors import SpecSurgeryError
     from ..io import save
-    from ..ops._nn import capture_notes
     from ..ops.link import link_stage, make_linked_stub
 
-    with capture_notes() as notes:
+    with notes_to_stderr():
         if args.standalone:
             out = make_linked_stub(args.model, file_name=args.file, search_path=args.search_path)
         else:
@@ -32,8 +31,6 @@ def run(args) -> int:
                 raise SpecSurgeryError("link: give --stage NAME (or --standalone for a stub of the whole model)"
                                        + _stage_hint(args.model))
             out = link_stage(args.model, args.stage, file_name=args.file, search_path=args.search_path)
-    for text in notes:
-        print(f"note: {text}", file=sys.stderr)
     save(out, args.output)
     print(f"wrote {args.output}: {'stub' if args.standalone else 'stage ' + repr(args.stage)} links "
           f"{args.file} (search path {args.search_path!r}), spec version {getattr(out, 'spec', out).specificationVersion}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+from ._common import notes_to_stderr
 
 
 def configure(parser) -> None:
@@ -20,16 +20,13 @@ def configure(parser) -> None:
 
 def run(args) -> int:
     from ..io import save
-    from ..ops._nn import capture_notes
     from ..ops.pipeline import make_pipeline
     from ..spec import model_type
 
     names = args.names.split(",") if args.names else None
     prefixes = [p or None for p in args.prefixes.split(",")] if args.prefixes is not None else None
-    with capture_notes() as notes:
+    with notes_to_stderr():
         pipe = make_pipeline(args.stages, names=names, kind=args.kind, coerce=args.coerce, prefixes=prefixes)
-    for text in notes:
-        print(f"note: {text}", file=sys.stderr)
     save(pipe, args.output)
     print(f"wrote {args.output}: {model_type(getattr(pipe, 'spec', pipe))} of {len(args.stages)} stages, "
           f"spec version {getattr(pipe, 'spec', pipe).specificationVersion}")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-
-from ._common import add_json, print_json
+from ._common import add_json, notes_to_stderr, print_json
 
 
 def configure(parser) -> None:
-    parser.add_argument("model", metavar="MODEL", help=".mlmodel (neuralNetwork, classifier or regressor)")
+    parser.add_argument("model", metavar="MODEL", help=".mlmodel (neuralNetwork, classifier or regressor) or ML Program .mlpackage")
     parser.add_argument("--at", required=True, metavar="BLOB[,BLOB]",
                         help="blob(s) to cut at; several when a skip connection crosses the cut "
                              "(see suggest-cuts)")
@@ -27,15 +25,12 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    from ..ops._nn import capture_notes
     from ..ops.split import split_model
 
-    with capture_notes() as notes:
+    with notes_to_stderr() as notes:
         paths = split_model(args.model, args.at, args.output, name=args.name, link=args.link,
                             search_path=args.search_path, freeze_backbone=args.freeze_backbone,
                             drop_updatable=args.drop_updatable)
-    for text in notes:
-        print(f"note: {text}", file=sys.stderr)
     if args.json:
         print_json({k: str(v) for k, v in paths.items()} | {"notes": notes})
     else:

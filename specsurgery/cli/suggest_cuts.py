@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from ._common import add_json, human_bytes, print_json
+from ..units import human_bytes
+from ._common import add_json, print_json
 
 
 def configure(parser) -> None:
-    parser.add_argument("model", metavar="MODEL", help="neural-network model")
+    parser.add_argument("model", metavar="MODEL", help="neural-network model or ML Program")
     parser.add_argument("--stage", metavar="PATH", default="",
                         help="stage path of the network inside a pipeline (default: the model itself)")
     parser.add_argument("--max-blobs", type=int, default=1, metavar="K",

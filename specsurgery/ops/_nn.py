@@ -16,12 +16,10 @@ from typing import Iterable, Optional, Sequence
 from .._proto import FeatureTypes_pb2, Model_pb2
 from ..errors import NotFoundError, SpecSurgeryError, UnsupportedError, missing_message
 from .. import spec as S
+from ..graph import _layer_blobs   # one reading of what a (control-flow) layer reads and writes
 
 FLOAT32 = FeatureTypes_pb2.ArrayFeatureType.FLOAT32
 DOUBLE = FeatureTypes_pb2.ArrayFeatureType.DOUBLE
-
-#: Fields of the model-level NN messages that a sub-network copies (layers are chosen separately).
-_CONTROL_FLOW_NETS = {"branch": ("ifBranch", "elseBranch"), "loop": ("conditionNetwork", "bodyNetwork")}
 
 
 class SurgeryNote(UserWarning):
@@ -52,40 +50,14 @@ def mlprogram_dispatch(module: str, function: str, operation: str):
 def layer_reads(layer) -> list[str]:
     """Blobs a layer reads: its inputs plus outer blobs its nested networks
     (branch / loop condition and body, taken in order) consume."""
-    reads = list(layer.input)
-    kind = layer.WhichOneof("layer")
-    if kind in _CONTROL_FLOW_NETS:
-        msg = getattr(layer, kind)
-        produced: set = set()
-        for sub in _CONTROL_FLOW_NETS[kind]:
-            if not msg.HasField(sub):
-                continue
-            for inner in getattr(msg, sub).layers:
-                for b in layer_reads(inner):
-                    if b not in produced and b not in reads:
-                        reads.append(b)
-                produced.update(layer_writes(inner))
-            if kind == "branch":
-                produced = set()      # the two branches are alternatives
-        if kind == "loop" and msg.conditionVar and msg.conditionVar not in produced \
-                and msg.conditionVar not in reads:
-            reads.append(msg.conditionVar)
-    return reads
+    return _layer_blobs(layer)[0]
 
 
 def layer_writes(layer) -> list[str]:
     """Blobs a layer writes: its outputs plus, for branch and loop layers,
     every blob their nested networks write (loop bodies update outer blobs
     through ``copy`` layers and list no outputs of their own)."""
-    writes = list(layer.output)
-    kind = layer.WhichOneof("layer")
-    if kind in _CONTROL_FLOW_NETS:
-        msg = getattr(layer, kind)
-        for sub in _CONTROL_FLOW_NETS[kind]:
-            if msg.HasField(sub):
-                for inner in getattr(msg, sub).layers:
-                    writes += [b for b in layer_writes(inner) if b not in writes]
-    return writes
+    return _layer_blobs(layer)[1]
 
 
 def outer_reads(nn) -> list[str]:
@@ -491,7 +463,7 @@ def sub_network(spec, layer_idxs: Iterable[int], inputs: Sequence, outputs: Sequ
 
 
 def uses_only_ios12_layers(nn) -> bool:
-    from ..layers import IOS12_LAYERS
+    from ..nn.kinds import IOS12_KINDS as IOS12_LAYERS
 
     return all(S.layer_kind(l) in IOS12_LAYERS for l in nn.layers)
 

@@ -7,11 +7,13 @@ import mil_models as M
 import zoo
 from conftest import CORPUS
 from specsurgery import io
+from specsurgery import spec as S
 from specsurgery.check import check
-from specsurgery.errors import NotFoundError, SpecSurgeryError
+from specsurgery.errors import NotFoundError, SpecSurgeryError, UnsupportedError
 from specsurgery.ops.cuts import suggest_cuts
 from specsurgery.ops.cuts.mlprogram import cut_frontier
 from specsurgery.ops.link import link_stage, unlink
+from specsurgery.ops._nn import SurgeryNote
 from specsurgery.ops.split import split_at, split_pipeline
 from specsurgery.runtime import verify
 
@@ -144,3 +146,112 @@ def test_public_unlink_dispatches_to_ml_program_targets(tmp_path):
     assert isinstance(inlined, io.MLPackage) and len(inlined.weights) == 2
     io.save(inlined, tmp_path / "Inlined.mlpackage")
     assert verify(src, tmp_path / "Inlined.mlpackage", samples=1).ok
+
+
+# --------------------------------------------------------------------------- every option of split_at, link_stage,
+# unlink and suggest_cuts is honoured for ML Programs or refused by name (they used to be dropped silently)
+
+CLASSIFIER = CORPUS / "generated" / "shared_backbone_classifier.mlpackage"
+CLASSIFIER_CUT = "input_31_cast_fp16"
+
+
+def _same(a, b) -> bool:
+    return a.spec == b.spec and sorted(a.weights) == sorted(b.weights) and all(
+        np.array_equal(a.weights[k].data, b.weights[k].data) for k in a.weights)
+
+
+def test_split_at_refuses_freeze_backbone_by_name():
+    with pytest.raises(UnsupportedError, match=r"split_at: option 'freeze_backbone' .*not supported for ML "
+                                               r"Programs"):
+        split_at(CLASSIFIER, CLASSIFIER_CUT, freeze_backbone=True)
+
+
+def test_split_at_drop_updatable_on_a_program():
+    plain = split_at(CLASSIFIER, CLASSIFIER_CUT)
+    # a program that is not updatable: nothing to drop, the same halves
+    assert all(_same(a, b) for a, b in zip(plain, split_at(CLASSIFIER, CLASSIFIER_CUT, drop_updatable=True)))
+    marked = io.load(CLASSIFIER).copy()
+    marked.spec.isUpdatable = True
+    with pytest.raises(UnsupportedError, match=r"marked updatable.*drop_updatable=True"):
+        split_at(marked, CLASSIFIER_CUT)
+    with pytest.warns(SurgeryNote, match="dropped the updatable mark"):
+        backbone, head = split_at(marked, CLASSIFIER_CUT, drop_updatable=True)
+    assert not backbone.spec.isUpdatable and not head.spec.isUpdatable
+    assert marked.spec.isUpdatable      # the input is not edited
+
+
+def test_split_at_shapes_on_a_program():
+    from specsurgery.mil import program as P
+
+    backbone, _ = split_at(CLASSIFIER, CLASSIFIER_CUT)
+    declared = list(backbone.spec.description.output[0].type.multiArrayType.shape)
+    # the declared shape is accepted as is; another one names the option and the program's type
+    same, _ = split_at(CLASSIFIER, CLASSIFIER_CUT, shapes={CLASSIFIER_CUT: declared})
+    assert same.spec == backbone.spec
+    with pytest.raises(SpecSurgeryError, match=rf"shapes gives cut value '{CLASSIFIER_CUT}'.*declares it"):
+        split_at(CLASSIFIER, CLASSIFIER_CUT, shapes={CLASSIFIER_CUT: declared[:-1] + [declared[-1] + 1]})
+    with pytest.raises(NotFoundError, match=r"shapes names 'nope', which the cut does not cross"):
+        split_at(CLASSIFIER, CLASSIFIER_CUT, shapes={"nope": [1]})
+    # a dim the program leaves unknown: shapes gives the cut feature's default shape, the range stays
+    flexible = io.load(CLASSIFIER).copy()
+    block = P.main_block(P.get_function(flexible.spec)[1])
+    out = next(o for op in block.operations for o in op.outputs if o.name == CLASSIFIER_CUT)
+    out.type.tensorType.dimensions[-1].unknown.variadic = False
+    wanted = declared[:-1] + [7]
+    backbone, head = split_at(flexible, CLASSIFIER_CUT, shapes={CLASSIFIER_CUT: wanted})
+    for feature in (backbone.spec.description.output[0],
+                    next(f for f in head.spec.description.input if f.name == CLASSIFIER_CUT)):
+        array = feature.type.multiArrayType
+        assert list(array.shape) == wanted
+        assert (array.shapeRange.sizeRanges[-1].lowerBound, array.shapeRange.sizeRanges[-1].upperBound) == (1, -1)
+
+
+def test_split_at_inplace_turns_the_given_package_into_the_head():
+    backbone, head = split_at(CLASSIFIER, CLASSIFIER_CUT)
+    pkg = io.load(CLASSIFIER)
+    before = pkg.copy()
+    untouched = split_at(pkg, CLASSIFIER_CUT)[1]
+    assert untouched is not pkg and _same(pkg, before)
+    backbone2, head2 = split_at(pkg, CLASSIFIER_CUT, inplace=True)
+    assert head2 is pkg and _same(pkg, head) and _same(backbone2, backbone)
+
+
+def test_link_stage_and_unlink_inplace_edit_the_given_package(tmp_path):
+    src = _linked_segmenter(tmp_path)
+    backbone, head = split_at(src, _three_cuts(suggest_cuts(src))[1].blob)
+    pipe = split_pipeline(src, backbone, head)
+    copy = link_stage(pipe, "backbone", file_name="SegBackbone.mlmodelc", search_path=".")
+    assert S.model_type(pipe.spec.pipeline.models[0]) == "mlProgram"      # not edited
+    same = link_stage(pipe, "backbone", file_name="SegBackbone.mlmodelc", search_path=".", inplace=True)
+    assert same is pipe and _same(pipe, copy)
+    linked = io.load(tmp_path / "Seg.mlpackage")
+    inlined = unlink(linked, inplace=True)
+    assert inlined is linked and sorted(linked.weights) == ["weights/0-weight.bin", "weights/1-weight.bin"]
+    io.save(linked, tmp_path / "Inlined.mlpackage")
+    assert verify(src, tmp_path / "Inlined.mlpackage", samples=1).ok
+
+
+def test_link_stage_of_a_lone_program_is_refused_like_a_network():
+    with pytest.raises(UnsupportedError, match="not a pipeline.*make_linked_stub"):
+        link_stage(CLASSIFIER, "backbone")
+
+
+def test_suggest_cuts_honours_max_blobs_on_a_program(tmp_path):
+    path = M.converted("unet", "fp32")
+    singles = suggest_cuts(path)
+    cuts = suggest_cuts(path, max_blobs=2)
+    assert cuts[:len(singles)] == singles and len(cuts) > len(singles)
+    multi = cuts[len(singles)]
+    assert len(multi.blobs) == 2 and len(multi.shapes) == 2 and multi.blob == ",".join(multi.blobs)
+    backbone, head = split_at(path, multi.blobs)
+    io.save(split_pipeline(path, backbone, head), tmp_path / "p.mlpackage")
+    assert verify(path, tmp_path / "p.mlpackage", samples=1).ok
+
+
+def test_make_pipeline_names_the_option_it_refuses_for_program_stages():
+    from specsurgery.ops import make_pipeline
+
+    backbone, head = split_at(CLASSIFIER, CLASSIFIER_CUT)
+    with pytest.raises(UnsupportedError, match=r"make_pipeline: option 'prefixes' is not supported for ML "
+                                               r"Program stages"):
+        make_pipeline([backbone, head], prefixes=["b_", None])

@@ -340,6 +340,20 @@ def test_cut_at_an_input_or_the_last_blob():
 
 
 @pytest.mark.corpus
+def test_inplace_turns_the_given_spec_into_the_head():
+    spec = sm.skip_net()
+    before = spec.SerializeToString(deterministic=True)
+    backbone, head = split_at(spec, "e")
+    assert spec.SerializeToString(deterministic=True) == before      # not edited without inplace
+    backbone2, head2 = split_at(spec, "e", inplace=True)
+    assert head2 is spec and spec == head and backbone2 == backbone
+
+
+def test_shapes_for_a_blob_the_cut_does_not_cross_is_an_error():
+    with pytest.raises(NotFoundError, match=r"shapes names 'a', which the cut does not cross.*'e'"):
+        split_at(sm.skip_net(), "e", shapes={"a": [1, 2, 3]})
+
+
 def test_mlprogram_split_model_writes_packages(tmp_path):
     pkg = CORPUS / "generated/shared_backbone_classifier.mlpackage"
     paths = split_model(pkg, "input_31_cast_fp16", tmp_path, name="P")

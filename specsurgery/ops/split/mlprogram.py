@@ -38,6 +38,7 @@ from ...io import MLPackage, load, split_model
 from ...mil import blobs as B
 from ...mil import program as P
 from .. import _nn
+from ..rename.mlprogram import rename_block
 
 CONST_OPS = {"const"}
 MIL_TO_ARRAY = {MIL_pb2.FLOAT32: 65568, MIL_pb2.FLOAT16: 65552, MIL_pb2.FLOAT64: 65600,
@@ -102,17 +103,6 @@ def _feature_for(name, value_type, where, default=None) -> "Model_pb2.FeatureDes
     else:
         ma.shape.extend(shape)
     return fd
-
-
-def _rename_reads(block, old: str, new: str) -> None:
-    for op in P.iter_ops(block):
-        for arg in op.inputs.values():
-            for b in arg.arguments:
-                if b.WhichOneof("binding") == "name" and b.name == old:
-                    b.name = new
-    for i, name in enumerate(block.outputs):
-        if name == old:
-            block.outputs[i] = new
 
 
 def _cast_op(x: str, out_name: str, dtype: str, out_type) -> "MIL_pb2.Operation":
@@ -320,11 +310,7 @@ def split_program(model, values: Sequence[str], *, shapes=None) -> tuple[MLPacka
         if it == vt:
             continue
         inner = _fresh(v + FP16_SUFFIX, taken)
-        for op in bblock.operations:
-            for o in op.outputs:
-                if o.name == v:
-                    o.name = inner
-        _rename_reads(bblock, v, inner)
+        rename_block(bblock, v, inner)          # the op computes ``inner``; adapters make ``v`` of it
         bblock.outputs[list(bblock.outputs).index(inner)] = v
         for adapter in _adapters(inner, v, vt, it, taken):
             bblock.operations.add().CopyFrom(adapter)
@@ -355,7 +341,7 @@ def split_program(model, values: Sequence[str], *, shapes=None) -> tuple[MLPacka
     head = _new_program_spec(spec, fname, fn, head_ops, head_in, outputs, keep_classifier=is_classifier)
     hblock = head.mlProgram.functions[fname].block_specializations[fn.opset]
     for v, inner, vt, it in pre_ops:
-        _rename_reads(hblock, v, inner)
+        rename_block(hblock, v, inner)
         new_ops = _adapters(v, inner, it, vt, taken) + [
             MIL_pb2.Operation.FromString(o.SerializeToString()) for o in hblock.operations]
         del hblock.operations[:]
