@@ -2,7 +2,42 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from ._common import add_bundle, add_json, add_search_path
+
+
+def add_max_memory(parser) -> None:
+    parser.add_argument("--max-memory", metavar="SIZE", default=None,
+                        help="memory budget for the tensors and weights a model declares, e.g. 8G "
+                             "(default: a quarter of physical memory, or $SPECSURGERY_MAX_MEMORY)")
+
+
+@contextmanager
+def runtime_limits(args):
+    """The block runs under ``--max-memory``; the runtime's float16-overflow warnings
+    become one ``warning:`` line each on stderr (said once, however many samples)."""
+    import sys
+    import warnings
+
+    from .. import budget
+    from ..runtime.mil import Float16Overflow
+
+    said: list = []
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, Float16Overflow):
+            if str(message) not in said:
+                said.append(str(message))
+                print(f"warning: {message}", file=sys.stderr)
+            return
+        shown(message, category, filename, lineno, file, line)
+
+    with budget.limited(args.max_memory), warnings.catch_warnings():
+        warnings.simplefilter("always", Float16Overflow)
+        warnings.showwarning = show
+        yield
 
 
 def configure(parser) -> None:
@@ -12,6 +47,7 @@ def configure(parser) -> None:
     add_search_path(parser)
     add_bundle(parser)
     parser.add_argument("--function", default=None, help="ML Program function to run")
+    add_max_memory(parser)
     parser.add_argument("-o", "--output", metavar="OUT.npz", default=None,
                         help="write outputs here: one array per output; a label as a one-element "
                              "string array; a dictionary as <name>.keys and <name>.values")
@@ -124,8 +160,9 @@ def run(args) -> int:
     inputs = _read_inputs(pairs)
     _check_array_dtypes(inputs, features)
     try:
-        outputs = predict(args.model, inputs, search_path=args.search_path, bundle=args.bundle,
-                          function=args.function)
+        with runtime_limits(args):
+            outputs = predict(args.model, inputs, search_path=args.search_path, bundle=args.bundle,
+                              function=args.function)
     except NotFoundError as exc:
         if not str(exc).startswith("missing input"):
             raise

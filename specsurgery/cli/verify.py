@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._common import add_bundle, add_json, add_search_path
+from .run import add_max_memory, runtime_limits
 
 
 def configure(parser) -> None:
@@ -17,6 +18,7 @@ def configure(parser) -> None:
     parser.add_argument("--int-range", default=None, metavar="LO,HI",
                         help="integer inputs are drawn from [LO, HI) (default: below the "
                              "vocabulary size they index)")
+    add_max_memory(parser)
     add_json(parser)
 
 
@@ -40,9 +42,10 @@ def run(args) -> int:
         if not value >= 0:   # NaN too: it would make every comparison fail
             raise SpecSurgeryError(f"{flag} {value}: a tolerance must be a number >= 0 "
                                    "(e.g. --rtol 1e-3 --atol 1e-4)")
-    report = verify(args.reference, args.candidate, samples=args.samples, seed=args.seed,
-                    rtol=args.rtol, atol=args.atol, search_path=args.search_path,
-                    bundle=args.bundle, int_range=int_range)
+    with runtime_limits(args):
+        report = verify(args.reference, args.candidate, samples=args.samples, seed=args.seed,
+                        rtol=args.rtol, atol=args.atol, search_path=args.search_path,
+                        bundle=args.bundle, int_range=int_range)
     if args.json:
         print_json(report.to_json())
     else:

@@ -22,6 +22,7 @@ from .. import io as _io
 from .. import spec as _spec
 from .._proto import FeatureTypes_pb2
 from ..errors import NotFoundError, SpecSurgeryError, UnsupportedError, missing_message, near_matches
+from ._inputs import check_array_shape, check_image_size
 from .nn import Net
 
 GRAY_SPACES = (FeatureTypes_pb2.ImageFeatureType.GRAYSCALE,
@@ -130,6 +131,8 @@ def _load_image(value, ft, name, strict=True):
         if img_t.colorSpace == BGR:
             planes = planes[::-1]
     h, w = planes.shape[1:]
+    if strict and _spec.is_flexible(ft):
+        check_image_size(ft, name, w, h)
     if strict and not _spec.is_flexible(ft) and (img_t.height, img_t.width) != (0, 0) \
             and (h, w) != (img_t.height, img_t.width):
         raise SpecSurgeryError(f"input {name!r}: image is {w}x{h}, the model takes "
@@ -173,7 +176,9 @@ def _array_input(value, ft, name, rank5, strict=True):
             return arr
     if not strict:
         pass
-    elif shape and not _spec.is_flexible(ft) and tuple(arr.shape) != tuple(shape):
+    elif _spec.is_flexible(ft):
+        check_array_shape(ft, name, arr.shape)   # before any layer runs
+    elif shape and tuple(arr.shape) != tuple(shape):
         # only size-1 axes may differ (e.g. a missing batch axis); a same-size array of
         # another layout (HWC for CHW) is an error, never silently reshaped
         if [d for d in arr.shape if d != 1] == [d for d in shape if d != 1]:

@@ -29,8 +29,11 @@ import numpy as np
 
 from .._proto import MIL_pb2
 from ..errors import NotFoundError, SpecSurgeryError, UnsupportedError
+from .. import spec as _spec
+from ..budget import BudgetError, check_iterations
 from ..mil import program as P
 from . import _kernels as K
+from ._inputs import check_array_shape, check_image_size
 
 Array = np.ndarray
 
@@ -888,6 +891,8 @@ def _cast(c):
     target = _CAST[dtype]
     if np.dtype(target).kind in "iu" and x.dtype.kind == "f":
         x = np.trunc(x)
+    if target is np.float16 and x.dtype.kind == "f":
+        return _to_fp16(x, c.op)
     return x.astype(target)
 
 
@@ -1069,9 +1074,16 @@ def _lstm_dir(x, h, cst, wih, whh, b, peep, ract, cact, act, clip, reverse):
     return np.stack(out), h, cst
 
 
+def _seq_steps(c, x):
+    """x's sequence length, refused over the iteration cap (each step is a Python loop)."""
+    return check_iterations(x.shape[0] if np.ndim(x) else 1,
+                            what=f"op {P.op_name(c.op)!r} ({c.op.type}) sequence length")
+
+
 @op("lstm")
 def _lstm(c):
     x = _f(c["x"])
+    _seq_steps(c, x)
     direction = str(c.scalar("direction", "forward"))
     h0, c0 = _f(c["initial_h"]), _f(c["initial_c"])
     ract, cact, act = _act(c, "recurrent_activation", "sigmoid"), _act(c, "cell_activation", "tanh"), \
@@ -1099,6 +1111,7 @@ def _lstm(c):
 @op("gru")
 def _gru(c):
     x = _f(c["x"])
+    _seq_steps(c, x)
     h = _f(c["initial_h"])
     wih, whh = _f(c["input_hidden_weights"] if c.get("input_hidden_weights") is not None else c["weight_ih"]), \
         _f(c["hidden_hidden_weights"] if c.get("hidden_hidden_weights") is not None else c["weight_hh"])
@@ -1137,13 +1150,14 @@ def _bind_block(block, env, values):
 def _while_loop(c):
     vals = list(c["loop_vars"])
     cond_block, body_block = c.op.blocks[0], c.op.blocks[1]
-    for _ in range(1 << 20):
+    it = 0
+    while True:
         (go,) = run_block(cond_block, _bind_block(cond_block, c.env, vals), c.package)
         if not bool(np.asarray(go).reshape(-1)[0]):
             break
+        it += 1
+        check_iterations(it, what=f"op {P.op_name(c.op)!r} (while_loop)")
         vals = run_block(body_block, _bind_block(body_block, c.env, vals), c.package)
-    else:  # pragma: no cover
-        raise SpecSurgeryError(f"while_loop {P.op_name(c.op)!r} ran 2**20 iterations without stopping")
     return tuple(vals) if len(vals) > 1 else vals[0]
 
 
@@ -1291,10 +1305,45 @@ def unsupported_ops(block) -> Counter:
     return Counter(o.type for o in P.iter_ops(block) if o.type not in OPS)
 
 
-def _round_fp16(value, vt):
+class Float16Overflow(UserWarning):
+    """Values of an fp16 ML Program went beyond float16's range (|x| > 65504) and
+    became inf, as they would on a device running the program."""
+
+
+#: ops whose float16 result overflowed during the current predict_program
+_OVERFLOWED: list = []
+
+
+def _to_fp16(x: np.ndarray, op) -> np.ndarray:
+    """x as float16; an overflow is noted against ``op`` instead of numpy's raw warning."""
+    hit = []
+    with np.errstate(over="call", call=lambda *_: hit.append(True)):
+        y = x.astype(np.float16)
+    if hit and op is not None:
+        _OVERFLOWED.append(op)
+    return y
+
+
+def _round_fp16(value, vt, op=None):
     if isinstance(value, np.ndarray) and value.dtype.kind == "f" and P.tensor_dtype(vt) == MIL_pb2.FLOAT16:
-        return value.astype(np.float16).astype(np.float32)
+        return _to_fp16(value, op).astype(np.float32)
     return value
+
+
+def _warn_overflows() -> None:
+    """One warning, in specsurgery's words, for the fp16 overflows of a prediction."""
+    if not _OVERFLOWED:
+        return
+    seen = list(dict.fromkeys((P.op_name(o), o.type) for o in _OVERFLOWED))
+    _OVERFLOWED.clear()
+    first = f"op {seen[0][0]!r} ({seen[0][1]})"
+    more = f" (and {len(seen) - 1} later op(s): " + ", ".join(repr(n) for n, _ in seen[1:6]) \
+        + (" ..." if len(seen) > 6 else "") + ")" if len(seen) > 1 else ""
+    import warnings
+
+    warnings.warn(f"float16 overflow: {first}{more} produced values beyond +-65504, which float16 "
+                  "stores as inf, as a device running this fp16 program would; the outputs that "
+                  "depend on them are inf or NaN", Float16Overflow, stacklevel=3)
 
 
 # ops whose variadic input is a list (values=(a, b, c))
@@ -1318,6 +1367,12 @@ def run_block(block, env: dict, package) -> list:
             result = fn(_Ctx(args, o, env, package))
         except SpecSurgeryError:
             raise
+        except MemoryError:
+            raise BudgetError(
+                f"op {P.op_name(o)!r} ({o.type}) ran out of memory; inputs: "
+                + ", ".join(f"{k}={np.shape(v) if not isinstance(v, list) else [np.shape(i) for i in v]}"
+                            for k, v in args.items())
+                + "; its parameters ask for more than this machine holds") from None
         except Exception as exc:
             raise SpecSurgeryError(
                 f"op {P.op_name(o)!r} ({o.type}) failed: {type(exc).__name__}: {exc}; inputs: "
@@ -1333,7 +1388,7 @@ def run_block(block, env: dict, package) -> list:
             if isinstance(val, np.ndarray) and val.dtype == np.float64 and \
                     P.tensor_dtype(out.type) in (MIL_pb2.FLOAT32, MIL_pb2.FLOAT16):
                 val = val.astype(np.float32)
-            env[out.name] = _round_fp16(val, out.type)
+            env[out.name] = _round_fp16(val, out.type, o)
     return [env[n] for n in block.outputs]
 
 
@@ -1390,8 +1445,13 @@ def _prepare_inputs(spec, fn, inputs, function_name):
         shape = P.tensor_shape(i.type)
         if feat is not None and feat.type.WhichOneof("Type") == "imageType":
             value = _image_to_tensor(value, feat, shape)
+            if _spec.is_flexible(feat.type) and value.ndim >= 2:
+                check_image_size(feat.type, i.name, value.shape[-1], value.shape[-2])
         else:
             value = np.asarray(value)
+            if feat is not None and feat.type.WhichOneof("Type") == "multiArrayType" \
+                    and _spec.is_flexible(feat.type):
+                check_array_shape(feat.type, i.name, value.shape)   # before any op runs
             dt = P.tensor_dtype(i.type)
             if dt in P.NP_DTYPES and P.NP_DTYPES[dt] is not object:
                 value = value.astype(P.NP_DTYPES[dt])
@@ -1424,7 +1484,11 @@ def predict_program(spec, package, inputs: dict, function: Optional[str] = None)
             + ", ".join(f"{t!r} (x{n})" for t, n in sorted(missing.items()))
             + f" in function {name!r}")
     env = _prepare_inputs(spec, fn, inputs, name)
-    values = run_block(block, env, package)
+    _OVERFLOWED.clear()
+    try:
+        values = run_block(block, env, package)
+    finally:
+        _warn_overflows()
     desc = _description(spec, name)
     out_types = {f.name: f.type for f in desc.output}
     result = {}
@@ -1433,7 +1497,8 @@ def predict_program(spec, package, inputs: dict, function: Optional[str] = None)
         if isinstance(value, np.ndarray) and ft is not None and ft.WhichOneof("Type") == "multiArrayType":
             dt = _ARRAY_OUT.get(ft.multiArrayType.dataType)
             if dt is not None:
-                value = value.astype(dt)
+                with np.errstate(over="ignore"):   # fp16 values were rounded (and noted) already
+                    value = value.astype(dt)
         result[out_name] = value
     return result
 
@@ -1442,4 +1507,4 @@ def supported_ops() -> list[str]:
     return sorted(OPS)
 
 
-__all__ = ["predict_program", "run_block", "unsupported_ops", "supported_ops", "OPS"]
+__all__ = ["predict_program", "run_block", "unsupported_ops", "supported_ops", "OPS", "Float16Overflow"]

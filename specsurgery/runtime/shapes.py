@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import io as _io
 from .. import spec as _spec
+from ._inputs import check_declared_size
 from .engine import _image_rank5, _is_rank5, compiled
 
 
@@ -68,6 +69,7 @@ def _infer(spec, input_shapes, shapes, partial=False):
         blobs = {}
         for f in spec.description.input:
             shape = _default_held_shape(f, nn_msg, input_shapes.get(f.name))
+            check_declared_size(f.name, shape)
             blobs[f.name] = np.zeros(shape, np.float32)
         net.run(blobs, shape_only=True, lenient=partial)
         for name, v in blobs.items():

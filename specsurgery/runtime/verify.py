@@ -10,6 +10,7 @@ import numpy as np
 from .. import spec as _spec
 from .._proto import FeatureTypes_pb2
 from ..errors import VerifyError
+from ._inputs import check_declared_size
 from .classic import input_vocabulary
 from .engine import GRAY_SPACES, Source, _run
 
@@ -86,9 +87,11 @@ def random_inputs(model, seed: int = 0, int_range: Optional[tuple] = None) -> di
                     h = img.imageSizeRange.heightRange.lowerBound
                     w = img.imageSizeRange.widthRange.lowerBound
             shape = (h, w) if img.colorSpace in GRAY_SPACES else (h, w, 3)
+            check_declared_size(f.name, shape)
             out[f.name] = rng.integers(0, 256, size=shape, dtype=np.uint8)
         elif t == "multiArrayType":
             shape = tuple(_spec.feature_shape(f.type) or (1,))
+            check_declared_size(f.name, shape)
             is_int = f.type.multiArrayType.dataType == INT32 or f.name in bounds
             if is_int or int_range is not None and f.name in bounds:
                 lo, hi = int_range if int_range is not None else (0, bounds.get(f.name, 10))

@@ -31,6 +31,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ... import budget
 from ... import weights as _weights
 from ...errors import SpecSurgeryError, UnsupportedError
 from ...nn.kinds import weight_fields
@@ -72,7 +73,20 @@ class Ctx:
             return None
         if self.net.root.decoded is not None:
             self.net.root.decoded.append((self.name, path))
+        if wf.shape is not None:
+            budget.check(wf.shape, 4, what=f"layer {self.net.where}{self.name!r} ({self.kind}) weight {path}")
         return self._decode(wf.wp, wf.shape, wf.channel_axis, path)
+
+    def room(self, shape, what: str = "output") -> tuple:
+        """Refuse an array of ``shape`` (a size the layer's parameters set) over the
+        memory budget, before the kernel allocates it; returns the shape as ints."""
+        shape = tuple(int(s) for s in shape)
+        budget.check(shape, 4, what=f"layer {self.net.where}{self.name!r} ({self.kind}) {what}")
+        return shape
+
+    def steps(self, n: int, what: str = "sequence") -> int:
+        """Refuse a loop or sequence of ``n`` steps over the iteration cap."""
+        return budget.check_iterations(n, what=f"layer {self.net.where}{self.name!r} ({self.kind}) {what}")
 
     def _decode(self, wp, shape, channel_axis, field) -> np.ndarray:
         """The decoded float32 weight ``wp``, cached by message identity plus a cheap
@@ -220,14 +234,24 @@ class Net:
                 res = fn(ctx, params, args) if kind not in _NEEDS_BLOBS else fn(ctx, params, args, blobs, outs)
             except (SpecSurgeryError, _LoopBreak, _LoopContinue):
                 raise
-            except (ValueError, IndexError, TypeError, np.linalg.LinAlgError) as exc:
+            except (ValueError, IndexError, TypeError, ArithmeticError, np.linalg.LinAlgError) as exc:
                 shapes = ", ".join(str(tuple(a.shape)) for a in args)
                 raise LayerError(f"layer {self.where}{name!r} ({kind}) failed on inputs of "
                                  f"shape {shapes}: {exc}") from None
+            except MemoryError:
+                shapes = ", ".join(str(tuple(a.shape)) for a in args)
+                raise budget.BudgetError(
+                    f"layer {self.where}{name!r} ({kind}) ran out of memory on inputs of shape "
+                    f"{shapes}; its parameters ask for more than this machine holds (lower the "
+                    f"input size, or check the layer)") from None
             if res is None:
                 continue
             if not isinstance(res, (list, tuple)):
                 res = (res,)
+            if shape_only:   # nothing was allocated; refuse what a real run could not hold
+                for o, v in zip(outs, res):
+                    if v is not None:
+                        budget.check(np.shape(v), 4, what=f"layer {self.where}{name!r} ({kind}) output {o!r}")
             if len(res) < len(outs):
                 raise LayerError(f"layer {self.where}{name!r} ({kind}) produced {len(res)} outputs, "
                                  f"the layer lists {len(outs)}")

@@ -78,6 +78,16 @@ def _zeros(shape) -> np.ndarray:
     return np.broadcast_to(F32(0), tuple(int(s) for s in shape))
 
 
+def _positive(ctx, field: str, values) -> tuple:
+    """``values`` (a stride, dilation, kernel or block size) as ints, refused with the
+    layer's name when an entry is 0 or negative (it would divide by zero or loop forever)."""
+    vals = tuple(int(v) for v in values)
+    if any(v <= 0 for v in vals):
+        ctx.fail(f"{field} {list(vals)} must be positive in every entry (Core ML rejects 0); "
+                 f"fix the layer's {field}")
+    return vals
+
+
 def _ints(x) -> np.ndarray:
     return np.asarray(np.rint(np.asarray(x, dtype=np.float64)), dtype=np.int64)
 

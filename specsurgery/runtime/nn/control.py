@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ... import budget
 from ._base import _LoopBreak, _LoopContinue, op
 
 
@@ -34,6 +35,7 @@ def _loop(ctx, p, ins, blobs, outs):
         limit = 1 << 31
     cond_net = ctx.sub(p.conditionNetwork) if p.HasField("conditionNetwork") else None
     body = ctx.sub(p.bodyNetwork)
+    cap = budget.max_iterations()
     it = 0
     while it < limit:
         if cond_net is not None:
@@ -47,6 +49,8 @@ def _loop(ctx, p, ins, blobs, outs):
             v = blobs.get(p.conditionVar)
             if v is not None and not bool(np.asarray(v).reshape(-1)[0] != 0):
                 break
+        if it >= cap:
+            ctx.steps(it + 1, "loop")   # refuses: this iteration would pass the cap
         try:
             body.run(blobs, ctx.shape_only, ctx.trace)
         except _LoopBreak:
@@ -54,8 +58,6 @@ def _loop(ctx, p, ins, blobs, outs):
         except _LoopContinue:
             pass
         it += 1
-        if it > 10_000_000:
-            ctx.fail("loop ran more than 10,000,000 iterations")
     return None
 
 

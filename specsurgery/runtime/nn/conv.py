@@ -6,7 +6,7 @@ import numpy as np
 
 from ...errors import UnsupportedError
 from .. import _kernels as K
-from ._base import F32, _as4, _f, _hw, _lead_fold, _zeros, op
+from ._base import F32, _as4, _f, _hw, _lead_fold, _positive, _zeros, op
 
 
 # --------------------------------------------------------------------------- convolution
@@ -32,10 +32,13 @@ def _convolution(ctx, p, ins):
     x = ins[0]
     x4, lead = _as4(x)
     n, c, h, w = x4.shape
-    kh, kw = _hw(p.kernelSize, (3, 3))
-    sh, sw = _hw(p.stride, (1, 1))
+    kh, kw = _positive(ctx, "kernelSize", _hw(p.kernelSize, (3, 3)))
+    sh, sw = _positive(ctx, "stride", _hw(p.stride, (1, 1)))
     groups = int(p.nGroups) or 1
     o = int(p.outputChannels)
+    if o <= 0 or groups <= 0 or int(p.kernelChannels) <= 0:
+        ctx.fail(f"outputChannels {o}, kernelChannels {int(p.kernelChannels)} and nGroups {groups} "
+                 "must be positive")
     kc = int(p.kernelChannels)
     if p.isDeconvolution:
         dh = dw = 1
@@ -57,7 +60,7 @@ def _convolution(ctx, p, ins):
             ho, wo = hf - pt - pb, wf - pl - pr
         if len(p.outputShape) == 2:
             ho, wo = int(p.outputShape[0]), int(p.outputShape[1])
-        out_shape = lead + (o, ho, wo)
+        out_shape = ctx.room(lead + (o, ho, wo))
         if ctx.shape_only:
             return _zeros(out_shape)
         if len(ins) > 1:
@@ -68,14 +71,14 @@ def _convolution(ctx, p, ins):
             bias = ctx.weight("bias", optional=True) if p.hasBias else None
         y = K.deconv2d(_f(x4), wt, bias, (sh, sw), groups, (top, left), (ho, wo))
         return y.reshape(out_shape)
-    dh, dw = _hw(p.dilationFactor, (1, 1))
+    dh, dw = _positive(ctx, "dilationFactor", _hw(p.dilationFactor, (1, 1)))
     if kc * groups != c:
         ctx.fail(f"kernelChannels {kc} x nGroups {groups} does not match the input's {c} channels "
                  f"(input shape {tuple(x.shape)})")
     pads, (ho, wo) = _conv_geometry(p, (h, w), kh, kw, sh, sw, dh, dw)
-    out_shape = lead + (o, ho, wo)
     if ho <= 0 or wo <= 0:
         ctx.fail(f"output would be empty ({ho}x{wo}) for input {h}x{w}")
+    out_shape = ctx.room(lead + (o, ho, wo))
     if ctx.shape_only:
         return _zeros(out_shape)
     if len(ins) > 1:
@@ -137,7 +140,7 @@ def _conv3d(ctx, p, ins):
     pads, outs = _pads3(p, x5.shape[2:], k, s, d)
     if min(outs) <= 0:
         ctx.fail(f"output would be empty ({outs}) for input {tuple(x5.shape[2:])}")
-    out_shape = lead + (o, *outs)
+    out_shape = ctx.room(lead + (o, *outs))
     if ctx.shape_only:
         return _zeros(out_shape)
     w = ctx.weight("weights")

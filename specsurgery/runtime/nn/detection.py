@@ -6,7 +6,7 @@ import numpy as np
 
 from ...errors import UnsupportedError
 from .. import _kernels as K
-from ._base import F32, _f, _hw, _zeros, op
+from ._base import F32, _f, _hw, _positive, _zeros, op
 
 
 # --------------------------------------------------------------------------- detection, sampling
@@ -76,6 +76,8 @@ def _crop_resize(ctx, p, ins):
         ctx.fail(f"RoI input must be [N,1,4,1,1] or [N,1,5,1,1], got {tuple(roi.shape)}")
     n = boxes.shape[0]
     out_b = 1 if with_index else b
+    th, tw = _positive(ctx, "targetSize", (th, tw))
+    ctx.room((n, out_b, c, th, tw))
     if ctx.shape_only:
         return _zeros((n, out_b, c, th, tw))
     scale = p.spatialScale or 1.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _kernels as K
-from ._base import F32, _as4, _f, _hw, _lead_fold, _zeros, op
+from ._base import F32, _as4, _f, _hw, _lead_fold, _positive, _zeros, op
 from .conv import _pads3, _windows3
 
 
@@ -25,8 +25,8 @@ def _pooling(ctx, p, ins):
         else:
             y = np.sqrt((x4.astype(np.float64) ** 2).sum(axis=(2, 3), keepdims=True))
         return _f(y).reshape(lead + (c, 1, 1))
-    kh, kw = _hw(p.kernelSize, (3, 3))
-    sh, sw = _hw(p.stride, (1, 1))
+    kh, kw = _positive(ctx, "kernelSize", _hw(p.kernelSize, (3, 3)))
+    sh, sw = _positive(ctx, "stride", _hw(p.stride, (1, 1)))
     pad = p.WhichOneof("PoolingPaddingType")
     limits = None
     if pad == "same":
@@ -54,6 +54,7 @@ def _pooling(ctx, p, ins):
         wo = (w + pl + pr - kw) // sw + 1
     if ho <= 0 or wo <= 0:
         ctx.fail(f"output would be empty ({ho}x{wo}) for input {h}x{w}")
+    ctx.room(lead + (c, ho, wo))
     if ctx.shape_only:
         return _zeros(lead + (c, ho, wo))
     y = K.pool2d(_f(x4), kind, (kh, kw), (sh, sw), (pt, pb, pl, pr), bool(p.avgPoolExcludePadding),
@@ -70,7 +71,7 @@ def _pool3d(ctx, p, ins):
     pads, outs = _pads3(p, x5.shape[2:], k, s)
     if min(outs) <= 0:
         ctx.fail(f"output would be empty ({outs}) for input {tuple(x5.shape[2:])}")
-    out_shape = lead + x5.shape[1:2] + tuple(outs)
+    out_shape = ctx.room(lead + x5.shape[1:2] + tuple(outs))
     if ctx.shape_only:
         return _zeros(out_shape)
     is_max = p.type == 0

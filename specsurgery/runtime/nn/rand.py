@@ -35,8 +35,8 @@ def _random_shape(ctx, p, ins):
     if ctx.kind.endswith("Like"):
         return ins[0].shape
     if ctx.kind.endswith("Dynamic"):
-        return tuple(_ints(ins[0]).reshape(-1).tolist())
-    return tuple(int(s) for s in p.outputShape)
+        return ctx.room(_ints(ins[0]).reshape(-1).tolist())
+    return ctx.room(p.outputShape)
 
 
 @op("categoricalDistribution")

@@ -114,8 +114,14 @@ def _lstm_run(ctx, x, h, c, weights, p, acts, reverse):
 def _geometry(ctx, p, ins):
     """(input size, hidden size, input [Seq, Batch, input size], Seq, Batch)."""
     insize, hidden = int(p.inputVectorSize), int(p.outputVectorSize)
+    if insize <= 0 or hidden <= 0:
+        ctx.fail(f"inputVectorSize {insize} and outputVectorSize {hidden} must be positive")
     x = _seq_input(ctx, ins[0], insize)
-    return (insize, hidden, x) + tuple(x.shape[:2])
+    s, b = x.shape[:2]
+    if not ctx.shape_only:
+        ctx.steps(s, "sequence length")   # one Python step per element
+    ctx.room((s, b, 2 * hidden if ctx.kind == "biDirectionalLSTM" else hidden))
+    return insize, hidden, x, s, b
 
 
 def _scan(ctx, p, ins, x, hidden, step):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from .. import _kernels as K
-from ._base import _as4, _f, _hw, _zeros, op
+from ._base import _as4, _f, _hw, _positive, _zeros, op
 
 
 # --------------------------------------------------------------------------- resampling
@@ -19,7 +19,10 @@ def _upsample(ctx, p, ins):
         fh, fw = float(p.fractionalScalingFactor[0]), float(p.fractionalScalingFactor[1])
     else:
         fh, fw = _hw(p.scalingFactor, (1, 1))
+    if not (fh > 0 and fw > 0 and math.isfinite(fh) and math.isfinite(fw)):
+        ctx.fail(f"scaling factors {fh} x {fw} must be positive numbers")
     ho, wo = int(math.floor(h * fh)), int(math.floor(w * fw))
+    ctx.room(lead + (x4.shape[1], ho, wo))
     if ctx.shape_only:
         return _zeros(lead + (x4.shape[1], ho, wo))
     if p.mode == 0:
@@ -35,7 +38,8 @@ def _resize_bilinear(ctx, p, ins):
     x = _f(ins[0])
     x4, lead = _as4(x)
     h, w = x4.shape[-2:]
-    ho, wo = _hw(p.targetSize, (1, 1))
+    ho, wo = _positive(ctx, "targetSize", _hw(p.targetSize, (1, 1)))
+    ctx.room(lead + (x4.shape[1], ho, wo))
     if ctx.shape_only:
         return _zeros(lead + (x4.shape[1], ho, wo))
     method = {0: "strict_align", 1: "align", 2: "upsample", 3: "roi_align"}[p.mode.samplingMethod]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._base import _as4, _axis_c, _f, _ints, _norm_axis, _zeros, op
+from ._base import _as4, _axis_c, _f, _ints, _norm_axis, _positive, _zeros, op
 
 
 # --------------------------------------------------------------------------- shape layers
@@ -106,7 +106,9 @@ def _slice_legacy(ctx, p, ins):
 @op("sequenceRepeat")
 def _sequence_repeat(ctx, p, ins):
     x = ins[0]
-    return np.concatenate([x] * (int(p.nRepetitions) or 1), axis=-5 if x.ndim >= 5 else 0)
+    n = int(p.nRepetitions) or 1
+    ctx.room((n,) + x.shape)
+    return np.concatenate([x] * n, axis=-5 if x.ndim >= 5 else 0)
 
 
 @op("reorganizeData")
@@ -114,7 +116,7 @@ def _reorganize(ctx, p, ins):
     x = _f(ins[0])
     x4, lead = _as4(x)
     n, c, h, w = x4.shape
-    bs = int(p.blockSize)
+    (bs,) = _positive(ctx, "blockSize", [p.blockSize])
     if p.mode == 0:   # SPACE_TO_DEPTH
         y = x4.reshape(n, c, h // bs, bs, w // bs, bs).transpose(0, 3, 5, 1, 2, 4)
         y = y.reshape(n, c * bs * bs, h // bs, w // bs)
@@ -281,6 +283,7 @@ def _tile(ctx, p, ins):
     x = ins[0]
     reps = _ints(ins[1]).reshape(-1).tolist() if len(ins) > 1 else [int(r) for r in p.reps]
     reps = [1] * (x.ndim - len(reps)) + reps
+    ctx.room([d * r for d, r in zip((1,) * (len(reps) - x.ndim) + x.shape, reps)])
     return np.tile(x, reps)
 
 
@@ -316,6 +319,12 @@ def _reverse_seq(ctx, p, ins):
 def _sliding(ctx, p, ins):
     x = ins[0]
     ax = _norm_axis(p.axis, x.ndim)
-    win = np.lib.stride_tricks.sliding_window_view(x, int(p.windowSize), axis=ax)
-    win = np.take(win, np.arange(0, win.shape[ax], int(p.step) or 1), axis=ax)
+    (size,) = _positive(ctx, "windowSize", [p.windowSize])
+    step = int(p.step) or 1
+    if step < 0:
+        ctx.fail(f"step {step} must be positive")
+    n = max(0, (x.shape[ax] - size) // step + 1)
+    ctx.room(x.shape[:ax] + (n, size) + x.shape[ax + 1:])
+    win = np.lib.stride_tricks.sliding_window_view(x, size, axis=ax)
+    win = np.take(win, np.arange(0, win.shape[ax], step), axis=ax)
     return np.ascontiguousarray(np.moveaxis(win, -1, ax + 1))

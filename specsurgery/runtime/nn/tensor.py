@@ -3,6 +3,8 @@ parts, padding, crop, gather/scatter and constants."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ._base import F32, _f, _ints, _norm_axis, op
@@ -15,40 +17,48 @@ def _get_shape(ctx, p, ins):
 
 @op("fillLike")
 def _fill_like(ctx, p, ins):
-    return np.full(ins[0].shape, p.value, dtype=F32)
+    return np.full(ins[0].shape, p.value, dtype=F32)   # no larger than its input
 
 
 @op("fillStatic")
 def _fill_static(ctx, p, ins):
-    return np.full([int(s) for s in p.targetShape], p.value, dtype=F32)
+    return np.full(ctx.room(p.targetShape), p.value, dtype=F32)
 
 
 @op("fillDynamic")
 def _fill_dynamic(ctx, p, ins):
-    return np.full(_ints(ins[0]).reshape(-1).tolist(), p.value, dtype=F32)
+    return np.full(ctx.room(_ints(ins[0]).reshape(-1).tolist()), p.value, dtype=F32)
 
 
 @op("broadcastToLike")
 def _bcast_like(ctx, p, ins):
-    return np.ascontiguousarray(np.broadcast_to(ins[0], np.broadcast_shapes(ins[0].shape, ins[1].shape)))
+    shape = ctx.room(np.broadcast_shapes(ins[0].shape, ins[1].shape))
+    return np.ascontiguousarray(np.broadcast_to(ins[0], shape))
 
 
 @op("broadcastToStatic")
 def _bcast_static(ctx, p, ins):
-    shape = np.broadcast_shapes(ins[0].shape, tuple(int(s) for s in p.targetShape))
+    shape = ctx.room(np.broadcast_shapes(ins[0].shape, tuple(int(s) for s in p.targetShape)))
     return np.ascontiguousarray(np.broadcast_to(ins[0], shape))
 
 
 @op("broadcastToDynamic")
 def _bcast_dynamic(ctx, p, ins):
-    shape = np.broadcast_shapes(ins[0].shape, tuple(_ints(ins[1]).reshape(-1).tolist()))
+    shape = ctx.room(np.broadcast_shapes(ins[0].shape, tuple(_ints(ins[1]).reshape(-1).tolist())))
     return np.ascontiguousarray(np.broadcast_to(ins[0], shape))
+
+
+def _arange(ctx, start, end, step):
+    if not all(math.isfinite(v) for v in (start, end, step)) or step == 0:
+        ctx.fail(f"range start {start}, end {end}, step {step}: need finite values and a step other than 0")
+    ctx.room((max(0, math.ceil((end - start) / step)),))
+    return np.arange(start, end, step, dtype=np.float64).astype(F32)
 
 
 @op("rangeStatic")
 def _range_static(ctx, p, ins):
     step = p.stepSizeValue if p.stepSizeValue != 0 else 1.0
-    return np.arange(p.startValue, p.endValue, step, dtype=np.float64).astype(F32)
+    return _arange(ctx, p.startValue, p.endValue, step)
 
 
 @op("rangeDynamic")
@@ -56,7 +66,7 @@ def _range_dynamic(ctx, p, ins):
     end = float(ins[0].reshape(-1)[0])
     start = float(ins[1].reshape(-1)[0]) if len(ins) > 1 else p.startValue
     step = float(ins[2].reshape(-1)[0]) if len(ins) > 2 else (p.stepSizeValue or 1.0)
-    return np.arange(start, end, step, dtype=np.float64).astype(F32)
+    return _arange(ctx, start, end, step)
 
 
 @op("whereBroadcastable")
@@ -76,6 +86,7 @@ def _one_hot(ctx, p, ins):
     ax = int(p.axis)
     out_rank = idx.ndim + 1
     ax = ax + out_rank if ax < 0 else ax
+    ctx.room(idx.shape + (max(depth, 0),))
     hot = (idx[..., None] == np.arange(depth)).astype(F32)
     y = np.where(hot > 0, F32(p.onValue), F32(p.offValue)).astype(F32)
     return np.moveaxis(y, -1, ax)
@@ -116,6 +127,7 @@ def _constant_pad(ctx, p, ins):
             pads.append((extra, 0) if b else (0, extra))
         else:
             pads.append((b, a))
+    ctx.room([d + b + a for d, (b, a) in zip(x.shape, pads)])
     return np.pad(x, pads, constant_values=p.value).astype(F32)
 
 
@@ -126,6 +138,7 @@ def _padding(ctx, p, ins):
     pt, pb = (int(b[0].startEdgeSize), int(b[0].endEdgeSize)) if len(b) > 0 else (0, 0)
     pl, pr = (int(b[1].startEdgeSize), int(b[1].endEdgeSize)) if len(b) > 1 else (0, 0)
     pads = [(0, 0)] * (x.ndim - 2) + [(pt, pb), (pl, pr)]
+    ctx.room([d + b + a for d, (b, a) in zip(x.shape, pads)])
     kind = p.WhichOneof("PaddingType")
     if kind == "reflection":
         return np.pad(x, pads, mode="reflect")

@@ -1,0 +1,146 @@
+"""One budget for the sizes a model file declares.
+
+A model names its own tensor shapes, weight counts and loop counts; a hostile or
+broken file can name sizes no machine holds.  Before allocating something whose
+size comes from the file (a declared input, a layer output computed from its
+parameters, a decoded weight), the runtime, shape inference and compress call
+:func:`check`, which refuses it with an error naming the culprit and the shape.
+Loops and recurrent sequences call :func:`check_iterations`.
+
+The memory limit defaults to a quarter of physical memory.  ``--max-memory`` on
+the CLI (:func:`set_limit`) or the environment variable ``SPECSURGERY_MAX_MEMORY``
+(e.g. ``8G``, ``512M``, ``1.5GiB``, a plain byte count) sets it; the iteration cap
+(default 100,000) is set by ``SPECSURGERY_MAX_ITERATIONS``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from contextlib import contextmanager
+from typing import Iterable, Iterator, Optional, Union
+
+from .errors import SpecSurgeryError
+from .units import human_bytes
+
+ENV_MEMORY = "SPECSURGERY_MAX_MEMORY"
+ENV_ITERATIONS = "SPECSURGERY_MAX_ITERATIONS"
+DEFAULT_FRACTION = 4                 # default limit: physical memory / 4
+DEFAULT_ITERATIONS = 100_000
+_FALLBACK_MEMORY = 8 << 30           # when the platform does not say
+
+
+class BudgetError(SpecSurgeryError):
+    """A size a model declares is over the memory budget or the iteration cap."""
+
+
+_override: Optional[int] = None
+_SUFFIX = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: Union[str, int]) -> int:
+    """``"8G"``, ``"512M"``, ``"1.5GiB"``, ``"64k"`` or ``"1000000"`` -> bytes (binary units)."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    else:
+        m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([kmgtb]?)(?:i?b)?\s*", str(text), re.IGNORECASE)
+        if m is None:
+            raise BudgetError(f"memory size {text!r}: expected a number with an optional unit "
+                              "K, M, G or T (e.g. 8G, 512M, 1.5GiB, 1000000)")
+        value = int(float(m.group(1)) * _SUFFIX[m.group(2).lower()])
+    if value <= 0:
+        raise BudgetError(f"memory size {text!r}: must be more than 0 bytes (e.g. 8G)")
+    return value
+
+
+def physical_memory() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return _FALLBACK_MEMORY
+
+
+def limit() -> int:
+    """The memory budget in bytes: :func:`set_limit`, else ``SPECSURGERY_MAX_MEMORY``,
+    else a quarter of physical memory."""
+    if _override is not None:
+        return _override
+    env = os.environ.get(ENV_MEMORY)
+    if env:
+        try:
+            return parse_size(env)
+        except BudgetError as exc:
+            raise BudgetError(f"{ENV_MEMORY}: {exc}") from None
+    return physical_memory() // DEFAULT_FRACTION
+
+
+def set_limit(size: Union[str, int, None]) -> None:
+    """Set the memory budget for this process (None: back to the default)."""
+    global _override
+    _override = None if size is None else parse_size(size)
+
+
+@contextmanager
+def limited(size: Union[str, int, None]) -> Iterator[None]:
+    """Run a block under another memory budget."""
+    global _override
+    saved = _override
+    set_limit(size)
+    try:
+        yield
+    finally:
+        _override = saved
+
+
+def max_iterations() -> int:
+    env = os.environ.get(ENV_ITERATIONS)
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            n = 0
+        if n <= 0:
+            raise BudgetError(f"{ENV_ITERATIONS}={env!r}: expected a positive whole number")
+        return n
+    return DEFAULT_ITERATIONS
+
+
+def nbytes(shape: Iterable, itemsize: int = 4) -> int:
+    """Bytes of a dense array of ``shape`` (exact, no overflow; negative sizes count as 0)."""
+    return math.prod(max(int(s), 0) for s in shape) * int(itemsize)
+
+
+def _hint() -> str:
+    return (f"the budget is {human_bytes(limit())} (a quarter of physical memory unless set); "
+            f"if the size is meant, raise it with --max-memory or {ENV_MEMORY} (e.g. 16G)")
+
+
+def check(shape: Iterable, itemsize: int = 4, *, what: str) -> int:
+    """Refuse an allocation of ``shape`` x ``itemsize`` bytes over the budget.
+
+    ``what`` names the culprit, e.g. ``"layer 'conv1' (convolution) output"``.
+    Returns the byte count.
+    """
+    shape = tuple(int(s) for s in shape)
+    n = nbytes(shape, itemsize)
+    if n > limit():
+        raise BudgetError(f"{what}: shape {list(shape)} needs {human_bytes(n)}, over the memory "
+                          f"budget; {_hint()}")
+    return n
+
+
+def check_bytes(n: int, *, what: str) -> int:
+    """Refuse ``n`` bytes over the budget (for sizes that are not one array's shape)."""
+    if int(n) > limit():
+        raise BudgetError(f"{what} needs {human_bytes(int(n))}, over the memory budget; {_hint()}")
+    return int(n)
+
+
+def check_iterations(n: int, *, what: str) -> int:
+    """Refuse a loop or sequence of ``n`` steps over the iteration cap."""
+    cap = max_iterations()
+    if int(n) > cap:
+        raise BudgetError(f"{what}: {int(n):,} iterations, over the cap of {cap:,}; if meant, "
+                          f"raise it with {ENV_ITERATIONS} (e.g. {ENV_ITERATIONS}={10 * cap})")
+    return int(n)
