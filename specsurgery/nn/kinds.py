@@ -88,6 +88,8 @@ class LayerKind:
     param_rules: Optional[Callable] = None      # (layer, input_channels) -> [(field, problem, message)]
     params: Optional[Callable] = None           # params message -> dict of key parameters
     networks: tuple = ()            # (label, field) of the sub-networks a control-flow kind holds
+    ranks: Optional[tuple] = None   # (min, max|None) rank of input(0)/output(0), N-d interpretation
+    activation_fields: tuple = ()   # fields holding a recurrent kind's ActivationParams
 
     @property
     def has_weights(self) -> bool:
@@ -531,6 +533,24 @@ _COMPRESS = {
 _NETWORKS = {"branch": (("if", "ifBranch"), ("else", "elseBranch")),
              "loop": (("cond", "conditionNetwork"), ("body", "bodyNetwork"))}
 
+#: (min, max) rank of input(0) / output(0) in the N-d interpretation, as the
+#: layer validators' validateRankCount calls check them (None: unbounded).
+_RANKS = {
+    "convolution": (4, None), "convolution3d": (5, None), "innerProduct": (1, 5), "batchnorm": (3, None),
+    "pooling": (4, None), "pooling3d": (5, None), "globalPooling3d": (5, None), "padding": (2, None),
+    "lrn": (3, None), "split": (3, None), "upsample": (3, None), "bias": (3, None),
+    "l2normalize": (3, None), "reshape": (5, 5), "flatten": (3, None), "permute": (5, 5),
+    "reorganizeData": (3, None), "scale": (3, None), "simpleRecurrent": (5, 5), "gru": (5, 5),
+    "uniDirectionalLSTM": (5, 5), "biDirectionalLSTM": (5, 5), "crop": (3, None), "dot": (3, None),
+    "mvn": (3, None), "embedding": (4, None), "embeddingND": (2, 5), "sequenceRepeat": (5, None),
+    "softmax": (3, None), "resizeBilinear": (3, None), "cropResize": (5, None),
+}
+
+#: Recurrent kinds: the fields holding their ActivationParams.
+_ACTIVATIONS = {"simpleRecurrent": ("activation",), "gru": ("activations",),
+                "uniDirectionalLSTM": ("activations",),
+                "biDirectionalLSTM": ("activationsForwardLSTM", "activationsBackwardLSTM")}
+
 _UPDATABLE = frozenset("convolution innerProduct uniDirectionalLSTM".split())
 _BACKPROP = frozenset("convolution innerProduct uniDirectionalLSTM flatten pooling batchnorm".split())
 _INT8_DYNAMIC = frozenset("innerProduct batchedMatmul".split())
@@ -574,7 +594,8 @@ def _make(field) -> LayerKind:
         compress_reason=reason, fields=fields, updatable=name in _UPDATABLE,
         backprop=name in _BACKPROP, int8_dynamic=name in _INT8_DYNAMIC, weights=weights,
         dynamic=_DYNAMIC.get(name), version_rule=_VERSION_RULES.get(name),
-        param_rules=_PARAM_RULES.get(name), params=_PARAMS.get(name), networks=_NETWORKS.get(name, ()))
+        param_rules=_PARAM_RULES.get(name), params=_PARAMS.get(name), networks=_NETWORKS.get(name, ()),
+        ranks=_RANKS.get(name), activation_fields=_ACTIVATIONS.get(name, ()))
 
 
 #: kind name -> LayerKind, in the proto's field order.
@@ -637,6 +658,19 @@ def iter_layers(nn, prefix: str = ""):
         yield prefix + layer.name, layer
         for label, sub in sub_networks(layer):
             yield from iter_layers(sub, f"{prefix}{layer.name}.{label}/")
+
+
+def recurrent_activations(layer) -> list:
+    """The ActivationParams of a recurrent layer, in field order ([] for other kinds)."""
+    entry = KINDS.get(layer.WhichOneof("layer"))
+    if entry is None or not entry.activation_fields:
+        return []
+    msg = getattr(layer, entry.name)
+    out = []
+    for field in entry.activation_fields:
+        value = getattr(msg, field)
+        out += list(value) if hasattr(value, "extend") else [value]
+    return out
 
 
 def own_weights(layer) -> list:
@@ -721,5 +755,5 @@ def layer_facts(layer) -> dict:
 
 
 __all__ = ["KINDS", "LayerKind", "WeightField", "IOS12_KINDS", "kind_of", "weight_fields",
-           "dynamic_weights", "own_weights", "sub_networks", "iter_layers", "key_params", "version_needs", "category", "kinds_where",
+           "dynamic_weights", "own_weights", "sub_networks", "iter_layers", "recurrent_activations", "key_params", "version_needs", "category", "kinds_where",
            "layer_facts", "weight_infos", "WeightInfo"]

@@ -213,3 +213,23 @@ def test_compress_facts():
     assert KINDS["embeddingND"].compress == "any" and KINDS["add"].compress == "none"
     assert "nested" not in KINDS["add"].compress_reason
     assert "one by one" in KINDS["loop"].compress_reason
+
+
+def test_ranks_and_recurrent_activations():
+    from specsurgery.nn.kinds import recurrent_activations
+
+    assert KINDS["convolution"].ranks == (4, None) and KINDS["embeddingND"].ranks == (2, 5)
+    assert KINDS["add"].ranks is None
+    bi = layer("biDirectionalLSTM")
+    bi.biDirectionalLSTM.activationsForwardLSTM.add().sigmoid.SetInParent()
+    bi.biDirectionalLSTM.activationsBackwardLSTM.add().tanh.SetInParent()
+    assert [a.WhichOneof("NonlinearityType") for a in recurrent_activations(bi)] == ["sigmoid", "tanh"]
+    rnn = layer("simpleRecurrent")
+    rnn.simpleRecurrent.activation.ReLU.SetInParent()
+    assert [a.WhichOneof("NonlinearityType") for a in recurrent_activations(rnn)] == ["ReLU"]
+    assert recurrent_activations(layer("add")) == []
+    # every activation field named in the table exists on its message
+    for name, kind in KINDS.items():
+        for field in kind.activation_fields:
+            assert field in NeuralNetwork_pb2.NeuralNetworkLayer.DESCRIPTOR.fields_by_name[name] \
+                .message_type.fields_by_name
