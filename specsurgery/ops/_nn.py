@@ -31,20 +31,6 @@ def note(message: str) -> None:
     warnings.warn(message, SurgeryNote, stacklevel=3)
 
 
-def mlprogram_dispatch(module: str, function: str, operation: str):
-    """H8's ML Program implementation of an operation, or a clear error."""
-    import importlib
-
-    try:
-        mod = importlib.import_module(f"specsurgery.ops.{module}")
-        return getattr(mod, function)
-    except (ImportError, AttributeError) as exc:
-        raise UnsupportedError(
-            f"mlProgram surgery ({operation}): not supported yet for ML Programs "
-            f"(specsurgery.ops.{module}.{function} is not available: {exc}); "
-            "convert the model with convert_to='neuralnetwork' to use this operation") from None
-
-
 # --------------------------------------------------------------------------- blob reads/writes
 
 def layer_reads(layer) -> list[str]:

@@ -398,7 +398,7 @@ def test_mlprogram_linear_through_coremltools():
 
 @pytest.mark.corpus
 def test_mlprogram_stage_of_a_pipeline_package(tmp_path):
-    from specsurgery.ops.pipeline_mlprogram import pipeline_mlprogram
+    from specsurgery.ops.pipeline import make_pipeline as pipeline_mlprogram
 
     pkg = ssio.load(need(CORPUS / "generated" / "shared_backbone_classifier.mlpackage"))
     pipe = pipeline_mlprogram([pkg], names=["cls"])
