@@ -347,11 +347,15 @@ def _eval_mode(module):
     """Eval mode during conversion; the training flags are restored afterwards."""
     import torch
 
+    # modules whose forward differs between train and eval: dropout and batch norms
+    _TRAINING_DEPENDENT = (torch.nn.Dropout, torch.nn.Dropout1d, torch.nn.Dropout2d, torch.nn.Dropout3d,
+                           torch.nn.AlphaDropout, torch.nn.FeatureAlphaDropout, torch.nn.BatchNorm1d,
+                           torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm,
+                           torch.nn.LazyBatchNorm1d, torch.nn.LazyBatchNorm2d, torch.nn.LazyBatchNorm3d)
     flags = [(m, m.training) for m in module.modules()]
     if module.training:
         risky = sorted({type(m).__name__ for m in module.modules()
-                        if isinstance(m, (torch.nn.modules.dropout._DropoutNd,
-                                          torch.nn.modules.batchnorm._BatchNorm))})
+                        if isinstance(m, _TRAINING_DEPENDENT)})
         if risky:
             warnings.warn(
                 f"{type(module).__name__} was in training mode and has {', '.join(risky)}: "
