@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from ._common import add_json, print_json
+from .run import add_max_memory
 
 
 def _sparsity(text: str) -> float:
@@ -48,10 +49,12 @@ def configure(parser) -> None:
     parser.add_argument("--report", action="store_true", help="print the per-layer table")
     parser.add_argument("--verify", action="store_true",
                         help="run both models on seeded random inputs and print each output's SNR")
+    add_max_memory(parser)
     add_json(parser)
 
 
 def run(args) -> int:
+    from .. import budget
     from ..cli._common import Progress
     from ..errors import SpecSurgeryError
     from ..io import load, save
@@ -71,17 +74,20 @@ def run(args) -> int:
         raise SpecSurgeryError("--per-channel applies to --linear only")
     if args.grouped_channels is not None and mode != "palettize":
         raise SpecSurgeryError("--grouped-channels applies to --palettize only")
-    original = load(args.model)
-    progress = Progress(count_weighted_layers(original), "compress")
-    compressed, report = compress(
-        original, mode=mode, nbits=nbits, per_channel=args.per_channel, sparsity=args.prune,
-        layers=args.layers, exclude=args.exclude, min_weights=args.min_weights, seed=args.seed,
-        granularity="per_grouped_channel" if args.grouped_channels else "per_tensor",
-        group_size=args.grouped_channels, return_report=True,
-        progress=lambda name: progress.step(name))
-    progress.close()
-    if args.verify:
-        verify_outputs(original, compressed, report, seed=args.seed)
+    with budget.limited(args.max_memory):
+        original = load(args.model)
+        progress = Progress(count_weighted_layers(original), "compress")
+        try:
+            compressed, report = compress(
+                original, mode=mode, nbits=nbits, per_channel=args.per_channel, sparsity=args.prune,
+                layers=args.layers, exclude=args.exclude, min_weights=args.min_weights, seed=args.seed,
+                granularity="per_grouped_channel" if args.grouped_channels else "per_tensor",
+                group_size=args.grouped_channels, return_report=True,
+                progress=lambda name: progress.step(name))
+        finally:
+            progress.close()
+        if args.verify:
+            verify_outputs(original, compressed, report, seed=args.seed)
     save(compressed, args.output)
     if args.json:
         data = report.to_json()

@@ -662,3 +662,28 @@ def test_cli_fp16_on_a_loop_model_then_check(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "small (in loop 'loop' body)" in text and "1 compressed, 1 skipped" in text
     assert main(["check", str(out)]) == 0
+
+
+def test_weights_over_the_memory_budget_are_refused_naming_the_layer(tmp_path, capsys):
+    from specsurgery import budget
+
+    spec = _big_nn("fc", 64, 64)                             # 4096 float32 weights: 16 KiB decoded
+    with budget.limited("8K"), pytest.raises(budget.BudgetError, match=r"layer 'fc' \(innerProduct\) field "
+                                                                      r"'weights': shape \[64, 64\]"):
+        compress(spec, mode="palettize")
+    assert compress(spec, mode="palettize").neuralNetwork.layers[0].innerProduct.weights.rawValue
+    src = tmp_path / "fc.mlmodel"
+    ssio.save(spec, src)
+    assert main(["compress", str(src), "--fp16", "--max-memory", "8K", "-o", str(tmp_path / "o.mlmodel")]) == 1
+    err = capsys.readouterr().err
+    assert "over the memory budget" in err and "'fc'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.mlmodel").exists()
+
+
+def test_progress_total_counts_ml_program_weights():
+    from specsurgery.ops.compress import count_weighted_layers
+
+    path = need(CORPUS / "generated" / "shared_backbone_classifier.mlpackage")
+    seen = []
+    compress(path, mode="palettize", nbits=4, progress=seen.append)
+    assert 0 < len(seen) <= count_weighted_layers(path)

@@ -30,7 +30,7 @@ from ...spec import iter_models, model_type, nn_of
 from . import mlprogram as _ml
 from . import nn as _nn
 from .modes import linear_quantize, palettize, prune_magnitude
-from .nn import count_weighted_layers, dequantize, iter_layers
+from .nn import dequantize, iter_layers
 from .options import MODES, Selector, check_options
 from .report import CompressReport, LayerReport, Skipped, explain_nothing_done, snr_db
 from .verify import verify_outputs
@@ -150,6 +150,15 @@ def _raise_spec_versions(spec, need: dict, report) -> None:
         if before < version:
             model.specificationVersion = version
             report.versions[infos[index].path] = (before, version)
+
+
+def count_weighted_layers(model) -> int:
+    """How many layers (ML Programs: weight consts) ``compress`` may touch,
+    nested and pipeline stages included: a progress total."""
+    spec, pkg = ssio.split_model(ssio.load(model))
+    if model_type(spec) == "mlProgram":
+        return _ml.count_weights(pkg) if pkg is not None else 0
+    return _nn.count_weighted_layers(spec)
 
 
 def compress_file(source, output, **kwargs):

@@ -13,10 +13,12 @@ refused by name.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional
 
 import numpy as np
 
+from ... import budget
 from ... import io as ssio
 from ..._tempdirs import private_tempdir
 from ...errors import SpecSurgeryError, UnsupportedError
@@ -96,6 +98,13 @@ def _op_name(op) -> str:
         if len(vals):
             return vals[0]
     return op.outputs[0].name if len(op.outputs) else op.type
+
+
+def count_weights(pkg) -> int:
+    """How many weight consts of an ML Program compress may touch (rank 2 or
+    more, not yet compressed): a progress total."""
+    consts, _, _ = _program_inventory(pkg)
+    return sum(1 for info in consts.values() if len(info["shape"]) > 1)
 
 
 def _program_inventory(pkg):
@@ -372,13 +381,22 @@ def _palettize_program_direct(pkg, consts, consumers, chosen, nbits, opts, repor
                 name = op.outputs[0].name
                 val = op.attributes["val"]
                 src = pkg.weight_file(val.blobFileValue.fileName)
+                dims = [int(d.constant.size) for d in op.outputs[0].type.tensorType.dimensions]
+                where = f"compress: weight {name!r}" + (f" in stage {stage!r}" if stage else "")
+                budget.check(dims, 4, what=where)       # the float32 copy k-means works on
                 values = B.read_blob(src, val.blobFileValue.offset)
                 float_type = op.outputs[0].type.tensorType.dataType
                 flat = values.reshape(-1)      # float16 stays float16: k-means counts its bits
-                table, codes = lut_quantize(flat, nbits, seed=opts.seed)
+                if flat.size != math.prod(dims):
+                    raise SpecSurgeryError(f"{where}: its blob holds {flat.size} values, its type "
+                                           f"{'x'.join(map(str, dims))} calls for {math.prod(dims)}")
+                try:
+                    table, codes = lut_quantize(flat, nbits, seed=opts.seed)
+                except SpecSurgeryError as exc:     # NaN or infinite values
+                    raise SpecSurgeryError(f"{where} (read by {consumers[name][0][1]!r}): {exc}; leave it "
+                                           f"out with --exclude {consumers[name][0][1]!r}") from None
                 flat = flat.astype(np.float32)
                 packed = pack_bits(codes, nbits, lsb_first=True)   # MIL's bit order
-                dims = [int(d.constant.size) for d in op.outputs[0].type.tensorType.dimensions]
                 op.type = "constexpr_lut_to_dense"
                 del op.attributes["val"]
                 np_float = np.float16 if float_type == MIL_pb2.FLOAT16 else np.float32
@@ -439,4 +457,4 @@ def _proto_coremltools():
     return coremltools()
 
 
-__all__ = ["compress_package", "compress_stage", "DIRECT_LUT_BITS", "MIL_LUT_BITS"]
+__all__ = ["compress_package", "compress_stage", "count_weights", "DIRECT_LUT_BITS", "MIL_LUT_BITS"]

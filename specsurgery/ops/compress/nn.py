@@ -20,6 +20,7 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
+from ... import budget
 from ... import io as ssio
 from ...errors import SpecSurgeryError
 from ...nn.kinds import dynamic_weights, kind_of, own_weights, weight_fields
@@ -171,6 +172,8 @@ def _compress_one(layer, stage, parent, opts, selector, report) -> Optional[Laye
             skip(f"{f.path} holds {held} values, the layer's parameters call for {expected} "
                  f"(shape {'x'.join(map(str, f.shape))})")
             return None
+        # The float32 copy decoding makes (the stored data may be float16).
+        budget.check(f.shape, 4, what=f"compress: {where} ({kind}) field {f.path!r}")
         try:
             values = decode(f.wp, shape=f.shape, channel_axis=f.axis, where=f"{name}.{f.path}")
         except SpecSurgeryError as exc:
