@@ -687,3 +687,21 @@ def test_progress_total_counts_ml_program_weights():
     seen = []
     compress(path, mode="palettize", nbits=4, progress=seen.append)
     assert 0 < len(seen) <= count_weighted_layers(path)
+
+
+def test_mlprogram_weight_with_nan_is_one_error_naming_it():
+    from specsurgery.mil import blobs as B
+
+    pkg = ssio.load(need(CORPUS / "generated" / "shared_backbone_classifier.mlpackage"))
+    (key,) = pkg.weights
+    data = np.array(pkg.weights[key].data)                  # a writable copy
+    const = next(op for op in _program_ops(pkg) if op.type == "const" and "val" in op.attributes
+                 and op.attributes["val"].WhichOneof("value") == "blobFileValue"
+                 and op.outputs[0].type.tensorType.rank > 1)
+    rec = B.read_record(pkg.weights[key], const.attributes["val"].blobFileValue.offset)
+    data[rec.data_offset:rec.data_offset + 2] = np.frombuffer(np.float16("nan").tobytes(), np.uint8)
+    pkg.weights[key] = ssio.WeightFile(None, data)
+    name = const.outputs[0].name
+    with pytest.raises(SpecSurgeryError, match=rf"weight '{name}' \(read by '.*'\): k-means: the tensor holds 1 "
+                                               r"NaN.*--exclude"):
+        compress(pkg, mode="palettize", nbits=4, min_weights=0)
