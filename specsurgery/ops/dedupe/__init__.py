@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from ... import io
@@ -118,26 +119,33 @@ def dedupe_files(paths, out_dir, *, backbone_name: str = "Backbone", search_path
     backend = _backend(paths)
     if not dry_run:
         _check_out_dir(out_dir, paths)
-    result = backend.dedupe(paths, backbone_name=backbone_name, search_path=search_path, min_share=min_share,
-                            allow_fp16_match=allow_fp16_match, build=not dry_run, progress=progress,
-                            multifunction=multifunction)
-    report = result.to_json()
+    t0 = time.perf_counter()
+    # pass 1: the plan, from fingerprints; one parsed model at a time
+    loaded: dict = {}
+    plan = backend.plan(paths, backbone_name=backbone_name, min_share=min_share, allow_fp16_match=allow_fp16_match,
+                        search_path=search_path, progress=progress, multifunction=multifunction, _loaded=loaded)
+    written: list = []
+    if not dry_run and plan.shares_anything:
+        # pass 2: build and save each output in turn into a staging folder, then move the set in
+        with staging(out_dir) as st:
+            names = backend.write_files(plan, loaded, st.dir, search_path=search_path, progress=progress,
+                                        multifunction_name=multifunction_name)
+            if progress is not None:
+                progress(f"write {out_dir}")
+            saved = _report(plan, time.perf_counter() - t0) | {"out_dir": str(out_dir),
+                                                               "files": sorted(names) + [REPORT_NAME]}
+            (st.dir / REPORT_NAME).write_text(json.dumps(saved, indent=2, default=str) + "\n")
+            written = st.commit(names + [REPORT_NAME])
+    report = _report(plan, time.perf_counter() - t0)
     report["dry_run"] = dry_run
     report["out_dir"] = str(out_dir)
-    report["written"] = []
-    report["table"] = result.plan.table()
-    if dry_run or not result.plan.shares_anything:
-        return report
-    sources = {p.name: path for p, path in zip(result.plan.models, paths)}
-    if progress is not None:
-        progress(f"write {out_dir}")
-    with staging(out_dir) as st:
-        names = backend.write(result, sources, st.dir, multifunction_name=multifunction_name)
-        saved = result.to_json() | {"out_dir": str(out_dir), "files": sorted(names) + [REPORT_NAME]}
-        (st.dir / REPORT_NAME).write_text(json.dumps(saved, indent=2, default=str) + "\n")
-        written = st.commit(names + [REPORT_NAME])
     report["written"] = [str(p) for p in written]
+    report["table"] = plan.table()
     return report
+
+
+def _report(plan: DedupePlan, seconds: float) -> dict:
+    return plan.to_json() | {"seconds": round(seconds, 3)}
 
 
 __all__ = ["dedupe", "dedupe_files", "plan_dedupe", "DedupePlan", "DedupeResult", "BackboneGroup",

@@ -37,6 +37,7 @@ serve both.
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -46,8 +47,8 @@ from ..._proto import Model_pb2
 from ...errors import SpecSurgeryError, UnsupportedError
 from ...mil import blobs as B
 from ...mil import program as P
-from .plan import (BackboneGroup, DedupeResult, Fingerprint, HashStats, ModelPlan, digest, label_backbone,
-                   make_plan, read_models, refuse_unsupported, settle)
+from .plan import (BackboneGroup, DedupeResult, Fingerprint, HashStats, ModelPlan, Sink, digest, label_backbone,
+                   make_plan, open_model, read_models, refuse_unsupported, settle)
 
 BACKEND = "ML Program"
 MULTIFUNCTION_VERSION = 9
@@ -181,7 +182,8 @@ def plan(models, *, backbone_name: str = "Backbone", min_share: float = 0.2, all
 
     def read(name, source, label, stats):
         pkg = _as_package(io.load(source))
-        return ModelPlan(name, label, "mlProgram", package_bytes(pkg)), fingerprint(name, pkg, stats), pkg
+        return (ModelPlan(name, label, "mlProgram", package_bytes(pkg), output=f"{name}.mlpackage"),
+                fingerprint(name, pkg, stats), pkg)
 
     plans, fps, stats = read_models(models, read, backbone_name=backbone_name, min_share=min_share,
                                     progress=progress, loaded=_loaded)
@@ -207,33 +209,33 @@ def _rename(spec, old: str, new: str) -> None:
             holder.name = new
 
 
-def _group_builder(loaded: dict, search_path: str, progress):
+def build_groups(result_plan, loaded: dict, *, search_path: str, progress, sink: Sink) -> None:
+    """Build the plan's groups into ``sink``, one package at a time."""
     from ..link import link_stage
     from ..pipeline import make_pipeline
     from ..split import split_at
 
-    def build(group: BackboneGroup):
+    def build_group(group: BackboneGroup):
         # the backbone outputs the reference's cut values, under the group's output names
-        backbone, _ = split_at(loaded[group.reference], list(group.cuts[group.reference]))
+        backbone, _ = split_at(_as_package(open_model(loaded[group.reference])), list(group.cuts[group.reference]))
         for old, new in group.cuts[group.reference].items():
             if old != new:
                 _rename(backbone.spec, old, new)
         label_backbone(backbone.spec, group)
-        built = {}
+        yield "backbone", group.name, backbone
         for member in group.members:
             if progress is not None:
                 progress(f"rewrite {member}")
-            pkg = loaded[member]
+            pkg = _as_package(open_model(loaded[member]))
             _, head = split_at(pkg, group.head_cuts[member])
             for old in group.head_cuts[member]:
                 if group.cuts[member][old] != old:
                     _rename(head.spec, old, group.cuts[member][old])
             pipe = make_pipeline([backbone, head], names=["backbone", "head"], interface=pkg)
-            built[member] = link_stage(pipe, "backbone", file_name=f"{group.name}.mlmodelc",
-                                       search_path=search_path)
-        return backbone, built
+            yield "member", member, link_stage(pipe, "backbone", file_name=f"{group.name}.mlmodelc",
+                                               search_path=search_path)
 
-    return build
+    settle(result_plan, build_group, sink)
 
 
 def _function_name(name: str) -> str:
@@ -271,50 +273,92 @@ def build_multifunction(packages: dict) -> io.MLPackage:
     return io.MLPackage(out, {"weights/weight.bin": writer.to_weight_file()} if writer.count else {}, None, {})
 
 
+def _multifunction(result_plan, loaded: dict) -> io.MLPackage:
+    mf = build_multifunction({_function_name(p.name): _as_package(open_model(loaded[p.name]))
+                              for p in result_plan.models})
+    _sizes(result_plan, package_bytes(mf))
+    return mf
+
+
+def _sizes(result_plan, multifunction_bytes=None) -> None:
+    """Both bundle sizes in the plan: the linked one as built, the multifunction one
+    measured when it was built, else estimated (it stores every distinct blob once, so
+    it is about the best possible)."""
+    opts = result_plan.options
+    opts["multifunction_measured"] = multifunction_bytes is not None
+    opts["multifunction_bytes"] = result_plan.best_possible if multifunction_bytes is None else multifunction_bytes
+    opts["linked_bytes"] = result_plan.total_after
+    about = "" if opts["multifunction_measured"] else "about "
+    result_plan.notes.append(
+        f"bundle size: linked pipelines (iOS 15+) {opts['linked_bytes']} bytes; one multifunction package "
+        f"(iOS 18+, spec 9) {about}{opts['multifunction_bytes']} bytes; before {result_plan.total_before} bytes")
+
+
 def dedupe(models, *, backbone_name: str, search_path: str, min_share: float, allow_fp16_match: bool,
            build: bool, progress, multifunction: bool) -> DedupeResult:
-    """The ML Program dedupe: the plan, and with ``build`` the linked packages (and the
-    multifunction package, measured always, kept in ``result.multifunction`` when asked)."""
+    """The ML Program dedupe: the plan, and with ``build`` the linked packages (and, with
+    ``multifunction``, the multifunction package in ``result.multifunction``)."""
     t0 = time.perf_counter()
     loaded: dict = {}
     result_plan = plan(models, backbone_name=backbone_name, min_share=min_share,
                        allow_fp16_match=allow_fp16_match, search_path=search_path, progress=progress,
                        multifunction=multifunction, _loaded=loaded)
-    backbones, outputs = {}, {}
+    sink = Sink(package_bytes)
+    result = DedupeResult(result_plan, sink.backbones, sink.models, {p.name: ".mlpackage" for p in result_plan.models})
     if build:
         if result_plan.shares_anything:
-            backbones, outputs = settle(result_plan, _group_builder(loaded, search_path, progress), package_bytes)
+            build_groups(result_plan, loaded, search_path=search_path, progress=progress, sink=sink)
         for p in result_plan.models:
-            outputs.setdefault(p.name, loaded[p.name])
-    for p in result_plan.models:
-        p.output = f"{p.name}.mlpackage"
-    result = DedupeResult(result_plan, backbones, outputs, {p.name: ".mlpackage" for p in result_plan.models})
-    if build:
-        mf = build_multifunction({_function_name(name): pkg for name, pkg in loaded.items()})
-        opts = result_plan.options
-        opts["multifunction_bytes"] = package_bytes(mf)
-        opts["linked_bytes"] = result_plan.total_after
-        result_plan.notes.append(
-            f"bundle size: linked pipelines (iOS 15+) {opts['linked_bytes']} bytes; one multifunction package "
-            f"(iOS 18+, spec 9) {opts['multifunction_bytes']} bytes; before {result_plan.total_before} bytes")
+            if p.name not in sink.models:
+                sink.models[p.name] = _as_package(open_model(loaded[p.name]))
         if multifunction:
-            result.multifunction = mf
+            result.multifunction = _multifunction(result_plan, loaded)
+        else:
+            _sizes(result_plan)
     result.seconds = time.perf_counter() - t0
     return result
 
 
 # --------------------------------------------------------------------------- files
 
-def write(result: DedupeResult, sources: dict, folder: Path, *, multifunction_name: str = "Models") -> list[str]:
-    """Save the outputs of ``result`` into ``folder`` (a staging folder); returns the names."""
-    if result.multifunction is not None:
-        io.save(result.multifunction, folder / f"{multifunction_name}.mlpackage")
+class Writer(Sink):
+    """Saves each built package into ``folder`` (a staging folder) as it comes."""
+
+    def __init__(self, folder: Path, result_plan):
+        super().__init__(package_bytes, keep=False)
+        self.folder = folder
+        self.outputs = {p.name: p.output for p in result_plan.models}
+        self.written: dict = {}
+
+    def put(self, group, role, name, model) -> int:
+        rel = f"{name}.mlpackage" if role == "backbone" else self.outputs[name]
+        io.save(model, self.folder / rel, search_path=str(self.folder))
+        self.written[name] = rel
+        return self.size_of(model)
+
+    def drop(self, names) -> None:
+        for name in names:
+            rel = self.written.pop(name, None)
+            if rel is not None:
+                shutil.rmtree(self.folder / rel, ignore_errors=True)
+
+
+def write_files(result_plan, loaded: dict, folder: Path, *, search_path: str, progress,
+                multifunction_name: str = "Models") -> list[str]:
+    """Build and save the outputs into ``folder`` (a staging folder), one package after
+    another; returns the names written.  With ``multifunction`` (in the plan's
+    options) the linked packages are built and measured only, and the one
+    multifunction package is written."""
+    if result_plan.options.get("multifunction"):
+        build_groups(result_plan, loaded, search_path=search_path, progress=progress,
+                     sink=Sink(package_bytes, keep=False))
+        io.save(_multifunction(result_plan, loaded), folder / f"{multifunction_name}.mlpackage")
         return [f"{multifunction_name}.mlpackage"]
-    written = []
-    for name, backbone in result.backbones.items():
-        io.save(backbone, folder / f"{name}.mlpackage")
-        written.append(f"{name}.mlpackage")
-    for p in result.plan.models:
-        io.save(result.models[p.name], folder / p.output, search_path=str(folder))
-        written.append(p.output)
-    return written
+    writer = Writer(folder, result_plan)
+    build_groups(result_plan, loaded, search_path=search_path, progress=progress, sink=writer)
+    for p in result_plan.models:
+        if p.backbone is None:
+            io.save(_as_package(open_model(loaded[p.name])), folder / p.output)
+            writer.written[p.name] = p.output
+    _sizes(result_plan)
+    return list(writer.written.values())

@@ -31,12 +31,12 @@ import time
 from pathlib import Path
 
 from ... import io
-from ..._proto import NeuralNetwork_pb2
+from ..._proto import Model_pb2, NeuralNetwork_pb2
 from ...errors import SpecSurgeryError
 from ...spec import NN_TYPES, model_type, nn_of
 from ...weights import storage_kind, weight_count, weight_nbytes
-from .plan import (BackboneGroup, DedupeResult, Fingerprint, HashStats, ModelPlan, digest, label_backbone,
-                   make_plan, read_models, refuse_unsupported, settle)
+from .plan import (BackboneGroup, DedupeResult, Fingerprint, HashStats, ModelPlan, Sink, digest, label_backbone,
+                   make_plan, open_model, read_models, refuse_unsupported, settle)
 
 _WeightParams = NeuralNetwork_pb2.WeightParams
 BACKEND = "neuralNetwork"
@@ -231,16 +231,24 @@ def _model_bytes(source, model) -> int:
     return spec.ByteSize() + (pkg.weight_bytes if pkg is not None else 0)
 
 
+def _output_name(name: str, source) -> str:
+    """The rewritten model keeps its input's name and format (.mlmodel or .pbtxt)."""
+    suffix = Path(source).suffix if isinstance(source, (str, os.PathLike)) else ".mlmodel"
+    return name + (suffix if suffix in (".mlmodel", ".pbtxt") else ".mlmodel")
+
+
 def plan(models, *, backbone_name: str = "Backbone", min_share: float = 0.2, allow_fp16_match: bool = False,
          search_path: str, progress=None, multifunction: bool = False, _loaded=None):
     """The dedupe plan of neuralNetwork models (nothing built)."""
     refuse_unsupported(BACKEND, CANNOT, multifunction=multifunction)
+    versions = {}
 
     def read(name, source, label, stats):
         model = io.load(source)
         spec, _ = io.split_model(model)
         kind = model_type(spec) or "none"
-        p = ModelPlan(name, label, kind, _model_bytes(source, model))
+        p = ModelPlan(name, label, kind, _model_bytes(source, model), output=_output_name(name, source))
+        versions[name] = spec.specificationVersion
         if kind not in NN_TYPES:
             p.reason = (f"model type {kind!r}: dedupe rewrites neuralNetwork, neuralNetworkClassifier and "
                         "neuralNetworkRegressor models" + (" (ML Programs: give only .mlpackage inputs)"
@@ -256,6 +264,7 @@ def plan(models, *, backbone_name: str = "Backbone", min_share: float = 0.2, all
     result = make_plan(plans, fps, stats, backbone_name=backbone_name, min_share=min_share,
                        options={"search_path": search_path, "allow_fp16_match": allow_fp16_match,
                                 "format": "mlmodel", "multifunction": False})
+    result.versions = versions
     if allow_fp16_match:
         result.notes.append("fp16 and fp32 copies of a weight were matched (values equal after rounding to fp16); "
                             "each backbone keeps the smallest copy (fp16), so members that stored fp32 copies now "
@@ -265,13 +274,12 @@ def plan(models, *, backbone_name: str = "Backbone", min_share: float = 0.2, all
 
 # --------------------------------------------------------------------------- building
 
-def _backbone_version(backbone, member_specs) -> int:
+def _backbone_version(backbone, member_versions) -> int:
     """The oldest member's spec version, unless the backbone itself needs more: the shared
     model should not ask for a newer OS than any model that links it."""
     from ...check import min_spec_version
 
-    need = min_spec_version(backbone)[0]
-    return max(need, min(s.specificationVersion for s in member_specs))
+    return max(min_spec_version(backbone)[0], min(member_versions))
 
 
 def _build_backbone(group: BackboneGroup, ref_spec):
@@ -289,6 +297,7 @@ def _build_backbone(group: BackboneGroup, ref_spec):
 
 
 def _build_member(group: BackboneGroup, member: str, spec, stub, backbone):
+    """``member`` as [stub, its head]; ``backbone`` needs only the backbone's description."""
     from ..extract import extract
     from ..pipeline import make_pipeline
     from ..rename import rename_feature
@@ -327,22 +336,39 @@ def _build_member(group: BackboneGroup, member: str, spec, stub, backbone):
     return new
 
 
-def _group_builder(loaded: dict, search_path: str, progress):
+def _interface(spec):
+    """A model with only ``spec``'s description (what a stub or a head needs of the backbone)."""
+    shell = Model_pb2.Model()
+    shell.description.CopyFrom(spec.description)
+    return shell
+
+
+def build_groups(result_plan, loaded: dict, *, search_path: str, progress, sink: Sink) -> None:
+    """Build the plan's groups into ``sink``, one model at a time: each group's backbone
+    from its reference, then each member read again and rewritten."""
+    from ...runtime import clear_cache
     from ..link import make_linked_stub
 
-    def build(group: BackboneGroup):
+    def build_group(group: BackboneGroup):
         backbone = _build_backbone(group, io.load_spec(loaded[group.reference]))
         backbone.specificationVersion = _backbone_version(
-            backbone, [io.load_spec(loaded[m]) for m in group.members])
+            backbone, [result_plan.versions[m] for m in group.members])
         stub = make_linked_stub(backbone, file_name=f"{group.name}.mlmodelc", search_path=search_path)
-        built = {}
+        shell = _interface(backbone)
+        # shape inference (in extract) compiles each model in the runtime, whose cache keeps the
+        # last few specs and their decoded weights: let each model go once it is built
+        clear_cache()
+        yield "backbone", group.name, backbone
+        del backbone
         for member in group.members:
             if progress is not None:
                 progress(f"rewrite {member}")
-            built[member] = _build_member(group, member, io.load_spec(loaded[member]), stub, backbone)
-        return backbone, built
+            model = _build_member(group, member, io.load_spec(loaded[member]), stub, shell)
+            clear_cache()
+            yield "member", member, model
+            del model
 
-    return build
+    settle(result_plan, build_group, sink)
 
 
 def dedupe(models, *, backbone_name: str, search_path: str, min_share: float, allow_fp16_match: bool,
@@ -352,24 +378,49 @@ def dedupe(models, *, backbone_name: str, search_path: str, min_share: float, al
     loaded: dict = {}
     result_plan = plan(models, backbone_name=backbone_name, min_share=min_share, allow_fp16_match=allow_fp16_match,
                        search_path=search_path, progress=progress, multifunction=multifunction, _loaded=loaded)
-    backbones, outputs = {}, {}
+    sink = Sink(lambda spec: spec.ByteSize())
     if build and result_plan.shares_anything:
-        backbones, outputs = settle(result_plan, _group_builder(loaded, search_path, progress),
-                                    lambda spec: spec.ByteSize())
+        build_groups(result_plan, loaded, search_path=search_path, progress=progress, sink=sink)
         for p in result_plan.models:
-            outputs.setdefault(p.name, loaded[p.name])
-    formats = {}
-    items = list(models.items()) if isinstance(models, dict) else [
-        (p.name, m) for p, m in zip(result_plan.models, models)]
-    for name, source in items:
-        suffix = Path(source).suffix if isinstance(source, (str, os.PathLike)) else ".mlmodel"
-        formats[name] = suffix if suffix in (".mlmodel", ".pbtxt") else ".mlmodel"
-    for p in result_plan.models:
-        p.output = f"{p.name}{formats[p.name]}"
-    return DedupeResult(result_plan, backbones, outputs, formats, time.perf_counter() - t0)
+            if p.name not in sink.models:
+                sink.models[p.name] = open_model(loaded[p.name])
+    formats = {p.name: Path(p.output).suffix for p in result_plan.models}
+    return DedupeResult(result_plan, sink.backbones, sink.models, formats, time.perf_counter() - t0)
 
 
 # --------------------------------------------------------------------------- files
+
+class Writer(Sink):
+    """Saves each built model into ``folder`` (a staging folder) as it comes."""
+
+    def __init__(self, folder: Path, result_plan):
+        super().__init__(lambda spec: spec.ByteSize(), keep=False)
+        self.folder = folder
+        self.outputs = {p.name: p.output for p in result_plan.models}
+        self.interfaces: dict = {}
+        self.written: dict = {}
+
+    def put(self, group, role, name, model) -> int:
+        if role == "backbone":
+            rel = f"{name}.mlmodel"
+            io.save(model, self.folder / rel)
+            self.interfaces[name] = _interface(model)
+        else:
+            # the stub's interface was copied from the backbone, which was checked just above;
+            # checking each stub against the target on disk would re-read and re-check the
+            # backbone once per member (100 MB apiece for a ResNet-50)
+            _assert_stub_matches(model, self.interfaces[group.name], name)
+            rel = self.outputs[name]
+            io.save(model, self.folder / rel)
+        self.written[name] = rel
+        return self.size_of(model)
+
+    def drop(self, names) -> None:
+        for name in names:
+            rel = self.written.pop(name, None)
+            if rel is not None:
+                (self.folder / rel).unlink(missing_ok=True)
+
 
 def _assert_stub_matches(model, backbone, where: str) -> None:
     from ...spec import pipeline_of
@@ -382,26 +433,20 @@ def _assert_stub_matches(model, backbone, where: str) -> None:
                                        "(internal error; please report)")
 
 
-def write(result: DedupeResult, sources: dict, folder: Path, **_) -> list[str]:
-    """Save every output of ``result`` into ``folder`` (a staging folder); returns the names."""
-    written: list[str] = []
-    for name, backbone in result.backbones.items():
-        io.save(backbone, folder / f"{name}.mlmodel")
-        written.append(f"{name}.mlmodel")
-    for p in result.plan.models:
-        target = folder / p.output
-        if p.backbone is None:
-            source = sources[p.name]
-            if isinstance(source, (str, os.PathLike)) and Path(source).is_file() \
-                    and Path(source).suffix == Path(p.output).suffix:
-                shutil.copyfile(source, target)      # unchanged, byte for byte
-            else:
-                io.save(result.models[p.name], target, check=False)
+def write_files(result_plan, loaded: dict, folder: Path, *, search_path: str, progress,
+                multifunction_name: str = "Models") -> list[str]:
+    """Build and save every output into ``folder`` (a staging folder), one model after
+    another; returns the names written."""
+    writer = Writer(folder, result_plan)
+    build_groups(result_plan, loaded, search_path=search_path, progress=progress, sink=writer)
+    for p in result_plan.models:
+        if p.backbone is not None:
+            continue
+        source = loaded[p.name]
+        if isinstance(source, (str, os.PathLike)) and Path(source).is_file() \
+                and Path(source).suffix == Path(p.output).suffix:
+            shutil.copyfile(source, folder / p.output)      # unchanged, byte for byte
         else:
-            # the stub's interface was copied from the backbone, which was checked just above;
-            # checking each stub against the target on disk would re-read and re-check the
-            # backbone once per member (100 MB apiece for a ResNet-50)
-            _assert_stub_matches(result.models[p.name], result.backbones[p.backbone], p.name)
-            io.save(result.models[p.name], target)
-        written.append(p.output)
-    return written
+            io.save(open_model(source), folder / p.output, check=False)
+        writer.written[p.name] = p.output
+    return [rel for rel in writer.written.values()]

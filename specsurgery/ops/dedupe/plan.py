@@ -31,6 +31,7 @@ best possible)``.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import itertools
 import os
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from ... import io
 from ...errors import SpecSurgeryError
 
 DEFAULT_SEARCH_PATH = ".:$BUNDLE_MAIN"
@@ -242,6 +244,7 @@ class DedupePlan:
     stats: HashStats = field(default_factory=HashStats)
     options: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
+    versions: dict = field(default_factory=dict)        # name -> specificationVersion of the input
 
     @property
     def backbone_suffix(self) -> str:
@@ -330,7 +333,8 @@ class DedupePlan:
         opts = self.options
         if "multifunction_bytes" in opts:
             lines.append(f"bundle size: linked backbone pipelines (iOS 15+) {human_bytes(opts['linked_bytes'])}; "
-                         f"one multifunction package (iOS 18+) {human_bytes(opts['multifunction_bytes'])} "
+                         f"one multifunction package (iOS 18+) {'' if opts.get('multifunction_measured') else '~'}"
+                         f"{human_bytes(opts['multifunction_bytes'])} "
                          f"({'written' if opts.get('multifunction') else 'use --multifunction'})")
         return "\n".join(lines)
 
@@ -405,8 +409,9 @@ def normalise_inputs(models, *, backbone_name: str, min_share: float) -> list[tu
 def read_models(models, read: Callable, *, backbone_name: str, min_share: float, progress=None,
                 loaded: Optional[dict] = None) -> tuple[list, list, HashStats]:
     """Read every input once with ``read(name, source, label, stats) -> (ModelPlan,
-    Fingerprint or None, model)``; returns (model plans, fingerprints, stats).  The
-    models are kept in ``loaded`` only when it is given."""
+    Fingerprint or None, model)``; returns (model plans, fingerprints, stats).  With
+    ``loaded``, each input is kept there for the build: its path (read again, see
+    :func:`open_model`), or the model object it was given as."""
     items = normalise_inputs(models, backbone_name=backbone_name, min_share=min_share)
     stats = HashStats()
     t0 = time.perf_counter()
@@ -418,8 +423,10 @@ def read_models(models, read: Callable, *, backbone_name: str, min_share: float,
         plans.append(model_plan)
         if fp is not None:
             fps.append(fp)
-        if loaded is not None:
-            loaded[name] = model
+        if loaded is not None:   # a path is read again when needed: one parsed model at a time
+            loaded[name] = source if isinstance(source, (str, os.PathLike)) else model
+        del model
+        gc.collect()
     stats.weight_bytes_total = sum(fp.weight_bytes for fp in fps)
     stats.seconds = time.perf_counter() - t0
     return plans, fps, stats
@@ -748,32 +755,71 @@ def _unlink(plan: DedupePlan, group: BackboneGroup, reason: str, note: str) -> N
     plan.notes.append(note)
 
 
-def settle(plan: DedupePlan, build_group: Callable, size_of: Callable[[object], int]) -> tuple[dict, dict]:
-    """Build every group with ``build_group(group) -> (backbone, {member: model})``;
-    a group that cannot be built, or whose files end up no smaller than the
-    originals, is undone with its reason.  Records the measured sizes; returns
-    (backbones, rewritten models)."""
-    backbones, outputs = {}, {}
+class Sink:
+    """Where :func:`settle` puts each model as soon as it is built.
+
+    This one measures each model with ``size_of`` and, with ``keep``, holds it
+    (``backbones``, ``models``): the library's :func:`dedupe`.  A backend's
+    writer saves each model at once instead, so the files of a bundle are made
+    one after another and never all held together."""
+
+    def __init__(self, size_of: Callable[[object], int], keep: bool = True):
+        self.size_of = size_of
+        self.keep = keep
+        self.backbones: dict = {}
+        self.models: dict = {}
+
+    def put(self, group: BackboneGroup, role: str, name: str, model) -> int:
+        """Take ``model`` (``role`` "backbone" or "member"); returns its size in bytes."""
+        if self.keep:
+            (self.backbones if role == "backbone" else self.models)[name] = model
+        return self.size_of(model)
+
+    def drop(self, names) -> None:
+        """Forget (or remove) what was put under ``names``: a group that is undone."""
+        for name in names:
+            self.backbones.pop(name, None)
+            self.models.pop(name, None)
+
+
+def settle(plan: DedupePlan, build_group: Callable, sink: Sink) -> None:
+    """Build every group, one model at a time: ``build_group(group)`` yields
+    ``(role, name, model)``, the backbone first, then each member's rewritten
+    model, and ``sink`` takes each as it comes.  A group that cannot be built,
+    or whose files end up no smaller than the originals, is undone with its
+    reason.  Records the measured sizes."""
     for group in list(plan.groups):
-        try:
-            backbone, built = build_group(group)
-        except SpecSurgeryError as exc:
+        sizes: dict = {}
+        models, failed = build_group(group), None
+        while True:
+            try:
+                role, name, model = next(models)
+            except StopIteration:
+                break
+            except SpecSurgeryError as exc:
+                failed = exc
+                break
+            # a failure to store (a full disk) is no reason to undo a group: it propagates
+            sizes[name] = sink.put(group, role, name, model)
+            del model
+            gc.collect()   # a parsed model sits in reference cycles: free it before the next one
+        if failed is not None:
             # this group cannot be cut here (e.g. a cut blob shape inference cannot type):
             # its members stay unchanged, the others go ahead, and the report says why
-            _unlink(plan, group, f"{group.name} could not be built at cut {', '.join(group.outputs)}: {exc}",
-                    f"{group.name} ({', '.join(group.members)}) was dropped: {exc}")
+            sink.drop(list(sizes))
+            _unlink(plan, group, f"{group.name} could not be built at cut {', '.join(group.outputs)}: {failed}",
+                    f"{group.name} ({', '.join(group.members)}) was dropped: {failed}")
             continue
+        backbone = sizes.pop(group.name)
         before = sum(p.bytes_before for p in plan.models if p.backbone == group.name)
-        sizes = {m: size_of(built[m]) for m in group.members}
-        after = size_of(backbone) + sum(sizes.values())
+        after = backbone + sum(sizes.values())
         if after >= before:
+            sink.drop([group.name, *sizes])
             _unlink(plan, group, f"linking through {group.name} would make the files bigger "
                                  f"({after:,} bytes vs {before:,}): left unchanged",
                     f"{group.name} was undone: the rewritten files were not smaller")
             continue
-        backbones[group.name] = backbone
-        outputs.update(built)
-        plan.backbone_bytes[group.name] = size_of(backbone)
+        plan.backbone_bytes[group.name] = backbone
         for p in plan.models:
             if p.name in sizes:
                 p.bytes_after = sizes[p.name]
@@ -781,4 +827,8 @@ def settle(plan: DedupePlan, build_group: Callable, size_of: Callable[[object], 
         if p.backbone is None:
             p.bytes_after = p.bytes_before
         p.measured = True
-    return backbones, outputs
+
+
+def open_model(held):
+    """A model kept by :func:`read_models`: read again when it was given as a path."""
+    return io.load(held) if isinstance(held, (str, os.PathLike)) else held
