@@ -7,7 +7,8 @@ parameters, a decoded weight), the runtime, shape inference and compress call
 :func:`check`, which refuses it with an error naming the culprit and the shape.
 Loops and recurrent sequences call :func:`check_iterations`.
 
-The memory limit defaults to a quarter of physical memory.  ``--max-memory`` on
+The memory limit defaults to a quarter of physical memory (or of the process's
+address-space or cgroup limit, when lower).  ``--max-memory`` on
 the CLI (:func:`set_limit`) or the environment variable ``SPECSURGERY_MAX_MEMORY``
 (e.g. ``8G``, ``512M``, ``1.5GiB``, a plain byte count) sets it; the iteration cap
 (default 100,000) is set by ``SPECSURGERY_MAX_ITERATIONS``.
@@ -61,9 +62,31 @@ def physical_memory() -> int:
         return _FALLBACK_MEMORY
 
 
+def available_memory() -> int:
+    """Physical memory, or less when the process is held to less: its address-space
+    limit (``ulimit -v``) or its cgroup's memory limit (containers)."""
+    sizes = [physical_memory()]
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft not in (resource.RLIM_INFINITY, -1) and soft > 0:
+            sizes.append(int(soft))
+    except (ImportError, AttributeError, ValueError, OSError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            text = f.read().strip()
+        if text.isdigit():
+            sizes.append(int(text))
+    except OSError:
+        pass
+    return min(sizes)
+
+
 def limit() -> int:
     """The memory budget in bytes: :func:`set_limit`, else ``SPECSURGERY_MAX_MEMORY``,
-    else a quarter of physical memory."""
+    else a quarter of the memory available (:func:`available_memory`)."""
     if _override is not None:
         return _override
     env = os.environ.get(ENV_MEMORY)
@@ -72,7 +95,7 @@ def limit() -> int:
             return parse_size(env)
         except BudgetError as exc:
             raise BudgetError(f"{ENV_MEMORY}: {exc}") from None
-    return physical_memory() // DEFAULT_FRACTION
+    return available_memory() // DEFAULT_FRACTION
 
 
 def set_limit(size: Union[str, int, None]) -> None:
@@ -112,7 +135,7 @@ def nbytes(shape: Iterable, itemsize: int = 4) -> int:
 
 
 def _hint() -> str:
-    return (f"the budget is {human_bytes(limit())} (a quarter of physical memory unless set); "
+    return (f"the budget is {human_bytes(limit())} (a quarter of the memory available unless set); "
             f"if the size is meant, raise it with --max-memory or {ENV_MEMORY} (e.g. 16G)")
 
 

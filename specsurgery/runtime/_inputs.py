@@ -67,6 +67,10 @@ def check_image_size(ft, name: str, width: int, height: int) -> None:
 
 
 def check_declared_size(name: str, shape, itemsize: int = 4) -> None:
-    """Refuse an input of a declared ``shape`` over the memory budget (before drawing
-    or allocating it)."""
+    """Refuse an input of a declared ``shape`` with a negative dimension or over the
+    memory budget (before drawing or allocating it)."""
+    shape = [int(d) for d in shape]
+    if any(d < 0 for d in shape):
+        raise InputShapeError(f"input {name!r} declares the shape {shape}, with a negative "
+                              "dimension; fix the model's input description")
     budget.check(shape, itemsize, what=f"input {name!r}")

@@ -287,6 +287,10 @@ def verify(reference, candidate, *, samples: int = 3, seed: int = 0, rtol: float
         cb = _run(cand.spec, cand.package, {k: v for k, v in inputs.items() if k in cin},
                   cand.base_dir, search_path, bundle_c, bundle_ids or {}, None, "")
         for n in common:
+            for role, res in (("reference", ra), ("candidate", cb)):
+                if n not in res:
+                    raise VerifyError(f"the {role} describes output {n!r} but its run did not produce "
+                                      f"it (produced: {', '.join(map(repr, res)) or 'nothing'})")
             _compare(reps[n], ra[n], cb[n], rtol, atol)
     report.outputs = [reps[n] for n in common]
     return report

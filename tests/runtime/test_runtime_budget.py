@@ -38,7 +38,7 @@ def test_bad_sizes_are_refused_by_name(text):
 
 def test_limit_defaults_to_a_quarter_of_memory_and_env_and_override_set_it(monkeypatch):
     monkeypatch.delenv(budget.ENV_MEMORY, raising=False)
-    assert budget.limit() == budget.physical_memory() // 4
+    assert budget.limit() == budget.available_memory() // 4 <= budget.physical_memory() // 4
     monkeypatch.setenv(budget.ENV_MEMORY, "3G")
     assert budget.limit() == 3 << 30
     with budget.limited("1M"):
@@ -73,6 +73,27 @@ def test_a_huge_declared_input_is_refused_before_it_is_drawn_or_inferred():
         random_inputs(spec)
     with pytest.raises(BudgetError, match="input 'x'"):
         infer_shapes(spec)
+
+
+def test_a_negative_declared_dimension_is_refused_naming_the_input():
+    with pytest.raises(InputShapeError, match=r"input 'x' declares the shape \[1, -5\]"):
+        random_inputs(_relu_net([1, -5]))
+
+
+def test_a_padding_that_blows_up_the_input_is_refused_before_it_is_padded():
+    def build(nn):
+        p = layer(nn, "convolution", "x", "y", name="wide")
+        p.outputChannels, p.kernelChannels = 1, 1
+        p.kernelSize.extend([1, 1])
+        p.stride.extend([1000, 1000])
+        b = p.valid.paddingAmounts.borderAmounts
+        b.add()
+        b.add().startEdgeSize = 10 ** 9
+        p.weights.floatValue.extend([1.0])
+    spec = net({"x": [1, 1, 4, 4]}, build)
+    with budget.limited("1G"):
+        with pytest.raises(BudgetError, match=r"layer 'wide' \(convolution\) padded input: shape \[1, 1, 4, 1000000004\]"):
+            predict(spec, {"x": np.ones((1, 1, 4, 4), np.float32)})
 
 
 def test_a_layer_output_sized_by_its_parameters_is_refused_in_run_and_in_shape_inference():

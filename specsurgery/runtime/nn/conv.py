@@ -79,6 +79,8 @@ def _convolution(ctx, p, ins):
     if ho <= 0 or wo <= 0:
         ctx.fail(f"output would be empty ({ho}x{wo}) for input {h}x{w}")
     out_shape = ctx.room(lead + (o, ho, wo))
+    ctx.room((n, c, h + max(pads[0], 0) + max(pads[1], 0), w + max(pads[2], 0) + max(pads[3], 0)),
+             "padded input")
     if ctx.shape_only:
         return _zeros(out_shape)
     if len(ins) > 1:

@@ -55,6 +55,7 @@ def _pooling(ctx, p, ins):
     if ho <= 0 or wo <= 0:
         ctx.fail(f"output would be empty ({ho}x{wo}) for input {h}x{w}")
     ctx.room(lead + (c, ho, wo))
+    ctx.room((x4.shape[0], c, h + max(pt, 0) + max(pb, 0), w + max(pl, 0) + max(pr, 0)), "padded input")
     if ctx.shape_only:
         return _zeros(lead + (c, ho, wo))
     y = K.pool2d(_f(x4), kind, (kh, kw), (sh, sw), (pt, pb, pl, pr), bool(p.avgPoolExcludePadding),
