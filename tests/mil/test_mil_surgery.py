@@ -15,7 +15,8 @@ from specsurgery.ops.cuts.mlprogram import cut_frontier
 from specsurgery.ops.link import link_stage, unlink
 from specsurgery.ops._nn import SurgeryNote
 from specsurgery.ops.split import split_at, split_pipeline
-from specsurgery.runtime import verify
+from specsurgery.mil import program as P
+from specsurgery.runtime import predict, random_inputs, verify
 
 
 def _three_cuts(cuts):
@@ -79,8 +80,6 @@ def test_split_weights_are_exact_and_not_duplicated():
 def test_multi_value_cut_across_a_skip_connection(tmp_path):
     path = M.converted("unet", "fp32")
     pkg = io.load(path)
-    from specsurgery.mil import program as P
-
     block = P.main_block(P.get_function(pkg.spec)[1])
     concat = next(op for op in block.operations if op.type == "concat")
     names = [b.name for b in concat.inputs["values"].arguments]
@@ -181,8 +180,6 @@ def test_split_at_drop_updatable_on_a_program():
 
 
 def test_split_at_shapes_on_a_program():
-    from specsurgery.mil import program as P
-
     backbone, _ = split_at(CLASSIFIER, CLASSIFIER_CUT)
     declared = list(backbone.spec.description.output[0].type.multiArrayType.shape)
     # the declared shape is accepted as is; another one names the option and the program's type
@@ -248,10 +245,19 @@ def test_suggest_cuts_honours_max_blobs_on_a_program(tmp_path):
     assert verify(path, tmp_path / "p.mlpackage", samples=1).ok
 
 
-def test_make_pipeline_names_the_option_it_refuses_for_program_stages():
+def test_make_pipeline_prefixes_rename_program_stages_too(tmp_path):
     from specsurgery.ops import make_pipeline
 
-    backbone, head = split_at(CLASSIFIER, CLASSIFIER_CUT)
-    with pytest.raises(UnsupportedError, match=r"make_pipeline: option 'prefixes' is not supported for ML "
-                                               r"Program stages"):
-        make_pipeline([backbone, head], prefixes=["b_", None])
+    backbone, _ = split_at(CLASSIFIER, CLASSIFIER_CUT)
+    with pytest.raises(SpecSurgeryError, match="collides"):
+        make_pipeline([backbone, backbone])
+    pipe = make_pipeline([backbone, backbone], prefixes=[None, "second_"])
+    assert [f.name for f in pipe.spec.description.output] == [CLASSIFIER_CUT, "second_" + CLASSIFIER_CUT]
+    second = pipe.spec.pipeline.models[1]
+    assert [f.name for f in second.description.output] == ["second_" + CLASSIFIER_CUT]
+    assert list(P.main_block(P.get_function(second)[1]).outputs) == ["second_" + CLASSIFIER_CUT]
+    assert [f.name for f in backbone.spec.description.output] == [CLASSIFIER_CUT]     # not edited
+    io.save(pipe, tmp_path / "p.mlpackage")
+    assert _errors(tmp_path / "p.mlpackage") == []
+    got = predict(tmp_path / "p.mlpackage", random_inputs(CLASSIFIER))
+    assert np.array_equal(got[CLASSIFIER_CUT], got["second_" + CLASSIFIER_CUT])

@@ -6,7 +6,8 @@ table Core ML builds, type mismatches reported with their fix, ``coerce``,
 ``prefixes``, ``interface=``) live in :mod:`.nn`; when a stage holds an ML
 Program, :mod:`.mlprogram` runs those rules over stand-ins of its stages and
 returns an :class:`~specsurgery.io.MLPackage` whose weights are repacked per
-stage.  An option the ML Program part cannot honour is refused by name.
+stage.  An option the ML Program part cannot honour is refused by name
+(``coerce`` never changes an ML Program stage's interface).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ def make_pipeline(stages, names=None, kind: str = "auto", coerce: bool = False, 
     PipelineRegressor when it regresses), pipeline, classifier or regressor.
     ``coerce``: apply the safe interface fixes instead of reporting them.
     ``prefixes``: per stage, a prefix for that stage's output names (None to
-    leave a stage alone); resolves output-name collisions explicitly (not
-    for ML Program stages: refused by name).
+    leave a stage alone); resolves output-name collisions explicitly (an ML
+    Program stage's values of those names follow, as a network's blobs do).
     ``interface``: a model (or ModelDescription) whose inputs, outputs,
     predicted feature names, metadata and updatability the pipeline adopts
     (``split`` and ``dedupe`` keep the original's interface this way).

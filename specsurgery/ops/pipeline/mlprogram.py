@@ -93,12 +93,20 @@ def make_pipeline(stages, names=None, kind: str = "auto", coerce: bool = False, 
         if pkg is not None:
             packages[(i,)] = pkg
     program_stages = [i for i, s in enumerate(specs) if has_program(s)]
-    if prefixes is not None and any(prefixes[i] for i in program_stages if i < len(prefixes)):
-        named = [str(i) for i in program_stages if i < len(prefixes) and prefixes[i]]
-        raise UnsupportedError(
-            f"make_pipeline: option 'prefixes' is not supported for ML Program stages (stage "
-            f"{', '.join(named)}); output prefixes on ML Program stages are not supported: give those "
-            "stages None (an empty --prefixes entry) and prefix or rename the other stages' outputs instead")
+    if prefixes is not None and len(prefixes) == len(specs):
+        # a program stage's outputs are renamed in its program too (nn.make_pipeline renames the rest)
+        from ..rename import rename_feature
+
+        prefixes = list(prefixes)
+        for i in program_stages:
+            if prefixes[i]:
+                renamed = loaded[i]
+                for f in list(specs[i].description.output):
+                    renamed = rename_feature(renamed, f.name, prefixes[i] + f.name)
+                specs[i], pkg = split_model(renamed)
+                if pkg is not None:
+                    packages[(i,)] = pkg
+                prefixes[i] = None
     stand_ins = [(_stand_in(s) if i in program_stages else s) for i, s in enumerate(specs)]
     last = specs[-1]
     if kind == "auto" and S.model_type(last) == "mlProgram":
