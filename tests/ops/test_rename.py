@@ -9,10 +9,10 @@ import surgery_models as sm
 from conftest import VALID_FILES, corpus_id
 from specsurgery.check import check
 from specsurgery.cli import main
-from specsurgery.errors import NotFoundError, SpecSurgeryError
+from specsurgery.errors import UnsupportedError, NotFoundError, SpecSurgeryError
 from specsurgery.io import load_spec, save
 from specsurgery.ops import link_stage, rename_feature
-from specsurgery.ops.rename import names_in
+from specsurgery.ops.rename import linked_uses, names_in
 from specsurgery.runtime import predict, random_inputs
 
 
@@ -46,7 +46,11 @@ def test_preprocessing_feature_name_follows():
 def test_nested_pipeline_internals_and_linked_stubs():
     pipe = nb.tiny_pipeline()
     linked = link_stage(pipe, "backbone")
-    out = rename_feature(linked, "y", "features")
+    # the stub's target would keep 'y': renaming the stub alone breaks the link (issue 17)
+    with pytest.raises(UnsupportedError, match=r"'y' is a feature of the linked stage 'backbone'.*"
+                                               r"--search-path.*Backbone.mlmodel"):
+        rename_feature(linked, "y", "features")
+    out = rename_feature(linked, "y", "features", linked="stubs")
     stub, head = out.pipeline.models
     assert [f.name for f in stub.description.output] == ["features"]
     assert [f.name for f in head.description.input] == ["features"]
@@ -83,9 +87,11 @@ def test_corpus_rename_there_and_back_is_identity(path):
     for old in names[:3] + names[-2:]:
         new = old + "__renamed"
         assert new not in taken
-        there = rename_feature(spec, old, new)
+        # a linked stub's features live in its target too: the round trip is of the stubs alone
+        mode = "stubs" if linked_uses(spec, old) else "refuse"
+        there = rename_feature(spec, old, new, linked=mode)
         assert old not in names_in(there)
-        back = rename_feature(there, new, old)
+        back = rename_feature(there, new, old, linked=mode)
         assert back == spec
 
 
@@ -107,3 +113,64 @@ def test_a_list_of_renames_applies_in_order_after_checking_them_all():
         rename_features(spec, [("a", "b"), ("g", "c")])
     out = rename_features(spec, [("a", "a2"), ("a2", "a3")])
     assert "a3" in names_in(out) and "a" in names_in(spec)
+
+
+def _linked_bundle(folder):
+    """folder/Backbone.mlmodel (tiny_nn x -> y) and folder/App.mlmodel [linked backbone, head]."""
+    folder.mkdir(parents=True, exist_ok=True)
+    backbone = nb.tiny_nn()
+    save(backbone, folder / "Backbone.mlmodel")
+    pipe = link_stage(nb.tiny_pipeline(stages=[backbone, nb.tiny_head()]), "backbone")
+    save(pipe, folder / "App.mlmodel", search_path=str(folder))
+    return folder / "App.mlmodel"
+
+
+def test_cli_rename_across_a_linked_backbone_renames_the_target_too(tmp_path, capsys):
+    import numpy as np
+
+    from specsurgery.check import check
+    from specsurgery.runtime import predict
+
+    app = _linked_bundle(tmp_path / "bundle")
+    out_dir = tmp_path / "out"
+    assert main(["rename", str(app), "x=image", "y=features", "-o", str(out_dir / "App.mlmodel")]) == 0
+    printed = capsys.readouterr().out
+    assert "Backbone.mlmodel" in printed and "needs the same renames" in printed
+    assert sorted(p.name for p in out_dir.iterdir()) == ["App.mlmodel", "Backbone.mlmodel"]
+    backbone = load_spec(out_dir / "Backbone.mlmodel")
+    assert [f.name for f in backbone.description.input] == ["image"]
+    assert [f.name for f in backbone.description.output] == ["features"]
+    assert not [f for f in check(out_dir / "App.mlmodel", search_path=str(out_dir)) if f.severity == "error"]
+    x = np.linspace(-1, 1, 4).astype(np.float32)
+    got = predict(out_dir / "App.mlmodel", {"image": x})
+    want = predict(app, {"x": x})
+    np.testing.assert_allclose(got["z"], want["z"])
+    assert load_spec(tmp_path / "bundle" / "Backbone.mlmodel").description.input[0].name == "x"
+
+
+def test_cli_rename_linked_without_the_target_names_the_file(tmp_path, capsys):
+    app = _linked_bundle(tmp_path / "bundle")
+    (tmp_path / "bundle" / "Backbone.mlmodel").unlink()
+    assert main(["rename", str(app), "x=image", "-o", str(tmp_path / "o" / "App.mlmodel")]) == 1
+    err = capsys.readouterr().err
+    assert "Backbone.mlmodelc: not found" in err and "--search-path" in err
+    # a rename that does not touch the stub needs no target
+    assert main(["rename", str(app), "z=score", "-o", str(tmp_path / "o" / "App.mlmodel")]) == 0
+
+
+def test_cli_rename_linked_refuses_to_overwrite_the_target(tmp_path, capsys):
+    app = _linked_bundle(tmp_path / "bundle")
+    assert main(["rename", str(app), "x=image", "-o", str(tmp_path / "bundle" / "App2.mlmodel")]) == 1
+    assert "which are inputs" in capsys.readouterr().err
+
+
+def test_rename_linked_in_python():
+    from specsurgery.ops.rename import rename_linked
+
+    backbone = nb.tiny_nn()
+    pipe = link_stage(nb.tiny_pipeline(stages=[backbone, nb.tiny_head()]), "backbone")
+    out, targets = rename_linked(pipe, [("x", "a"), ("a", "b")], {"Backbone.mlmodelc": backbone})
+    assert [f.name for f in out.description.input] == ["b"]
+    assert [f.name for f in targets["Backbone.mlmodelc"].description.input] == ["b"]
+    with pytest.raises(NotFoundError, match="no target given for 'Backbone.mlmodelc'"):
+        rename_linked(pipe, [("x", "a")], {})

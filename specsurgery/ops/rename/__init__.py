@@ -20,8 +20,10 @@ producing op and every use.
 
 from __future__ import annotations
 
+from typing import Mapping
+
 from ... import spec as S
-from ...errors import NotFoundError, SpecSurgeryError, missing_message
+from ...errors import NotFoundError, SpecSurgeryError, UnsupportedError, missing_message
 from ...io import MLPackage, copy_spec, load
 from ...mil.program import IDENTIFIER
 from . import mlprogram, nn
@@ -84,15 +86,50 @@ def _program_paths(root, old) -> list[str]:
     return paths
 
 
-def rename_feature(spec, old: str, new: str, *, inplace: bool = False):
+LINKED_MODES = ("refuse", "stubs")
+
+
+def linked_uses(spec, name: str) -> list[tuple[str, str]]:
+    """(stage path, linkedModelFileName) of every linked stub whose interface names ``name``."""
+    root = spec.spec if isinstance(spec, MLPackage) else spec
+    out = []
+    for info in S.iter_models(root):
+        if S.model_type(info.model) != "linkedModel":
+            continue
+        desc = info.model.description
+        if any(f.name == name for f in list(desc.input) + list(desc.output)):
+            out.append((info.path or "(top)",
+                        info.model.linkedModel.linkedModelFile.linkedModelFileName.defaultValue))
+    return out
+
+
+def _refuse_linked(root, olds) -> None:
+    hits = [(old, path, target) for old in olds for path, target in linked_uses(root, old)]
+    if hits:
+        parts = [f"{old!r} is a feature of the linked stage {path!r}, whose target {target} holds it too"
+                 for old, path, target in hits]
+        raise UnsupportedError(
+            "rename: " + "; ".join(parts) + ". Renaming only the stub would break the link: rename "
+            "the targets as well with rename_linked(model, pairs, targets={file name: target model}), "
+            "or from the command line pass --search-path with the folder that holds "
+            + ", ".join(sorted({t.replace('.mlmodelc', '.mlmodel') for _, _, t in hits}))
+            + " (it is found beside the model by default)")
+
+
+def rename_feature(spec, old: str, new: str, *, inplace: bool = False, linked: str = "refuse"):
     """Rename feature/blob/value ``old`` to ``new`` everywhere in the model.
 
     Returns a spec, or an MLPackage (weights unchanged) when given one.
 
     Errors: ``old`` names nothing (with near matches); ``new`` is already a
     name in the model (renaming would merge two values); ``new`` is not a
-    valid MIL identifier where ``old`` is an ML Program value.
+    valid MIL identifier where ``old`` is an ML Program value; ``old`` is a
+    feature of a linked stub (``linked="refuse"``, the default: the target
+    file would keep the old name; :func:`rename_linked` renames both), unless
+    ``linked="stubs"`` says the caller renames the targets itself.
     """
+    if linked not in LINKED_MODES:
+        raise SpecSurgeryError(f"rename: linked={linked!r}; allowed: {', '.join(LINKED_MODES)}")
     if not new or not isinstance(new, str):
         raise SpecSurgeryError(f"rename: the new name for {old!r} is empty")
     model = load(spec)
@@ -100,6 +137,8 @@ def rename_feature(spec, old: str, new: str, *, inplace: bool = False):
     names = names_in(root)
     if old not in names:
         raise NotFoundError(missing_message("feature or blob", [old], names) + " (rename)")
+    if linked == "refuse":
+        _refuse_linked(root, [old])
     if old == new:
         return model if inplace else (model.copy() if isinstance(model, MLPackage) else copy_spec(root))
     if new in names:
@@ -159,12 +198,68 @@ def check_renames(spec, pairs) -> None:
         raise SpecSurgeryError("rename: " + "; ".join(problems))
 
 
-def rename_features(spec, pairs, *, inplace: bool = False):
+def rename_features(spec, pairs, *, inplace: bool = False, linked: str = "refuse"):
     """Apply (old, new) renames in order, after :func:`check_renames` has
     refused the whole list if any of them is wrong."""
     model = load(spec)
     pairs = list(pairs.items()) if isinstance(pairs, dict) else list(pairs)
     check_renames(model, pairs)
+    if linked == "refuse":
+        _refuse_linked(model, _originals(pairs))
     for i, (old, new) in enumerate(pairs):
-        model = rename_feature(model, old, new, inplace=inplace or i > 0)
+        model = rename_feature(model, old, new, inplace=inplace or i > 0, linked="stubs")
     return model
+
+
+def _originals(pairs) -> list[str]:
+    """The names, as the model has them now, that a list of in-order renames touches."""
+    seen, origin = [], {}
+    for old, new in pairs:
+        first = origin.pop(old, old)
+        if first not in seen:
+            seen.append(first)
+        origin[new] = first
+    return seen
+
+
+def rename_linked(spec, pairs, targets: Mapping[str, object], *, inplace: bool = False):
+    """Rename features of a pipeline and of the linked targets its stubs name.
+
+    ``targets`` maps a stub's ``linkedModelFileName`` (``"Backbone.mlmodelc"``)
+    to the target model (spec, path or MLPackage). Returns ``(pipeline,
+    {file name: renamed target})`` with only the targets a rename touched.
+    Every other model that links the same target must be renamed the same way.
+    """
+    model = load(spec)
+    pairs = list(pairs.items()) if isinstance(pairs, dict) else list(pairs)
+    check_renames(model, pairs)
+    root = model.spec if isinstance(model, MLPackage) else model
+    needed: dict = {}
+    for first in _originals(pairs):
+        for _, target in linked_uses(root, first):
+            needed.setdefault(target, None)
+    missing = [t for t in needed if t not in targets]
+    if missing:
+        raise NotFoundError(f"rename_linked: no target given for {', '.join(map(repr, missing))}; pass "
+                            "targets={file name: model} for every linked target a rename touches")
+    renamed = {}
+    for target in needed:
+        theirs = load(targets[target])
+        troot = theirs.spec if isinstance(theirs, MLPackage) else theirs
+        tnames = names_in(troot)
+        mine = [(o, n) for o, n in _chain_for(pairs, tnames)]
+        renamed[target] = rename_features(theirs, mine, linked="refuse") if mine else theirs
+    out = rename_features(model, pairs, inplace=inplace, linked="stubs")
+    return out, renamed
+
+
+def _chain_for(pairs, names) -> list:
+    """The renames of ``pairs`` that apply to a model with ``names`` (followed in order)."""
+    live = set(names)
+    out = []
+    for old, new in pairs:
+        if old in live:
+            out.append((old, new))
+            live.discard(old)
+            live.add(new)
+    return out
