@@ -361,6 +361,14 @@ def test_mlprogram_split_model_writes_packages(tmp_path):
     assert verify(pkg, paths["pipeline"], search_path=str(tmp_path), samples=1).ok
 
 
+def test_cli_split_of_a_program_refuses_freeze_backbone_by_name(tmp_path, capsys):
+    pkg = CORPUS / "generated/shared_backbone_classifier.mlpackage"
+    out = tmp_path / "out"
+    assert main(["split", str(pkg), "--at", "input_31_cast_fp16", "-o", str(out), "--freeze-backbone"]) == 1
+    assert "option 'freeze_backbone' (--freeze-backbone) is not supported for ML Programs" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_not_a_neural_network():
     with pytest.raises(UnsupportedError, match="has no neural-network layers"):
         split_at(CORPUS / "generated/sklearn_scaler_logreg.mlmodel", "x")
