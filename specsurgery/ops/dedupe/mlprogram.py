@@ -211,7 +211,7 @@ def _rename(spec, old: str, new: str) -> None:
 
 def build_groups(result_plan, loaded: dict, *, search_path: str, progress, sink: Sink) -> None:
     """Build the plan's groups into ``sink``, one package at a time."""
-    from ..link import link_stage
+    from ..link import make_linked_stub
     from ..pipeline import make_pipeline
     from ..split import split_at
 
@@ -222,7 +222,10 @@ def build_groups(result_plan, loaded: dict, *, search_path: str, progress, sink:
             if old != new:
                 _rename(backbone.spec, old, new)
         label_backbone(backbone.spec, group)
+        # each member is [stub, head] from the start: its pipeline never carries the backbone's weights
+        stub = make_linked_stub(backbone.spec, file_name=f"{group.name}.mlmodelc", search_path=search_path)
         yield "backbone", group.name, backbone
+        del backbone
         for member in group.members:
             if progress is not None:
                 progress(f"rewrite {member}")
@@ -231,9 +234,8 @@ def build_groups(result_plan, loaded: dict, *, search_path: str, progress, sink:
             for old in group.head_cuts[member]:
                 if group.cuts[member][old] != old:
                     _rename(head.spec, old, group.cuts[member][old])
-            pipe = make_pipeline([backbone, head], names=["backbone", "head"], interface=pkg)
-            yield "member", member, link_stage(pipe, "backbone", file_name=f"{group.name}.mlmodelc",
-                                               search_path=search_path)
+            yield "member", member, make_pipeline([stub, head], names=["backbone", "head"], interface=pkg)
+            del pkg, head
 
     settle(result_plan, build_group, sink)
 
