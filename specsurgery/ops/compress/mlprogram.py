@@ -118,7 +118,8 @@ def _program_inventory(pkg):
                 out = op.outputs[0]
                 dims = [int(d.constant.size) for d in out.type.tensorType.dimensions]
                 consts[out.name] = {"dtype": out.type.tensorType.dataType, "shape": dims,
-                                    "bytes": _blob_size(pkg, op.attributes["val"])}
+                                    "bytes": _blob_size(pkg, op.attributes["val"]),
+                                    "value": op.attributes["val"]}
             elif op.type.startswith("constexpr_"):
                 nbytes = sum(_blob_size(pkg, v) for v in op.attributes.values()
                              if v.WhichOneof("value") == "blobFileValue")
@@ -296,11 +297,18 @@ def _compress_program(pkg, opts, selector, report, stage: str = "", known_out=No
     else:
         config = cto.OptimizationConfig(global_config=op_cfg)
 
+    _check_values(pkg, consts, consumers, selected, stage)
     with private_tempdir("specsurgery-compress-") as tmp:
         src = tmp / "in.mlpackage"
         ssio.save(pkg, src, check=False)
-        mlmodel = ct.models.MLModel(str(src), skip_model_load=True)
-        result = run(mlmodel, config)
+        try:
+            mlmodel = ct.models.MLModel(str(src), skip_model_load=True)
+            result = run(mlmodel, config)
+        except Exception as exc:     # coremltools' own faults on a program it cannot read
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise SpecSurgeryError(
+                f"compress: coremltools.optimize failed on this ML Program{' (stage ' + repr(stage) + ')' if stage else ''}"
+                f" ({type(exc).__name__}: {first}); run 'specsurgery check' on it") from exc
         dst = tmp / "out.mlpackage"
         result.save(str(dst))
         loaded = ssio.load(dst)
@@ -344,6 +352,30 @@ def _compress_program(pkg, opts, selector, report, stage: str = "", known_out=No
     if final:
         explain_nothing_done(report)
     return out
+
+
+def _check_values(pkg, consts, consumers, selected, stage) -> None:
+    """Refuse selected weights that hold NaN or infinity (or a blob that does
+    not match the type) before coremltools sees them, naming the weight."""
+    from ...mil import blobs as B
+
+    for name in sorted(selected):
+        info = consts[name]
+        where = f"compress: weight {name!r}" + (f" in stage {stage!r}" if stage else "")
+        budget.check(info["shape"], 4, what=where)
+        bfv = info["value"].blobFileValue
+        try:
+            values = B.read_blob(pkg.weight_file(bfv.fileName), bfv.offset)
+        except (SpecSurgeryError, ValueError, OSError) as exc:
+            raise SpecSurgeryError(f"{where}: its blob cannot be read ({exc})") from None
+        if values.size != math.prod(info["shape"]):
+            raise SpecSurgeryError(f"{where}: its blob holds {values.size} values, its type "
+                                   f"{'x'.join(map(str, info['shape']))} calls for {math.prod(info['shape'])}")
+        bad = values.size - int(np.count_nonzero(np.isfinite(values)))
+        if bad:
+            reader = consumers[name][0][1]
+            raise SpecSurgeryError(f"{where} (read by {reader!r}): holds {bad} NaN or infinite value(s); fix "
+                                   f"the weights, or leave it out with --exclude {reader!r}")
 
 
 #: Bits the iOS 16 ``constexpr_lut_to_dense`` takes (indices packed in a uint8 tensor).
