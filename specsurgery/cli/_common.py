@@ -36,6 +36,12 @@ def add_search_path(parser) -> None:
                              "(entries: folders, $BUNDLE_MAIN, $BUNDLE_IDENTIFIER(id))")
 
 
+def add_stub_search_path(parser, what: str = "linkedModelSearchPath") -> None:
+    """--search-path written into a linked stub (the library's DEFAULT_SEARCH_PATH)."""
+    parser.add_argument("--search-path", metavar="P", default=".:$BUNDLE_MAIN",
+                        help=f"{what} (default: .:$BUNDLE_MAIN)")
+
+
 def add_bundle(parser) -> None:
     parser.add_argument("--bundle", metavar="DIR", default=None,
                         help="folder that $BUNDLE_MAIN stands for (default: the top model's folder)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import notes_to_stderr
+from ._common import add_stub_search_path, notes_to_stderr
 
 
 def configure(parser) -> None:
@@ -11,8 +11,7 @@ def configure(parser) -> None:
                         help="stage name, index or nested path outer/inner (omit with --standalone)")
     parser.add_argument("--file", required=True, metavar="F.mlmodelc",
                         help="compiled model the stub names (linkedModelFileName)")
-    parser.add_argument("--search-path", metavar="P", default=".:$BUNDLE_MAIN",
-                        help="linkedModelSearchPath (default: .:$BUNDLE_MAIN)")
+    add_stub_search_path(parser)
     parser.add_argument("--standalone", action="store_true",
                         help="write a stub for the whole MODEL instead of replacing a stage")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help=".mlmodel to write")

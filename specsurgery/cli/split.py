@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import add_json, notes_to_stderr, print_json
+from ._common import add_json, add_stub_search_path, notes_to_stderr, print_json
 
 
 def configure(parser) -> None:
@@ -15,8 +15,7 @@ def configure(parser) -> None:
     parser.add_argument("--name", metavar="N", help="base name of the outputs (default: MODEL's stem)")
     parser.add_argument("--link", action="store_true",
                         help="make the pipeline's backbone stage a linked stub naming <N>Backbone.mlmodelc")
-    parser.add_argument("--search-path", metavar="P", default=".:$BUNDLE_MAIN",
-                        help="search path of the linked stub (default: .:$BUNDLE_MAIN)")
+    add_stub_search_path(parser, "search path of the linked stub")
     parser.add_argument("--freeze-backbone", action="store_true",
                         help="updatable models: mark the backbone's layers not updatable (train the head only)")
     parser.add_argument("--drop-updatable", action="store_true",

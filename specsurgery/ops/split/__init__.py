@@ -27,11 +27,10 @@ from ..._proto import Model_pb2
 from ...errors import NotFoundError, SpecSurgeryError
 from ...io import load, split_model as _split_loaded
 from ..extract.nn import _names
+from ..link.stubs import DEFAULT_SEARCH_PATH
 from . import mlprogram, nn
 
 __all__ = ["split_at", "split_pipeline", "split_model", "DEFAULT_SEARCH_PATH"]
-
-DEFAULT_SEARCH_PATH = ".:$BUNDLE_MAIN"
 
 
 def split_at(spec, blobs, *, shapes=None, freeze_backbone: bool = False, drop_updatable: bool = False,
