@@ -258,14 +258,16 @@ def summarize(model, *, layers: bool = False, search_path: Optional[str] = None,
     for info in iter_models(spec):
         sub = info.model
         kind = model_type(sub)
-        node = {"path": info.path, "name": info.name, "type": kind,
+        # the stage's own name (info.name is the path's last part, wrong for a name holding '/')
+        name = stage_names(pipeline_of(info.parent))[info.index[-1]] if info.index else info.name
+        node = {"path": info.path, "name": name, "type": kind,
                 "spec_version": int(sub.specificationVersion),
                 "inputs": [f.name for f in sub.description.input],
                 "outputs": [f.name for f in sub.description.output], "stages": []}
-        stages[info.path] = node
-        if info.path:
-            parent = info.path.rsplit("/", 1)[0] if "/" in info.path else ""
-            stages[parent]["stages"].append(node)
+        # keyed by stage index, not path: a stage name may hold '/' or repeat a sibling's
+        stages[info.index] = node
+        if info.index:
+            stages[info.index[:-1]]["stages"].append(node)
         if kind in NN_TYPES:
             shapes = _infer_shapes(sub) if layers else None
             nn_out, rows = _nn_summary(getattr(sub, kind), layers, info.path, shapes)
@@ -293,7 +295,7 @@ def summarize(model, *, layers: bool = False, search_path: Optional[str] = None,
     out["parameters"] = total_params
     out["weight_bytes"] = dict(sorted(total_bytes.items()))
     out["weight_bytes_total"] = sum(total_bytes.values())
-    out["tree"] = stages[""]
+    out["tree"] = stages[()]
     if linked:
         out["linked"] = linked
     if programs:
