@@ -73,9 +73,10 @@ def split_at(spec, blobs, *, shapes=None, freeze_backbone: bool = False, drop_up
         backbone, head = nn.split_at(root, cuts, **options)
     if not inplace:
         return backbone, head
-    if pkg is not None:
-        head_spec, pkg.weights = _split_loaded(head)[0], dict(getattr(head, "weights", {}))
+    if pkg is not None:          # the given package becomes the head, weights included
+        head_spec, head_pkg = _split_loaded(head)
         pkg.spec.CopyFrom(head_spec)
+        pkg.weights = dict(head_pkg.weights) if head_pkg is not None else {}
         return backbone, pkg
     root.CopyFrom(head)
     return backbone, root
