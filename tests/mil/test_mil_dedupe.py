@@ -162,3 +162,19 @@ def test_plan_dedupe_plans_ml_programs_with_the_one_planner():
     assert group.members == [p.stem for p in inputs] and plan.options["format"] == "mlpackage"
     assert "ops" in group.why and group.outputs
     assert all(m.bytes_after < m.bytes_before for m in plan.models)   # estimates: nothing built
+
+
+def test_members_that_name_the_cut_value_differently(tmp_path):
+    # value names never enter an id: the member's head input is renamed to the backbone's output
+    from specsurgery.ops import rename_feature
+    from specsurgery.ops.dedupe import plan_dedupe
+
+    a, b = M.family_converted("Classifier"), M.family_converted("Regressor")
+    (cut,) = plan_dedupe([a, b]).groups[0].outputs
+    renamed = tmp_path / "in" / b.name
+    io.save(rename_feature(b, cut, "my_cut"), renamed)
+    out = tmp_path / "out"
+    report = dedupe_files([a, renamed], out)
+    (group,) = report["backbones"]
+    assert group["cuts"][b.stem] == {"my_cut": cut} and group["outputs"] == [cut]
+    _check_outputs(report, out, [a, renamed])

@@ -194,25 +194,11 @@ def plan(models, *, backbone_name: str = "Backbone", min_share: float = 0.2, all
 
 # --------------------------------------------------------------------------- building
 
-def _rename(spec, old: str, new: str) -> None:
-    """Rename value ``old`` of the main function (a function input or an op output,
-    every read of it, a block output) and the feature of that name."""
-    _, fn = P.get_function(spec)
-    holders = list(fn.inputs) + list(spec.description.input) + list(spec.description.output)
-    for block in fn.block_specializations.values():
-        for op in P.iter_ops(block):
-            holders += list(op.outputs)
-            holders += [b for arg in op.inputs.values() for b in arg.arguments if b.WhichOneof("binding") == "name"]
-        block.outputs[:] = [new if n == old else n for n in block.outputs]
-    for holder in holders:
-        if holder.name == old:
-            holder.name = new
-
-
 def build_groups(result_plan, loaded: dict, *, search_path: str, progress, sink: Sink) -> None:
     """Build the plan's groups into ``sink``, one package at a time."""
     from ..link import make_linked_stub
     from ..pipeline import make_pipeline
+    from ..rename import rename_feature
     from ..split import split_at
 
     def build_group(group: BackboneGroup):
@@ -220,7 +206,7 @@ def build_groups(result_plan, loaded: dict, *, search_path: str, progress, sink:
         backbone, _ = split_at(_as_package(open_model(loaded[group.reference])), list(group.cuts[group.reference]))
         for old, new in group.cuts[group.reference].items():
             if old != new:
-                _rename(backbone.spec, old, new)
+                rename_feature(backbone, old, new, inplace=True)
         label_backbone(backbone.spec, group)
         # each member is [stub, head] from the start: its pipeline never carries the backbone's weights
         stub = make_linked_stub(backbone.spec, file_name=f"{group.name}.mlmodelc", search_path=search_path)
@@ -233,7 +219,7 @@ def build_groups(result_plan, loaded: dict, *, search_path: str, progress, sink:
             _, head = split_at(pkg, group.head_cuts[member])
             for old in group.head_cuts[member]:
                 if group.cuts[member][old] != old:
-                    _rename(head.spec, old, group.cuts[member][old])
+                    rename_feature(head, old, group.cuts[member][old], inplace=True)
             yield "member", member, make_pipeline([stub, head], names=["backbone", "head"], interface=pkg)
             del pkg, head
 
