@@ -30,7 +30,8 @@ def link_stage(spec, stage, file_name: str = "Backbone.mlmodelc", search_path: s
     A pipeline holding ML Programs gives an MLPackage whose remaining
     programs keep exactly their weights (a plain spec when the linked stage
     was the last program).  ``inplace=True`` edits the given spec, or the
-    given MLPackage, and returns it."""
+    given MLPackage, and returns it (a plain spec whose programs keep weights
+    comes back inside a new MLPackage around that same spec)."""
     model = load(spec)
     root, pkg = split_model(model)
     programs = mlprogram.has_program(root)
