@@ -11,7 +11,7 @@ The memory limit defaults to a quarter of physical memory (or of the process's
 address-space or cgroup limit, when lower).  ``--max-memory`` on
 the CLI (:func:`set_limit`) or the environment variable ``SPECSURGERY_MAX_MEMORY``
 (e.g. ``8G``, ``512M``, ``1.5GiB``, a plain byte count) sets it; the iteration cap
-(default 100,000) is set by ``SPECSURGERY_MAX_ITERATIONS``.
+(default 10,000) is set by ``SPECSURGERY_MAX_ITERATIONS``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from .units import human_bytes
 ENV_MEMORY = "SPECSURGERY_MAX_MEMORY"
 ENV_ITERATIONS = "SPECSURGERY_MAX_ITERATIONS"
 DEFAULT_FRACTION = 4                 # default limit: physical memory / 4
-DEFAULT_ITERATIONS = 100_000
+DEFAULT_ITERATIONS = 10_000
 _FALLBACK_MEMORY = 8 << 30           # when the platform does not say
 
 

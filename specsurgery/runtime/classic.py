@@ -28,6 +28,7 @@ import numpy as np
 from .. import spec as _spec
 from .._proto import FeatureTypes_pb2
 from ..errors import NotFoundError, SpecSurgeryError, UnsupportedError, missing_message
+from .nms import run_nms
 
 _ARRAY_DTYPES = {
     FeatureTypes_pb2.ArrayFeatureType.DOUBLE: np.float64,
@@ -764,10 +765,11 @@ RUNNERS: dict[str, Callable] = {
     "arrayFeatureExtractor": run_array_feature_extractor,
     "dictVectorizer": run_dict_vectorizer,
     "categoricalMapping": run_categorical_mapping,
+    "nonMaximumSuppression": run_nms,          # runtime/nms.py
 }
 
 # model types whose inputs may be absent (the imputer fills them in)
-_MAY_MISS = {"imputer"}
+_MAY_MISS = {"imputer", "nonMaximumSuppression"}   # NMS: threshold inputs fall back to its parameters
 
 
 def supported_types() -> list[str]:

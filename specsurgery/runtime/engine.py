@@ -339,11 +339,12 @@ def _run(spec, package, inputs, base_dir, search_path, bundle, bundle_ids, funct
         pipe = _spec.pipeline_of(spec)
         names = _spec.stage_names(pipe)
         table = dict(inputs)
+        optional = {f.name for f in spec.description.input if f.type.isOptional}
         for stage_name, stage in zip(names, pipe.models):
             sub_where = f"{where}{stage_name}"
             stage_inputs = {f.name: table[f.name] for f in stage.description.input if f.name in table}
-            missing = [f.name for f in stage.description.input
-                       if f.name not in table and not f.type.isOptional]
+            missing = [f.name for f in stage.description.input   # an optional pipeline input may be absent
+                       if f.name not in table and not f.type.isOptional and f.name not in optional]
             if missing:
                 raise NotFoundError(missing_message("feature", missing, list(table),
                                                     f"the features available to stage {sub_where!r}"))

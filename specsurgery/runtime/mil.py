@@ -31,6 +31,7 @@ from .._proto import MIL_pb2
 from ..errors import NotFoundError, SpecSurgeryError, UnsupportedError
 from .. import spec as _spec
 from ..budget import BudgetError, check_iterations
+from ..budget import check as check_shape
 from ..mil import program as P
 from . import _kernels as K
 from ._inputs import check_array_shape, check_image_size
@@ -68,6 +69,20 @@ class _Ctx:
         if v is None:
             return default
         return [int(x) for x in np.asarray(v).reshape(-1)]
+
+    def room(self, shape, what: str = "output") -> list:
+        """Refuse an array of ``shape`` (a size the op's arguments set) over the memory
+        budget, before it is allocated; returns the shape as ints."""
+        shape = [int(s) for s in shape]
+        check_shape(shape, 4, what=f"op {P.op_name(self.op)!r} ({self.op.type}) {what}")
+        return shape
+
+    def positive(self, key, values) -> list:
+        """``values`` of argument ``key`` (strides, dilations, factors), refused when one is <= 0."""
+        if values is not None and any(v <= 0 for v in values):
+            raise SpecSurgeryError(f"op {P.op_name(self.op)!r} ({self.op.type}): {key} {list(values)} "
+                                   "must be positive in every entry")
+        return values
 
 
 OPS: dict[str, Callable]
@@ -376,10 +391,11 @@ def _conv(c):
     x, w = _f(c["x"]), _f(c["weight"])
     nsp = x.ndim - 2
     kernel = list(w.shape[2:])
-    strides = c.ints("strides", [1] * nsp)
-    dilations = c.ints("dilations", [1] * nsp)
+    strides = c.positive("strides", c.ints("strides", [1] * nsp))
+    dilations = c.positive("dilations", c.ints("dilations", [1] * nsp))
     groups = int(c.scalar("groups", 1))
     pads = _pads(c, x.shape[2:], kernel, strides, dilations)
+    c.room(list(x.shape[:2]) + [s + a + b for s, (a, b) in zip(x.shape[2:], pads)], "padded input")
     if nsp == 2 and x.dtype == np.float32:
         # the 2-D case goes through the neuralNetwork runtime's banded im2col kernel
         try:
@@ -421,14 +437,15 @@ def _conv_transpose(c):
     x, w = _f(c["x"]), _f(c["weight"])  # w: [Cin, Cout/groups, *k]
     nsp = x.ndim - 2
     kernel = list(w.shape[2:])
-    strides = c.ints("strides", [1] * nsp)
-    dilations = c.ints("dilations", [1] * nsp)
+    strides = c.positive("strides", c.ints("strides", [1] * nsp))
+    dilations = c.positive("dilations", c.ints("dilations", [1] * nsp))
     groups = int(c.scalar("groups", 1))
     n, cin = x.shape[:2]
     cg = cin // groups
     og = w.shape[1]
     in_sp = x.shape[2:]
     full = [(i - 1) * s + (k - 1) * d + 1 for i, s, k, d in zip(in_sp, strides, kernel, dilations)]
+    c.room([n, og * groups] + full)
     out = np.zeros((n, og * groups) + tuple(full), dtype=x.dtype)
     for g in range(groups):
         xg = x[:, g * cg:(g + 1) * cg]
@@ -466,11 +483,12 @@ def _conv_transpose(c):
 def _pool(c, kind):
     x = _f(c["x"])
     nsp = x.ndim - 2
-    kernel = c.ints("kernel_sizes")
-    strides = c.ints("strides", [1] * nsp)
+    kernel = c.positive("kernel_sizes", c.ints("kernel_sizes"))
+    strides = c.positive("strides", c.ints("strides", [1] * nsp))
     dil = [1] * nsp
     in_sp = x.shape[2:]
     pads = _pads(c, in_sp, kernel, strides, dil)
+    c.room(list(x.shape[:2]) + [s + a + b for s, (a, b) in zip(in_sp, pads)], "padded input")
     if c.scalar("ceil_mode", False):
         pads = list(pads)
         for i in range(nsp):
@@ -532,6 +550,7 @@ def _upsample_bilinear(c):
     x = _f(c["x"])
     sh, sw = float(c.scalar("scale_factor_height", 1)), float(c.scalar("scale_factor_width", 1))
     out_h, out_w = int(math.floor(x.shape[-2] * sh)), int(math.floor(x.shape[-1] * sw))
+    c.room(list(x.shape[:-2]) + [out_h, out_w])
     return _bilinear(x, out_h, out_w, sh, sw, bool(c.scalar("align_corners", True)),
                      bool(c.scalar("half_pixel_centers", not c.scalar("align_corners", True))))
 
@@ -540,6 +559,7 @@ def _upsample_bilinear(c):
 def _resize_bilinear(c):
     x = _f(c["x"])
     oh, ow = int(c.scalar("target_size_height", 1)), int(c.scalar("target_size_width", 1))
+    c.room(list(x.shape[:-2]) + [oh, ow])
     mode = str(c.scalar("sampling_mode", "DEFAULT")).upper()
     h, w = x.shape[-2:]
     if mode in ("STRICT_ALIGN_CORNERS", "ALIGN_CORNERS"):
@@ -560,6 +580,7 @@ def _nearest(x, out_h, out_w, sh, sw):
 def _upsample_nn(c):
     x = np.asarray(c["x"])
     sh, sw = float(c.scalar("scale_factor_height", 1)), float(c.scalar("scale_factor_width", 1))
+    c.room(list(x.shape[:-2]) + [int(x.shape[-2] * sh), int(x.shape[-1] * sw)])
     return _nearest(x, int(x.shape[-2] * sh), int(x.shape[-1] * sw), sh, sw)
 
 
@@ -567,6 +588,7 @@ def _upsample_nn(c):
 def _resize_nn(c):
     x = np.asarray(c["x"])
     oh, ow = int(c.scalar("target_size_height")), int(c.scalar("target_size_width"))
+    c.room(list(x.shape[:-2]) + [oh, ow])
     return _nearest(x, oh, ow, oh / x.shape[-2], ow / x.shape[-1])
 
 
@@ -575,6 +597,7 @@ def _resize(c):
     x = np.asarray(c["x"])
     shape = c.ints("shape")
     oh, ow = shape[-2], shape[-1]
+    c.room(list(x.shape[:-2]) + [oh, ow])
     return _nearest(x, oh, ow, oh / x.shape[-2], ow / x.shape[-1])
 
 
@@ -768,7 +791,9 @@ def _flatten2d(c):
 
 @op("tile")
 def _tile(c):
-    return np.tile(c["x"], c.ints("reps"))
+    x, reps = np.asarray(c["x"]), c.ints("reps")
+    c.room([d * r for d, r in zip([1] * (len(reps) - x.ndim) + list(x.shape), [1] * (x.ndim - len(reps)) + reps)])
+    return np.tile(x, reps)
 
 
 @op("shape")
@@ -778,7 +803,7 @@ def _shape(c):
 
 @op("fill")
 def _fill(c):
-    return np.full(c.ints("shape"), c.scalar("value", 0.0), dtype=np.float32)
+    return np.full(c.room(c.ints("shape")), c.scalar("value", 0.0), dtype=np.float32)
 
 
 @op("fill_like")
@@ -789,6 +814,10 @@ def _fill_like(c):
 @op("range_1d")
 def _range(c):
     s, e, st = c.scalar("start"), c.scalar("end"), c.scalar("step")
+    if not all(math.isfinite(float(v)) for v in (s, e, st)) or st == 0:
+        raise SpecSurgeryError(f"op {P.op_name(c.op)!r} (range_1d): start {s}, end {e}, step {st}: "
+                               "need finite values and a step other than 0")
+    c.room([max(0, math.ceil((float(e) - float(s)) / float(st)))])
     return np.arange(s, e, st)
 
 
@@ -833,6 +862,7 @@ def _pad(c):
     pad = c.ints("pad")
     k = len(pad) // 2
     widths = [(0, 0)] * (x.ndim - k) + [(pad[2 * i], pad[2 * i + 1]) for i in range(k)]
+    c.room([d + a + b for d, (a, b) in zip(x.shape, widths)])
     mode = str(c.scalar("mode", "constant"))
     if mode == "constant":
         return np.pad(x, widths, constant_values=c.scalar("constant_val", 0.0))
@@ -854,6 +884,7 @@ def _band_part(c):
 def _one_hot(c):
     idx = np.asarray(c["indices"]).astype(np.int64)
     depth = int(c.scalar("one_hot_vector_size"))
+    c.room(list(idx.shape) + [max(depth, 0)])
     axis = int(c.scalar("axis", -1))
     on, off = c.scalar("on_value", 1.0), c.scalar("off_value", 0.0)
     out = np.where(np.arange(depth) == idx[..., None], on, off).astype(np.float32)
@@ -1501,6 +1532,11 @@ def predict_program(spec, package, inputs: dict, function: Optional[str] = None)
                     value = value.astype(dt)
         result[out_name] = value
     return result
+
+
+from .nms import MIL_OPS as _NMS_RANDOM_OPS  # noqa: E402  (non_maximum_suppression, random_*)
+
+OPS.update(_NMS_RANDOM_OPS)
 
 
 def supported_ops() -> list[str]:

@@ -12,6 +12,7 @@ from .._proto import FeatureTypes_pb2
 from ..errors import VerifyError
 from ._inputs import check_declared_size
 from .classic import input_vocabulary
+from .nms import threshold_inputs
 from .engine import GRAY_SPACES, Source, _run
 
 INT32 = FeatureTypes_pb2.ArrayFeatureType.INT32
@@ -65,7 +66,7 @@ def random_inputs(model, seed: int = 0, int_range: Optional[tuple] = None) -> di
     normal float32, or integers in ``int_range`` (default: below the smallest
     embedding/gather size the input feeds, else 0..9) for INT32 arrays and
     inputs that index a lookup.  Flexible inputs take their default shape.
-    Double: standard normal.  String / Int64 / dictionary inputs that a classic
+    Double: standard normal (NMS thresholds: 0..1).  String / Int64 / dictionary inputs that a classic
     stage looks up (one-hot encoder, categorical mapping, dict vectorizer) draw
     from the keys it knows; otherwise "sample", 0..9 and {"a"|"b"|"c": normal}.
     """
@@ -73,6 +74,7 @@ def random_inputs(model, seed: int = 0, int_range: Optional[tuple] = None) -> di
     rng = np.random.default_rng(seed)
     bounds = _index_bounds(spec)
     vocab = input_vocabulary(spec)     # values one-hot / categorical / dict stages know
+    thresholds = threshold_inputs(spec)   # NMS threshold overrides: 0..1
     out = {}
     for f in spec.description.input:
         t = f.type.WhichOneof("Type")
@@ -95,6 +97,10 @@ def random_inputs(model, seed: int = 0, int_range: Optional[tuple] = None) -> di
             is_int = f.type.multiArrayType.dataType == INT32 or f.name in bounds
             if is_int or int_range is not None and f.name in bounds:
                 lo, hi = int_range if int_range is not None else (0, bounds.get(f.name, 10))
+                if hi <= lo:
+                    raise VerifyError(f"input {f.name!r} indexes a lookup (embedding or gather) of "
+                                      f"{hi} entries, so no index can be drawn for it; fix the "
+                                      "lookup's size or give --int-range LO,HI")
                 out[f.name] = rng.integers(lo, hi, size=shape).astype(
                     np.int32 if f.type.multiArrayType.dataType == INT32 else np.float32)
             else:
@@ -104,7 +110,7 @@ def random_inputs(model, seed: int = 0, int_range: Optional[tuple] = None) -> di
             known = [k for k in vocab.get(f.name, ()) if isinstance(k, int)]
             out[f.name] = int(known[rng.integers(len(known))]) if known else int(rng.integers(lo, hi))
         elif t == "doubleType":
-            out[f.name] = float(rng.standard_normal())
+            out[f.name] = float(rng.uniform()) if f.name in thresholds else float(rng.standard_normal())
         elif t == "stringType":
             known = [k for k in vocab.get(f.name, ()) if isinstance(k, str)]
             out[f.name] = known[rng.integers(len(known))] if known else "sample"

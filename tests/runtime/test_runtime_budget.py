@@ -250,31 +250,52 @@ def test_the_cli_refuses_a_flexible_input_outside_its_range_in_one_line(tmp_path
 
 # --------------------------------------------------------------------------- float16 overflow
 
-def _fp16_program():
+def _program(op_type, args, dtype=MIL_pb2.FLOAT16, out_dtype=None):
+    """A one-op ML Program: input ``a`` ([2], ``dtype``) bound to each of ``args``, output ``z``."""
     spec = Model_pb2.Model()
     spec.specificationVersion = 7
     for name in ("a", "z"):
         f = (spec.description.input if name == "a" else spec.description.output).add()
         f.name = name
-        f.type.multiArrayType.dataType = f.type.multiArrayType.FLOAT16
+        f.type.multiArrayType.dataType = 65552 if dtype == MIL_pb2.FLOAT16 else 131104
         f.type.multiArrayType.shape.extend([2])
     fn = spec.mlProgram.functions["main"]
     fn.opset = "CoreML6"
     inp = fn.inputs.add()
     inp.name = "a"
-    inp.type.tensorType.dataType = MIL_pb2.FLOAT16
+    inp.type.tensorType.dataType = dtype
     inp.type.tensorType.rank = 1
     inp.type.tensorType.dimensions.add().constant.size = 2
     block = fn.block_specializations["CoreML6"]
     op = block.operations.add()
-    op.type = "mul"
-    for key in ("x", "y"):
+    op.type = op_type
+    for key in args:
         op.inputs[key].arguments.add().name = "a"
     out = op.outputs.add()
     out.name = "z"
     out.type.CopyFrom(inp.type)
+    out.type.tensorType.dataType = out_dtype or dtype
     block.outputs.append("z")
     return spec
+
+
+def _fp16_program():
+    return _program("mul", ("x", "y"))
+
+
+def test_an_ml_program_op_sized_by_its_arguments_is_refused_naming_the_op():
+    spec = _program("fill", ("shape",), dtype=MIL_pb2.INT32, out_dtype=MIL_pb2.FLOAT32)
+    with pytest.raises(BudgetError, match=r"op 'z' \(fill\) output: shape \[100000, 100000\]"):
+        predict(spec, {"a": np.array([100000, 100000], np.int32)})
+    assert predict(spec, {"a": np.array([2, 1], np.int32)})["z"].shape == (2, 1)
+
+
+def test_an_empty_lookup_gives_a_clean_error_when_inputs_are_drawn():
+    def build(nn):
+        p = layer(nn, "embeddingND", "x", "y", name="emb")
+        p.vocabSize, p.embeddingSize = 0, 2
+    with pytest.raises(SpecSurgeryError, match=r"input 'x' indexes a lookup .* of 0 entries"):
+        random_inputs(net({"x": [3, 1]}, build))
 
 
 def test_fp16_overflow_is_said_once_in_our_words_naming_the_op():
