@@ -33,6 +33,7 @@ COMMANDS = {
     "set": ("set", "set metadata, feature descriptions, class labels or the spec version"),
     "extract": ("extract", "cut out the sub-graph between blobs"),
     "expose": ("expose", "add intermediate blobs or program values as extra outputs"),
+    "add-nms": ("add_nms", "turn a raw object detector into a detector pipeline with non-maximum suppression"),
     "suggest-cuts": ("suggest_cuts", "list the blobs where one cut separates the graph"),
     "dedupe": ("dedupe", "share one linked backbone between models of a bundle"),
     "compress": ("compress", "compress weights: fp16, 8-bit linear, palettization, pruning"),

@@ -10,6 +10,7 @@ _LAZY = {
     "make_pipeline": "pipeline", "link_stage": "link", "make_linked_stub": "link", "unlink": "link",
     "rename_feature": "rename", "dedupe": "dedupe", "dedupe_files": "dedupe", "plan_dedupe": "dedupe",
     "compress": "compress", "set_metadata": "metadata", "expose": "expose",
+    "add_nms": "nms",
 }
 
 
