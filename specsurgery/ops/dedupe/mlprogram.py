@@ -37,7 +37,6 @@ serve both.
 from __future__ import annotations
 
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -47,8 +46,8 @@ from ..._proto import Model_pb2
 from ...errors import SpecSurgeryError, UnsupportedError
 from ...mil import blobs as B
 from ...mil import program as P
-from .plan import (BackboneGroup, DedupeResult, Fingerprint, HashStats, ModelPlan, Sink, digest, label_backbone,
-                   make_plan, open_model, read_models, refuse_unsupported, settle)
+from .plan import (BackboneGroup, DedupeResult, Fingerprint, FolderSink, HashStats, ModelPlan, Sink, digest,
+                   label_backbone, make_plan, open_model, read_models, refuse_unsupported, settle)
 
 BACKEND = "ML Program"
 MULTIFUNCTION_VERSION = 9
@@ -309,26 +308,16 @@ def dedupe(models, *, backbone_name: str, search_path: str, min_share: float, al
 
 # --------------------------------------------------------------------------- files
 
-class Writer(Sink):
-    """Saves each built package into ``folder`` (a staging folder) as it comes."""
+class Writer(FolderSink):
+    """Saves each built package into a staging folder as it comes."""
 
     def __init__(self, folder: Path, result_plan):
-        super().__init__(package_bytes, keep=False)
-        self.folder = folder
-        self.outputs = {p.name: p.output for p in result_plan.models}
-        self.written: dict = {}
+        super().__init__(folder, result_plan, package_bytes)
 
-    def put(self, group, role, name, model) -> int:
+    def save(self, group, role, name, model) -> str:
         rel = f"{name}.mlpackage" if role == "backbone" else self.outputs[name]
         io.save(model, self.folder / rel, search_path=str(self.folder))
-        self.written[name] = rel
-        return self.size_of(model)
-
-    def drop(self, names) -> None:
-        for name in names:
-            rel = self.written.pop(name, None)
-            if rel is not None:
-                shutil.rmtree(self.folder / rel, ignore_errors=True)
+        return rel
 
 
 def write_files(result_plan, loaded: dict, folder: Path, *, search_path: str, progress,

@@ -35,8 +35,8 @@ from ..._proto import Model_pb2, NeuralNetwork_pb2
 from ...errors import SpecSurgeryError
 from ...spec import NN_TYPES, model_type, nn_of
 from ...weights import storage_kind, weight_count, weight_nbytes
-from .plan import (BackboneGroup, DedupeResult, Fingerprint, HashStats, ModelPlan, Sink, digest, label_backbone,
-                   make_plan, open_model, read_models, refuse_unsupported, settle)
+from .plan import (BackboneGroup, DedupeResult, Fingerprint, FolderSink, HashStats, ModelPlan, Sink, digest,
+                   label_backbone, make_plan, open_model, read_models, refuse_unsupported, settle)
 
 _WeightParams = NeuralNetwork_pb2.WeightParams
 BACKEND = "neuralNetwork"
@@ -390,36 +390,24 @@ def dedupe(models, *, backbone_name: str, search_path: str, min_share: float, al
 
 # --------------------------------------------------------------------------- files
 
-class Writer(Sink):
-    """Saves each built model into ``folder`` (a staging folder) as it comes."""
+class Writer(FolderSink):
+    """Saves each built model into a staging folder as it comes."""
 
     def __init__(self, folder: Path, result_plan):
-        super().__init__(lambda spec: spec.ByteSize(), keep=False)
-        self.folder = folder
-        self.outputs = {p.name: p.output for p in result_plan.models}
+        super().__init__(folder, result_plan, lambda spec: spec.ByteSize())
         self.interfaces: dict = {}
-        self.written: dict = {}
 
-    def put(self, group, role, name, model) -> int:
+    def save(self, group, role, name, model) -> str:
         if role == "backbone":
-            rel = f"{name}.mlmodel"
-            io.save(model, self.folder / rel)
+            io.save(model, self.folder / f"{name}.mlmodel")
             self.interfaces[name] = _interface(model)
-        else:
-            # the stub's interface was copied from the backbone, which was checked just above;
-            # checking each stub against the target on disk would re-read and re-check the
-            # backbone once per member (100 MB apiece for a ResNet-50)
-            _assert_stub_matches(model, self.interfaces[group.name], name)
-            rel = self.outputs[name]
-            io.save(model, self.folder / rel)
-        self.written[name] = rel
-        return self.size_of(model)
-
-    def drop(self, names) -> None:
-        for name in names:
-            rel = self.written.pop(name, None)
-            if rel is not None:
-                (self.folder / rel).unlink(missing_ok=True)
+            return f"{name}.mlmodel"
+        # the stub's interface was copied from the backbone, which was checked just above;
+        # checking each stub against the target on disk would re-read and re-check the
+        # backbone once per member (100 MB apiece for a ResNet-50)
+        _assert_stub_matches(model, self.interfaces[group.name], name)
+        io.save(model, self.folder / self.outputs[name])
+        return self.outputs[name]
 
 
 def _assert_stub_matches(model, backbone, where: str) -> None:

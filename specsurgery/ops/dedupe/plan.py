@@ -36,6 +36,7 @@ import hashlib
 import itertools
 import os
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -780,6 +781,31 @@ class Sink:
         for name in names:
             self.backbones.pop(name, None)
             self.models.pop(name, None)
+
+
+class FolderSink(Sink):
+    """Saves each built model into ``folder`` (a staging folder) as it comes;
+    a backend says how, in :meth:`save`, which returns the name written."""
+
+    def __init__(self, folder: Path, plan: DedupePlan, size_of: Callable[[object], int]):
+        super().__init__(size_of, keep=False)
+        self.folder = folder
+        self.outputs = {p.name: p.output for p in plan.models}
+        self.written: dict = {}     # model name -> name in folder
+
+    def save(self, group: BackboneGroup, role: str, name: str, model) -> str:
+        raise NotImplementedError
+
+    def put(self, group, role, name, model) -> int:
+        self.written[name] = self.save(group, role, name, model)
+        return self.size_of(model)
+
+    def drop(self, names) -> None:
+        for name in names:
+            rel = self.written.pop(name, None)
+            if rel is not None:
+                path = self.folder / rel
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def settle(plan: DedupePlan, build_group: Callable, sink: Sink) -> None:
