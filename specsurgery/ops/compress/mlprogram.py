@@ -20,6 +20,7 @@ import numpy as np
 
 from ... import budget
 from ... import io as ssio
+from ..._quiet import quiet_coremltools
 from ..._tempdirs import private_tempdir
 from ...errors import SpecSurgeryError, UnsupportedError
 from ...weights import pack_bits
@@ -161,12 +162,9 @@ def _opset_version(spec) -> int:
 
 def compress_package(pkg, opts: Options, selector: Selector, report: CompressReport, stage: str = "",
                      known_out=None, final: bool = True, progress: Optional[Callable] = None):
-    """:func:`_compress_program` with coremltools' import notes and progress bars silenced: the CLI
-    prints one summary (or one error line), not a screenful of tqdm output on stderr."""
-    from ..._quiet import quiet_coremltools
-
-    with quiet_coremltools():
-        out = _compress_program(pkg, opts, selector, report, stage, known_out, final)
+    """Compress one ML Program package (``stage`` names it inside a pipeline);
+    ``progress(name)`` after each compressed weight."""
+    out = _compress_program(pkg, opts, selector, report, stage, known_out, final)
     if progress is not None and out is not None:
         for row in report.layers:
             if row.stage == stage:
@@ -262,60 +260,10 @@ def _compress_program(pkg, opts, selector, report, stage: str = "", known_out=No
             explain_nothing_done(report)
         return out
 
-    ct = _proto_coremltools()
-    cto = ct.optimize.coreml
-    threshold = max(0, int(opts.min_weights) - 1)
-    calls = []
-
-    def lut_function(val):
-        flat = np.asarray(val, dtype=np.float32).reshape(-1)
-        table, codes = lut_quantize(flat, nbits, seed=opts.seed)
-        approx = table[codes]
-        calls.append((tuple(np.shape(val)), snr_db(flat, approx)))
-        return table.astype(np.asarray(val).dtype), codes.reshape(-1).astype(np.uint8)
-
-    if mode == "palettize":
-        kw = {}
-        if opts.granularity == "per_grouped_channel":
-            kw = {"granularity": "per_grouped_channel", "group_size": int(opts.group_size)}
-        op_cfg = cto.OpPalettizerConfig(mode="custom", lut_function=lut_function,
-                                        weight_threshold=threshold, **kw)
-        run = cto.palettize_weights
-    elif mode == "linear":
-        op_cfg = cto.OpLinearQuantizerConfig(
-            mode="linear", dtype="int8" if nbits == 8 else "int4",
-            granularity="per_channel" if opts.per_channel else "per_tensor",
-            weight_threshold=threshold)
-        run = cto.linear_quantize_weights
-    else:
-        op_cfg = cto.OpMagnitudePrunerConfig(target_sparsity=float(sparsity), weight_threshold=threshold)
-        run = cto.prune_weights
-    if selector.layers or selector.exclude:
-        config = cto.OptimizationConfig(
-            global_config=None if selector.layers else op_cfg,
-            op_name_configs={op: (op_cfg if keep else None) for op, keep in op_names.items()})
-    else:
-        config = cto.OptimizationConfig(global_config=op_cfg)
-
+    calls: list = []        # (shape, SNR) of each table our k-means made for coremltools
     _check_values(pkg, consts, consumers, selected, stage)
-    with private_tempdir("specsurgery-compress-") as tmp:
-        src = tmp / "in.mlpackage"
-        ssio.save(pkg, src, check=False)
-        try:
-            mlmodel = ct.models.MLModel(str(src), skip_model_load=True)
-            result = run(mlmodel, config)
-        except Exception as exc:     # coremltools' own faults on a program it cannot read
-            first = (str(exc).strip().splitlines() or [""])[0][:200]
-            raise SpecSurgeryError(
-                f"compress: coremltools.optimize failed on this ML Program{' (stage ' + repr(stage) + ')' if stage else ''}"
-                f" ({type(exc).__name__}: {first}); run 'specsurgery check' on it") from exc
-        dst = tmp / "out.mlpackage"
-        result.save(str(dst))
-        loaded = ssio.load(dst)
-        # Read the weights into memory: the temp folder goes away on exit.
-        weights = {k: ssio.WeightFile(None, np.array(v.data)) for k, v in loaded.weights.items()}
-        out = ssio.MLPackage(loaded.spec, weights, None, dict(pkg.metadata))
-        del mlmodel, result
+    with quiet_coremltools():   # coremltools' import notes and tqdm bars stay off stderr
+        out = _through_coremltools(pkg, opts, selector, op_names, stage, calls)
 
     # Report: every weight that became a constexpr op.
     _, after, _ = _program_inventory(out)
@@ -351,6 +299,69 @@ def _compress_program(pkg, opts, selector, report, stage: str = "", known_out=No
         report.versions[stage] = (pkg.spec.specificationVersion, out.spec.specificationVersion)
     if final:
         explain_nothing_done(report)
+    return out
+
+
+def _through_coremltools(pkg, opts, selector, op_names, stage, calls):
+    """The package compressed by ``coremltools.optimize.coreml`` in a private
+    temporary folder, read back into memory; ``calls`` collects the SNR of
+    the tables our k-means makes for coremltools' palettizer."""
+    mode, nbits, sparsity = opts.mode, opts.nbits, opts.sparsity
+    ct = _proto_coremltools()
+    cto = ct.optimize.coreml
+    threshold = max(0, int(opts.min_weights) - 1)
+
+    def lut_function(val):
+        flat = np.asarray(val, dtype=np.float32).reshape(-1)
+        table, codes = lut_quantize(flat, nbits, seed=opts.seed)
+        approx = table[codes]
+        calls.append((tuple(np.shape(val)), snr_db(flat, approx)))
+        return table.astype(np.asarray(val).dtype), codes.reshape(-1).astype(np.uint8)
+
+    if mode == "palettize":
+        kw = {}
+        if opts.granularity == "per_grouped_channel":
+            kw = {"granularity": "per_grouped_channel", "group_size": int(opts.group_size)}
+        op_cfg = cto.OpPalettizerConfig(mode="custom", lut_function=lut_function,
+                                        weight_threshold=threshold, **kw)
+        run = cto.palettize_weights
+    elif mode == "linear":
+        op_cfg = cto.OpLinearQuantizerConfig(
+            mode="linear", dtype="int8" if nbits == 8 else "int4",
+            granularity="per_channel" if opts.per_channel else "per_tensor",
+            weight_threshold=threshold)
+        run = cto.linear_quantize_weights
+    else:
+        op_cfg = cto.OpMagnitudePrunerConfig(target_sparsity=float(sparsity), weight_threshold=threshold)
+        run = cto.prune_weights
+    if selector.layers or selector.exclude:
+        config = cto.OptimizationConfig(
+            global_config=None if selector.layers else op_cfg,
+            op_name_configs={op: (op_cfg if keep else None) for op, keep in op_names.items()})
+    else:
+        config = cto.OptimizationConfig(global_config=op_cfg)
+
+    with private_tempdir("specsurgery-compress-") as tmp:
+        src = tmp / "in.mlpackage"
+        ssio.save(pkg, src, check=False)
+        try:
+            mlmodel = ct.models.MLModel(str(src), skip_model_load=True)
+            result = run(mlmodel, config)
+        except SpecSurgeryError:
+            raise
+        except Exception as exc:     # coremltools' own faults on a program it cannot read
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            where = f" (stage {stage!r})" if stage else ""
+            raise SpecSurgeryError(
+                f"compress: coremltools.optimize failed on this ML Program{where} "
+                f"({type(exc).__name__}: {first}); run 'specsurgery check' on it") from exc
+        dst = tmp / "out.mlpackage"
+        result.save(str(dst))
+        loaded = ssio.load(dst)
+        # Read the weights into memory: the temp folder goes away on exit.
+        weights = {k: ssio.WeightFile(None, np.array(v.data)) for k, v in loaded.weights.items()}
+        out = ssio.MLPackage(loaded.spec, weights, None, dict(pkg.metadata))
+        del mlmodel, result
     return out
 
 

@@ -93,9 +93,10 @@ def compress_network(nn, stage: str, opts: Options, selector: Selector, report: 
             selector.wants(stage, name)
             continue
         counts = bodies.setdefault(parent, [[], []]) if parent else None
+        reported = len(report.skipped)
         row = _compress_one(layer, stage, parent, opts, selector, report)
         if row is None:
-            if counts is not None:
+            if counts is not None and len(report.skipped) > reported:   # not "not selected"
                 counts[1].append(name)
             continue
         report.layers.append(row)
