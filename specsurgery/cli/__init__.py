@@ -34,6 +34,8 @@ COMMANDS = {
     "extract": ("extract", "cut out the sub-graph between blobs"),
     "expose": ("expose", "add intermediate blobs or program values as extra outputs"),
     "add-nms": ("add_nms", "turn a raw object detector into a detector pipeline with non-maximum suppression"),
+    "reshape": ("reshape", "declare flexible input shapes: ranges or enumerated shapes"),
+    "retype": ("retype", "turn a MultiArray input into an image input, or back"),
     "suggest-cuts": ("suggest_cuts", "list the blobs where one cut separates the graph"),
     "dedupe": ("dedupe", "share one linked backbone between models of a bundle"),
     "compress": ("compress", "compress weights: fp16, 8-bit linear, palettization, pruning"),

@@ -11,6 +11,7 @@ _LAZY = {
     "rename_feature": "rename", "dedupe": "dedupe", "dedupe_files": "dedupe", "plan_dedupe": "dedupe",
     "compress": "compress", "set_metadata": "metadata", "expose": "expose",
     "add_nms": "nms",
+    "reshape": "reshape", "retype": "retype",
 }
 
 

@@ -1,0 +1,40 @@
+"""``specsurgery retype MODEL --input NAME=image:RGB,scale=S,bias=R,G,B -o OUT``: image inputs, or back."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import add_output
+
+EPILOG = """examples:
+  specsurgery retype net.mlmodel --input x=image:RGB,scale=0.00392157 -o image.mlmodel
+  specsurgery retype net.mlpackage --input x=image:BGR,scale=0.017,bias=-2.1,-2.0,-1.8 -o image.mlpackage
+  specsurgery retype image.mlmodel --input x=array -o array.mlmodel"""
+
+
+def configure(parser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    parser.add_argument("model", metavar="MODEL", help=".mlmodel or .mlpackage")
+    parser.add_argument("--input", action="append", metavar="NAME=TYPE", required=True,
+                        help="image:RGB|BGR|GRAY[,scale=S][,bias=R,G,B] turns a [1,C,H,W] or [C,H,W] "
+                             "MultiArray into an image (the network sees pixel*S+bias); array turns an "
+                             "image back, folding its preprocessing away (repeatable)")
+    add_output(parser, help_text="the retyped model")
+
+
+def run(args) -> int:
+    from ..io import save
+    from ..ops.retype import retype
+    from ..spec import describe_type
+    from ._common import key_values
+
+    types = key_values(args.input, "--input")
+    edited = retype(args.model, types)
+    save(edited, args.output)
+    spec = getattr(edited, "spec", edited)
+    for f in spec.description.input:
+        if f.name in types:
+            print(f"input {f.name}: {describe_type(f.type)}")
+    print(f"wrote {args.output}")
+    return 0
