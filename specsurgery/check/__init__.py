@@ -152,6 +152,10 @@ def _check_model(spec, path: str, ctx: _Context, sink: list) -> None:
         from .classifier import check_pipeline_interface
 
         check_pipeline_interface(spec, kind, out)
+    if kind == "nonMaximumSuppression" or kind in PIPELINE_TYPES:   # detectors: check/nms.py
+        from .nms import check_detector
+
+        check_detector(spec, kind, out)
     if kind == "linkedModel":
         from .linked import check_linked, check_target
 
