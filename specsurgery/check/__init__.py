@@ -21,6 +21,7 @@ from pathlib import Path
 from ..errors import CheckError
 from ..spec import NN_TYPES, PIPELINE_TYPES, pipeline_of
 from .findings import Finding, Findings, errors, join
+from .rules import demote
 from .versions import NEWEST, min_spec_version, own_needs, version_needs
 
 __all__ = ["Finding", "check", "assert_valid", "min_spec_version", "CheckError", "errors"]
@@ -140,6 +141,12 @@ def _check_model(spec, path: str, ctx: _Context, sink: list) -> None:
         check_arity(nn, out)
         check_weights(nn, out, spec)
         check_updatable(spec, nn, out)
+        from .nn_extra import check_activations, check_input_ranks
+        from .updatable import check_updatable_nn
+
+        check_activations(nn, out)
+        check_input_ranks(spec, nn, out)
+        check_updatable_nn(spec, nn, out)
     if kind in CLASSIFIERS:
         from .classifier import check_classifier
 
@@ -152,6 +159,8 @@ def _check_model(spec, path: str, ctx: _Context, sink: list) -> None:
         from .classifier import check_pipeline_interface
 
         check_pipeline_interface(spec, kind, out)
+    if kind in CLASSIC_TYPES:
+        _check_classic(spec, kind, out)
     if kind == "nonMaximumSuppression" or kind in PIPELINE_TYPES:   # detectors: check/nms.py
         from .nms import check_detector
 
@@ -174,7 +183,7 @@ def _check_model(spec, path: str, ctx: _Context, sink: list) -> None:
             except Exception as exc:  # a crash in a rule must not hide the other findings
                 out.error("mlProgram", "mlprogram.checker-crashed",
                           f"the ML Program checker failed: {type(exc).__name__}: {exc}")
-    sink.extend(out)
+    sink.extend(demote(out, spec))
     if kind in PIPELINE_TYPES:
         from .pipeline import check_pipeline, stage_labels
 
@@ -183,6 +192,37 @@ def _check_model(spec, path: str, ctx: _Context, sink: list) -> None:
         pipe = pipeline_of(spec)
         for name, stage in zip(stage_labels(pipe), pipe.models):
             _check_model(stage, join(path, name), ctx, sink)
+
+
+#: Model types with rules of their own beyond the interface (check/trees.py,
+#: knn.py, glm.py, classic.py).
+CLASSIC_TYPES = {"treeEnsembleClassifier", "treeEnsembleRegressor", "glmClassifier", "glmRegressor",
+                 "kNearestNeighborsClassifier", "featureVectorizer", "scaler", "oneHotEncoder",
+                 "visionFeaturePrint", "audioFeaturePrint", "textClassifier"}
+
+
+def _check_classic(spec, kind: str, out: Findings) -> None:
+    if kind in ("treeEnsembleClassifier", "treeEnsembleRegressor"):
+        from .trees import check_tree_ensemble
+
+        check_tree_ensemble(spec, kind, out)
+    elif kind == "glmClassifier":
+        from .glm import check_glm_classifier
+
+        check_glm_classifier(spec, out)
+    elif kind == "glmRegressor":
+        from .glm import check_glm_regressor
+
+        check_glm_regressor(spec, out)
+    elif kind == "kNearestNeighborsClassifier":
+        from .classifier import check_predicted
+        from .knn import check_knn
+
+        check_predicted(spec, check_knn(spec, out), out, kind)
+    else:
+        from .classic import CHECKERS
+
+        CHECKERS[kind](spec, out)
 
 
 def _unknown_fields(spec) -> list[int]:

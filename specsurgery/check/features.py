@@ -177,8 +177,16 @@ def check_interface(spec, out: Findings, kind: str | None, version: int) -> None
         check_multifunction(spec, out, kind, version)
         return
     _check_io(desc.input, desc.output, desc.state, "", out, kind, version)
+    # Core ML's validator never validates training input descriptions (only the
+    # updatable-NN validator compares them with the inputs), so what is wrong
+    # in one is a warning here.
+    training = Findings()
     for i, f in enumerate(desc.trainingInput):
-        check_feature(f, f"trainingInput:{f.name or i}", "training input", out, kind, version)
+        check_feature(f, f"trainingInput:{f.name or i}", "training input", training, kind, version)
+    for f in training:
+        out.warning(f.path, f.rule, f"{f.message} (Core ML's validator does not check training "
+                    "input descriptions; on-device training reads them)" if f.severity == "error"
+                    else f.message)
 
 
 def _check_io(inputs, outputs, states, prefix: str, out: Findings, kind, version) -> None:
@@ -200,8 +208,10 @@ def _check_io(inputs, outputs, states, prefix: str, out: Findings, kind, version
             where = f"{prefix}{role}:{f.name or i}"
             check_feature(f, where, role, out, kind, version)
             if f.name and f.name in seen:
-                out.error(where, "feature.duplicate-name",
-                          f"{role} name '{f.name}' is declared twice; feature names must be unique")
+                out.warning(where, "feature.duplicate-name",
+                            f"{role} name '{f.name}' is declared twice; Core ML's validator accepts "
+                            "it, but features are looked up by name, so one of them is unreachable: "
+                            "rename it")
             seen.add(f.name)
     for f in outputs:
         if f.type.isOptional:
@@ -268,5 +278,32 @@ def check_metadata(spec, out: Findings) -> None:
             if isinstance(text, bytes):  # pragma: no cover - proto3 strings are str in Python
                 out.error("metadata", "metadata.not-utf8", f"metadata.userDefined {what} is not UTF-8")
             elif "\x00" in text:
-                out.error("metadata", "metadata.not-utf8",
-                          f"metadata.userDefined {what} {text!r} contains a NUL character")
+                out.warning("metadata", "metadata.not-utf8",
+                            f"metadata.userDefined {what} {text!r} contains a NUL character; Core "
+                            "ML's validator accepts it, but tools that read metadata as C strings "
+                            "cut the text there")
+
+
+#: FeatureType oneof member -> the name Core ML's messages use.
+TYPE_NAMES = {"int64Type": "Int64", "doubleType": "Double", "stringType": "String",
+              "imageType": "Image", "multiArrayType": "MultiArray", "dictionaryType": "Dictionary",
+              "sequenceType": "Sequence", "stateType": "State"}
+
+
+def check_feature_types(feats, role: str, allowed, kind: str, out: Findings, max_count: int = 0) -> None:
+    """Feature types a model type accepts, and how many features it takes
+    (``validateSchemaTypes`` / ``validateDescriptionsContainFeatureWithTypes`` in
+    Core ML's ValidatorUtils-inl.hpp).  ``max_count`` 0 = any number."""
+    feats = list(feats)
+    if max_count and len(feats) > max_count:
+        names = ", ".join(f"'{f.name}'" for f in feats)
+        out.error("description", "interface.too-many-features",
+                  f"{kind} takes {'one' if max_count == 1 else max_count} {role}"
+                  f"{'' if max_count == 1 else 's'} but has {len(feats)} ({names}); remove the extra")
+    want = " or ".join(TYPE_NAMES[t] for t in allowed)
+    for f in feats:
+        t = f.type.WhichOneof("Type")
+        if t is not None and t not in allowed:
+            out.error(f"{role}:{f.name}", "interface.feature-type",
+                      f"{role} '{f.name}' is {describe_type(f.type)}, but {kind} {role}s must be "
+                      f"{want}; change its type")

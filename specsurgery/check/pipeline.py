@@ -59,6 +59,19 @@ def type_differences(a, b) -> list[tuple[str, str, str]]:
     return diffs
 
 
+def crashes_compare(a, b) -> bool:
+    """Whether Core ML's isEquivalent aborts comparing FeatureTypes ``a`` and ``b``:
+    two multiarrays of one dataType, one with an enumeratedShapes list that is
+    empty (its rankOf reads the first shape), at any specification version."""
+    if a.WhichOneof("Type") != "multiArrayType" or b.WhichOneof("Type") != "multiArrayType":
+        return False
+    x, y = a.multiArrayType, b.multiArrayType
+    if x.dataType != y.dataType:
+        return False
+    return any(t.WhichOneof("ShapeFlexibility") == "enumeratedShapes" and not len(t.enumeratedShapes.shapes)
+               for t in (x, y))
+
+
 def _shape_text(value: str) -> str:
     return "(" + value.strip("[]").replace(" ", "") + ")" if value.startswith("[") else value
 
@@ -96,6 +109,12 @@ def check_pipeline(spec, out: Findings) -> None:
                 missing.append(f.name)
                 continue
             known_type, source = table[f.name]
+            if crashes_compare(f.type, known_type):
+                out.error(f"{where}/input:{f.name}", "array.empty-enumeration",
+                          f"stage {i} '{label}' input '{f.name}' or the {source} has an empty "
+                          "enumeratedShapes list; Core ML's validator aborts comparing them; list "
+                          "the shapes or clear the flexibility")
+                continue
             diffs = type_diff(known_type, f.type)
             if diffs:
                 out.error(f"{where}/input:{f.name}", "pipeline.type-mismatch",
@@ -121,6 +140,12 @@ def check_pipeline(spec, out: Findings) -> None:
                       f"stage{_hint(f.name, table)}")
             continue
         known_type, source = table[f.name]
+        if crashes_compare(f.type, known_type):
+            out.error(f"output:{f.name}", "array.empty-enumeration",
+                      f"pipeline output '{f.name}' or the {source} has an empty enumeratedShapes "
+                      "list; Core ML's validator aborts comparing them; list the shapes or clear "
+                      "the flexibility")
+            continue
         diffs = type_diff(known_type, f.type)
         if diffs:
             out.error(f"output:{f.name}", "pipeline.output-type-mismatch",

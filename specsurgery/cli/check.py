@@ -1,4 +1,5 @@
-"""``specsurgery check MODEL... [--search-path P] [--json]``: the offline validator."""
+"""``specsurgery check MODEL... [--search-path P] [--json]``: the offline validator;
+``specsurgery check --explain RULE`` says what a rule checks and where it comes from."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ from ._common import add_bundle, add_json, add_search_path
 
 
 def configure(parser) -> None:
-    parser.add_argument("models", nargs="+", metavar="MODEL",
+    parser.add_argument("models", nargs="*", metavar="MODEL",
                         help=".mlmodel, .mlpackage or .pbtxt files to check")
+    parser.add_argument("--explain", metavar="RULE", action="append",
+                        help="print what RULE (e.g. tree.missing-child) checks and the Core ML "
+                             "validator file it mirrors, or why only we check it; 'all' lists "
+                             "every rule (repeatable)")
     add_search_path(parser)
     add_bundle(parser)
     parser.add_argument("--warnings-as-errors", action="store_true",
@@ -24,6 +29,12 @@ def run(args) -> int:
     from ..errors import SpecSurgeryError
     from ._common import print_json
 
+    if args.explain:
+        return _explain(args.explain, args.models)
+    if not args.models:
+        print("specsurgery check: error: give one or more MODEL files (or --explain RULE)",
+              file=sys.stderr)
+        return 2
     failed = False
     report = []
     n_failed = 0
@@ -66,3 +77,24 @@ def run(args) -> int:
     elif len(args.models) > 1 and not args.quiet:
         print(f"{len(args.models)} models checked: {len(args.models) - n_failed} ok, {n_failed} failed")
     return 1 if failed else 0
+
+
+def _explain(rule_ids, models) -> int:
+    import sys
+
+    from ..check.rules import RULES, explain
+    from ..errors import SpecSurgeryError
+
+    if models:
+        print("specsurgery check: error: --explain takes rule ids, not models "
+              f"(got {', '.join(models)})", file=sys.stderr)
+        return 2
+    ids = list(RULES) if "all" in rule_ids else rule_ids
+    status = 0
+    for rid in ids:
+        try:
+            print(explain(rid))
+        except SpecSurgeryError as exc:
+            print(f"specsurgery check: error: {exc}", file=sys.stderr)
+            status = 2
+    return status

@@ -116,8 +116,8 @@ def prelu(layer, n=4):
 
 LAYERS = [
     ("batchnorm", batchnorm, dict(n=3), (4, 2, 2)),
-    ("embedding", embedding, dict(n=19), (1,)),
-    ("embeddingND", embedding_nd, dict(n=21), (1,)),
+    ("embedding", embedding, dict(n=19), (1, 1, 1, 1)),  # Core ML: embedding input rank >= 4
+    ("embeddingND", embedding_nd, dict(n=21), (1, 1)),  # embeddingND rank 2..5
     ("scale", scale, dict(n=4), (3, 2, 2)),
     ("bias", bias, dict(n=2), (3, 2, 2)),
     ("loadConstantND", load_constant_nd, dict(n=5), (4,)),
@@ -139,7 +139,9 @@ def test_layer_weight_counts(kind, setup, broken, shape):
 
 def test_prelu_needs_alpha():
     assert not errors(_nn_with(prelu, (4, 2, 2)))
-    assert "weights.empty" in errors(_nn_with(lambda l: prelu(l, 0), (4, 2, 2)))
+    # Core ML's validator accepts an empty alpha (validateActivationParams): a warning
+    empty = check(_nn_with(lambda l: prelu(l, 0), (4, 2, 2)))
+    assert "weights.empty" in {f.rule for f in empty if f.severity == "warning"}
 
 
 def test_batchnorm_precision_mix_across_params():
@@ -153,6 +155,7 @@ def test_batchnorm_precision_mix_across_params():
 
 def test_int8_dynamic_inner_product():
     spec = b.tiny_nn(version=5)
+    spec.neuralNetwork.arrayInputShapeMapping = 1  # an int8 innerProduct is no iOS 12 layer
     ip = spec.neuralNetwork.layers[0].innerProduct
     ip.int8DynamicQuantize = True
     assert "weights.int8-dynamic" in errors(spec)
