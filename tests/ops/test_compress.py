@@ -705,3 +705,17 @@ def test_mlprogram_weight_with_nan_is_one_error_naming_it(kw):
     name = const.outputs[0].name
     with pytest.raises(SpecSurgeryError, match=rf"weight '{name}' \(read by '.*'\): .*holds 1 NaN.*--exclude"):
         compress(pkg, min_weights=0, **kw)      # direct path, and before coremltools sees it
+
+
+def test_fp16_covers_a_weight_the_parameters_do_not_call_for():
+    """A bias stored although hasBias is false: left float32 beside float16
+    weights it would make the layer mix precisions, which Core ML refuses."""
+    from specsurgery.check import check
+
+    spec = _big_nn("fc", 64, 64)
+    spec.neuralNetwork.layers[0].innerProduct.hasBias = False
+    out, rep = compress(spec, mode="fp16", return_report=True)
+    assert rep.layers[0].fields == ["weights", "bias"]
+    ip = out.neuralNetwork.layers[0].innerProduct
+    assert storage_kind(ip.weights) == storage_kind(ip.bias) == "float16"
+    assert not [f for f in check(out) if f.rule == "weights.precision-mix"]

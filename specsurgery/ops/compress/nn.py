@@ -134,6 +134,8 @@ def _compress_one(layer, stage, parent, opts, selector, report) -> Optional[Laye
     if reason is not None:
         skip(reason)
         return None
+    if opts.mode == "fp16":
+        fields = fields + _stray_fields(layer, fields)
     # An optional field left empty stays so; a required one that is empty
     # makes the layer unreadable (reported below, layer untouched).
     targets = [f for f in fields if f.required or storage_kind(f.wp) != "empty"]
@@ -306,6 +308,15 @@ def layer_fields(layer) -> list:
         shape = f.shape if f.shape is not None else (weight_count(f.wp),)
         out.append(_Field(f.path, f.wp, tuple(shape), f.channel_axis, f.channels, f.main, f.required))
     return out
+
+
+def _stray_fields(layer, fields) -> list:
+    """Weights the layer holds although its parameters do not call for them
+    (a bias with hasBias false): float16 must cover them too, or the layer
+    would mix float16 and float32 (Core ML's validator refuses that)."""
+    known = {f.path for f in fields}
+    return [_Field(path, wp, (weight_count(wp),), 0, 1, False, False) for path, wp in own_weights(layer)
+            if path not in known and storage_kind(wp) != "empty"]
 
 
 def kind_refusal(layer, mode: str) -> Optional[str]:
