@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_output
+from ._common import add_json, add_output
 
 EPILOG = """examples:
   specsurgery reshape net.mlmodel --input image=1x3x64..512x64..512 -o flex.mlmodel
@@ -18,21 +18,27 @@ def configure(parser) -> None:
     parser.add_argument("--input", action="append", metavar="NAME=SHAPE", required=True,
                         help="new shape of an input (repeatable): 1x3x224x224 (fixed), 1x3x64..512x64..-1 "
                              "(a range per dim, -1 unbounded) or 1x3x224x224,1x3x320x320 (enumerated)")
+    add_json(parser)
     add_output(parser, help_text="the reshaped model")
 
 
 def run(args) -> int:
     from ..io import save
     from ..ops.reshape import reshape
-    from ..spec import describe_type
-    from ._common import key_values
+    from ..spec import describe_type, feature_to_json
+    from ._common import key_values, print_json
 
     shapes = key_values(args.input, "--input")
     edited = reshape(args.model, shapes)
     save(edited, args.output)
     spec = getattr(edited, "spec", edited)
-    for f in spec.description.input:
-        if f.name in shapes:
-            print(f"input {f.name}: {describe_type(f.type)}")
+    changed = [f for f in spec.description.input if f.name in shapes]
+    if args.json:
+        print_json({"output": str(args.output), "spec_version": spec.specificationVersion,
+                    "inputs": [feature_to_json(f) for f in changed],
+                    "outputs": [feature_to_json(f) for f in spec.description.output]})
+        return 0
+    for f in changed:
+        print(f"input {f.name}: {describe_type(f.type)}")
     print(f"wrote {args.output} (spec version {spec.specificationVersion})")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_output
+from ._common import add_json, add_output
 
 EPILOG = """examples:
   specsurgery retype net.mlmodel --input x=image:RGB,scale=0.00392157 -o image.mlmodel
@@ -20,21 +20,27 @@ def configure(parser) -> None:
                         help="image:RGB|BGR|GRAY[,scale=S][,bias=R,G,B] turns a [1,C,H,W] or [C,H,W] "
                              "MultiArray into an image (the network sees pixel*S+bias); array turns an "
                              "image back, folding its preprocessing away (repeatable)")
+    add_json(parser)
     add_output(parser, help_text="the retyped model")
 
 
 def run(args) -> int:
     from ..io import save
     from ..ops.retype import retype
-    from ..spec import describe_type
-    from ._common import key_values
+    from ..spec import describe_type, feature_to_json
+    from ._common import key_values, print_json
 
     types = key_values(args.input, "--input")
     edited = retype(args.model, types)
     save(edited, args.output)
     spec = getattr(edited, "spec", edited)
-    for f in spec.description.input:
-        if f.name in types:
-            print(f"input {f.name}: {describe_type(f.type)}")
+    changed = [f for f in spec.description.input if f.name in types]
+    if args.json:
+        print_json({"output": str(args.output), "spec_version": spec.specificationVersion,
+                    "inputs": [feature_to_json(f) for f in changed],
+                    "outputs": [feature_to_json(f) for f in spec.description.output]})
+        return 0
+    for f in changed:
+        print(f"input {f.name}: {describe_type(f.type)}")
     print(f"wrote {args.output}")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -12,7 +13,7 @@ from surgery_models import _simple, skip_net
 from specsurgery import io
 from specsurgery.check import assert_valid
 from specsurgery.cli import main
-from specsurgery.errors import NotFoundError, SpecSurgeryError
+from specsurgery.errors import NotFoundError, SpecSurgeryError, UnsupportedError
 from specsurgery.mil import program as P
 from specsurgery.ops.reshape import FlexShape, parse_shape, reshape
 from specsurgery.runtime import predict
@@ -119,6 +120,18 @@ def test_a_layer_that_pins_the_size_is_named():
         reshape(_flatten_fc(), {"input": "3x8x8,3x4x4"})
 
 
+def test_a_layer_the_runtime_cannot_run_is_refused_by_name():
+    spec = tiny_conv()
+    layer = spec.neuralNetwork.layers.add()
+    layer.name = "mystery"
+    layer.input.append("out")
+    layer.output.append("out2")
+    layer.custom.className = "Mystery"
+    spec.description.output[0].name = "out2"
+    with pytest.raises(UnsupportedError, match="cannot check that the network follows.*'mystery'"):
+        reshape(spec, {"input": "3x8..16x8..16"})
+
+
 def test_errors_list_every_unknown_input_and_refuse_other_types():
     with pytest.raises(NotFoundError, match="'nope'.*'zz'"):
         reshape(tiny_conv(), {"nope": "1", "zz": "2"})
@@ -149,6 +162,10 @@ def test_cli(tmp_path, capsys):
     assert main(["reshape", str(src), "--input", "input=3x8..16x8..16", "-o", str(out)]) == 0
     assert "range" in capsys.readouterr().out
     assert _ranges(io.load(out).description.input[0].type) == [(3, 3), (8, 16), (8, 16)]
+    assert main(["reshape", str(src), "--input", "input=3x8x8,3x16x16", "-o", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["inputs"][0]["name"] == "input" and "enum" in report["inputs"][0]["type"]
+    assert report["spec_version"] == 4
     assert main(["reshape", str(src), "--input", "input=3x8..x8", "-o", str(out)]) == 1
     err = capsys.readouterr().err
     assert "--input input" in err and "LO..HI" in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -71,6 +72,7 @@ def test_nn_image_fed_a_png_equals_the_array_fed_pixels_over_255(tmp_path, legac
     npz = tmp_path / "o.npz"
     assert main(["run", str(out), "--input", f"x={png}", "-o", str(npz)]) == 0
     got = np.load(npz)["g"]
+    assert main(["retype", str(src), "--input", "x=image:GRAY", "-o", str(out)]) == 1
     arr = _chw(pix) / 255
     want = predict(spec, {"x": arr if legacy else arr[None]})["g"]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
@@ -143,10 +145,11 @@ def program():
     return _quiet(from_torch, _ConvNet().eval(), torch.rand(1, 3, 8, 8), backend="mlprogram")
 
 
-def test_program_image_fed_a_png_equals_the_array_fed_pixels_over_255(program, tmp_path):
+def test_program_image_fed_a_png_equals_the_array_fed_pixels_over_255(program, tmp_path, capsys):
     src = io.save(program, tmp_path / "array.mlpackage")
     out = tmp_path / "image.mlpackage"
-    assert main(["retype", str(src), "--input", "x=image:RGB,scale=1/255", "-o", str(out)]) == 0
+    assert main(["retype", str(src), "--input", "x=image:RGB,scale=1/255", "-o", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["inputs"][0]["type"] == "Image<RGB 8x8>"
     pkg = io.load(out)
     _, fn = P.get_function(pkg.spec)
     ops = [op.type for op in P.main_block(fn).operations if op.type != "const"]

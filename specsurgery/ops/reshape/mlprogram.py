@@ -130,8 +130,9 @@ def reshape_program(spec, package, plan: dict) -> None:
             shapes[name] = full(w, shape, c)
         try:
             runs.append(_probe(block, fn, desc_inputs, package, shapes))
-        except UnsupportedError:
-            raise
+        except UnsupportedError as exc:
+            raise UnsupportedError(f"reshape: cannot check that the program follows the new shape(s) of "
+                                   f"{', '.join(map(repr, held))}: {exc}") from None
         except SpecSurgeryError as exc:
             who = name or next(iter(held))
             at = "x".join(map(str, shapes[who]))

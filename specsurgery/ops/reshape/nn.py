@@ -35,8 +35,9 @@ def _check_follows(spec, seen: dict, old_shapes: dict) -> None:
     for name, shape in tries:
         try:
             infer_shapes(spec, {name: shape} if name else None)
-        except UnsupportedError:
-            raise
+        except UnsupportedError as exc:
+            raise UnsupportedError(f"reshape: cannot check that the network follows the new shape(s) of "
+                                   f"{', '.join(map(repr, seen))}: {exc}") from None
         except SpecSurgeryError as exc:
             if name is None:
                 name = next(iter(seen))
@@ -45,7 +46,7 @@ def _check_follows(spec, seen: dict, old_shapes: dict) -> None:
             axes = _dims_that_vary(flex)
             if what == "image":
                 at = f"{shape[1]}x{shape[0]} (width x height)"
-                dims = "its width and height"
+                dims = "the width and height"
             else:
                 at = "x".join(map(str, shape))
                 old = old_shapes.get(name)
