@@ -14,6 +14,16 @@ time coremltools needs merely to load the same five specs.
 
 Targets: saving >= 99% of the best possible, < 30 s wall time, bytes hashed
 == weight bytes held.
+
+    python tools/bench_dedupe.py --memory 2,10 [--layers 16]
+
+measures peak memory instead (issue 20): bundles of 2, 10... members that share
+a 16-layer 256-channel convolution trunk (about 34 MB of weights) and differ in
+their last layer, as neuralNetwork models (built at the spec level) and as ML
+Programs (converted once each with coremltools, cached); each bundle is deduped
+by ``python -m specsurgery dedupe`` under ``/usr/bin/time -v`` and a markdown
+table of peak RSS, wall time and saving share is printed.  Target: peak RSS
+grows by less than 10% from the smallest to the largest bundle.
 """
 
 from __future__ import annotations
@@ -184,6 +194,134 @@ def attach_head(trunk, head: str, seed: int):
 HEADS = ("classifier", "regressor", "embedding", "multilabel", "segmentation")
 
 
+# --------------------------------------------------------------------------- memory (issue 20)
+
+def _conv_trunk_nn(path: Path, member: int, layers: int, channels: int = 256) -> None:
+    from specsurgery import io
+    from specsurgery._proto import FeatureTypes_pb2, Model_pb2
+
+    spec = Model_pb2.Model()
+    spec.specificationVersion = 4
+    inp = spec.description.input.add()
+    inp.name = "x"
+    inp.type.multiArrayType.shape.extend([3, 8, 8])
+    inp.type.multiArrayType.dataType = FeatureTypes_pb2.ArrayFeatureType.FLOAT32
+    nn = spec.neuralNetwork
+    last, cin = "x", 3
+    for k in range(layers):
+        rng = np.random.default_rng(k)          # the trunk: the same weights in every member
+        ly = nn.layers.add()
+        ly.name, ly.output[:] = f"conv{k}", [f"conv{k}_out"]
+        ly.input.append(last)
+        c = ly.convolution
+        c.outputChannels, c.kernelChannels, c.nGroups, c.hasBias = channels, cin, 1, True
+        c.kernelSize.extend([3, 3])
+        c.stride.extend([1, 1])
+        c.dilationFactor.extend([1, 1])
+        c.same.asymmetryMode = 0
+        c.weights.floatValue.extend(rng.normal(0, 0.05, channels * cin * 9).astype(np.float32).tolist())
+        c.bias.floatValue.extend(rng.normal(0, 0.05, channels).astype(np.float32).tolist())
+        relu = nn.layers.add()
+        relu.name, relu.input[:], relu.output[:] = f"relu{k}", [f"conv{k}_out"], [f"relu{k}_out"]
+        relu.activation.ReLU.SetInParent()
+        last, cin = f"relu{k}_out", channels
+    pool = nn.layers.add()
+    pool.name, pool.input[:], pool.output[:] = "pool", [last], ["pooled"]
+    pool.pooling.type, pool.pooling.globalPooling = pool.pooling.AVERAGE, True
+    pool.pooling.valid.paddingAmounts.borderAmounts.add()
+    pool.pooling.valid.paddingAmounts.borderAmounts.add()
+    flat = nn.layers.add()
+    flat.name, flat.input[:], flat.output[:] = "flat", ["pooled"], ["flat"]
+    flat.flatten.SetInParent()
+    rng = np.random.default_rng(1000 + member)  # the head: this member's own
+    head = nn.layers.add()
+    head.name, head.input[:], head.output[:] = "head", ["flat"], ["y"]
+    ip = head.innerProduct
+    ip.inputChannels, ip.outputChannels, ip.hasBias = channels, 10, True
+    ip.weights.floatValue.extend(rng.normal(0, 0.05, channels * 10).astype(np.float32).tolist())
+    ip.bias.floatValue.extend(rng.normal(0, 0.05, 10).astype(np.float32).tolist())
+    out = spec.description.output.add()
+    out.name = "y"
+    out.type.multiArrayType.dataType = FeatureTypes_pb2.ArrayFeatureType.FLOAT32
+    io.save(spec, path, check=False)
+
+
+def _conv_trunk_ml(path: Path, member: int, layers: int, channels: int = 256) -> None:
+    cached = CACHE / f"conv{layers}x{channels}_member{member}.mlpackage"
+    if not cached.is_dir():
+        import torch
+
+        from specsurgery._proto import coremltools
+
+        ct = coremltools()
+
+        class Net(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                torch.manual_seed(0)
+                convs = [torch.nn.Conv2d(3 if k == 0 else channels, channels, 3, padding=1) for k in range(layers)]
+                self.trunk = torch.nn.Sequential(*[m for c in convs for m in (c, torch.nn.ReLU())])
+                torch.manual_seed(1000 + member)
+                self.head = torch.nn.Linear(channels, 10)
+
+            def forward(self, x):
+                return self.head(self.trunk(x).mean(dim=(2, 3)))
+
+        example = torch.rand(1, 3, 8, 8)
+        ml = ct.convert(torch.jit.trace(Net().eval(), example), convert_to="mlprogram",
+                        inputs=[ct.TensorType(name="x", shape=example.shape)],
+                        compute_precision=ct.precision.FLOAT32, minimum_deployment_target=ct.target.iOS15)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        ml.save(str(cached))
+    shutil.copytree(cached, path)
+
+
+def memory(counts: list[int], layers: int, work: Path) -> int:
+    """Peak RSS of ``specsurgery dedupe`` on bundles of ``counts`` members, both backends."""
+    import json
+    import re
+    import subprocess
+
+    from specsurgery import io
+
+    rows = []
+    for backend, make, suffix in (("neuralNetwork", _conv_trunk_nn, ".mlmodel"),
+                                  ("ML Program", _conv_trunk_ml, ".mlpackage")):
+        src = work / backend.replace(" ", "")
+        src.mkdir(parents=True, exist_ok=True)
+        for i in range(max(counts)):
+            if not (src / f"m{i}{suffix}").exists():
+                make(src / f"m{i}{suffix}", i, layers)
+        for n in counts:
+            out = work / f"out_{backend.replace(' ', '')}_{n}"
+            shutil.rmtree(out, ignore_errors=True)
+            cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "specsurgery", "dedupe",
+                   *[str(src / f"m{i}{suffix}") for i in range(n)], "-o", str(out), "--json"]
+            run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+            if run.returncode != 0:
+                print(run.stderr[-2000:])
+                return 1
+            report = json.loads(run.stdout)
+            peak = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", run.stderr).group(1)) / 1024
+            wall = re.search(r"Elapsed \(wall clock\) time.*: (\S+)", run.stderr).group(1)
+            rows.append((backend, n, io.file_size(src / f"m0{suffix}") / 2**20, peak, wall,
+                         report["totals"]["saving_share_of_best"]))
+    print("| backend | members | model | peak RSS | wall | saving vs best possible |")
+    print("|---|---|---|---|---|---|")
+    for backend, n, size, peak, wall, share in rows:
+        print(f"| {backend} | {n} | {size:.1f} MiB | {peak:.0f} MiB | {wall} | {100 * share:.2f}% |")
+    ok = True
+    for backend in ("neuralNetwork", "ML Program"):
+        peaks = [r[3] for r in rows if r[0] == backend]
+        growth = peaks[-1] / peaks[0] - 1
+        print(f"{backend}: peak RSS grows {100 * growth:+.1f}% from {counts[0]} to {counts[-1]} members "
+              "(target < 10%)")
+        ok = ok and growth < 0.10
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print("PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
 # --------------------------------------------------------------------------- main
 
 def main(argv=None) -> int:
@@ -191,7 +329,16 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=64, help="input image size (weights do not depend on it)")
     ap.add_argument("--keep", metavar="DIR", help="keep the inputs and outputs in DIR")
     ap.add_argument("--verify", action="store_true", help="also verify one rewritten model (slow: numpy ResNet-50)")
+    ap.add_argument("--memory", metavar="N,N", help="measure peak memory on bundles of these sizes instead")
+    ap.add_argument("--layers", type=int, default=16, help="trunk depth of the --memory bundles (default 16)")
     args = ap.parse_args(argv)
+    if args.memory:
+        work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_dedupe_memory_"))
+        try:
+            return memory(sorted(int(n) for n in args.memory.split(",")), args.layers, work)
+        finally:
+            if not args.keep:
+                shutil.rmtree(work, ignore_errors=True)
 
     from specsurgery import io
     from specsurgery.ops.dedupe import dedupe_files
