@@ -288,6 +288,10 @@ def summarize(model, *, layers: bool = False, search_path: Optional[str] = None,
             programs[info.path] = prog
             for dtype, nbytes in prog["const_bytes"].items():
                 total_bytes[dtype] += nbytes
+        elif kind == "nonMaximumSuppression":
+            from .ops.nms import detector_info
+
+            node["nms"] = detector_info(sub)
         if kind in PIPELINE_TYPES:
             node["stage_names"] = stage_names(pipeline_of(sub))
     out["layers"] = {"count": sum(total_kinds.values()),
@@ -307,6 +311,18 @@ def summarize(model, *, layers: bool = False, search_path: Optional[str] = None,
 
 # --------------------------------------------------------------------------- text
 
+def nms_text(info: dict) -> str:
+    """One line about an NMS stage (``ops.nms.detector_info``): classes, thresholds, override inputs."""
+    parts = [f"{len(info['labels'])} classes", f"IoU {info['iou_threshold']:g}",
+             f"confidence {info['confidence_threshold']:g}"]
+    if info["per_class"]:
+        parts.append("per class")
+    inputs = [n for n in (info["iou_input"], info["confidence_input"]) if n]
+    if inputs:
+        parts.append("overridden by " + ", ".join(inputs))
+    return ", ".join(parts)
+
+
 def _tree_lines(node, prefix: str = "", last: bool = True, top: bool = True) -> list[str]:
     label = node["name"] or "(top)"
     extra = []
@@ -314,6 +330,8 @@ def _tree_lines(node, prefix: str = "", last: bool = True, top: bool = True) -> 
         extra.append(f"{node['layers']} layers")
     if "ops" in node:
         extra.append(f"{node['ops']} ops")
+    if node.get("nms"):
+        extra.append(nms_text(node["nms"]))
     if "linked" in node:
         lk = node["linked"]
         state = f"-> {lk['resolved']}" if lk.get("resolved") else "unresolved"
@@ -443,6 +461,10 @@ def tree_text(model, *, ascii: bool = False, layers: bool = True, title: Optiona
         kind = model_type(sub)
         label = f"{name}: " if name else ""
         text = f"{label}{kind} v{sub.specificationVersion}"
+        if kind == "nonMaximumSuppression":
+            from .ops.nms import detector_info
+
+            text += f" [{nms_text(detector_info(sub))}]"
         if kind == "linkedModel":
             lm = sub.linkedModel
             if lm.WhichOneof("LinkType") == "linkedModelFile":

@@ -66,6 +66,16 @@ def _infer(spec) -> dict:
     return {k: tuple(v) for k, v in (shapes or {}).items() if v is not None}
 
 
+
+def _nms_line(model) -> str:
+    """A second label line for an NMS stage: classes and thresholds (empty for other models)."""
+    if model is None or model_type(model) != "nonMaximumSuppression":
+        return ""
+    from ..ops.nms import detector_info
+    from ..summary import nms_text
+
+    return "\n" + nms_text(detector_info(model)).replace(", overridden", "\noverridden")
+
 class _Drawing:
     """Collects nodes, clusters and edges, then prints DOT."""
 
@@ -471,7 +481,7 @@ class _Drawing:
                                    f"search path: {d.get('search_path') or '.'}\n({state})"})
         elif t == "model":
             attrs.update({"shape": "box", "fillcolor": CATEGORY_COLORS["Model"],
-                          "label": f"{d['name'] or 'model'}\n{d['kind']}"})
+                          "label": f"{d['name'] or 'model'}\n{d['kind']}" + _nms_line(self.models.get(d["path"]))})
         elif t == "op":
             attrs["fillcolor"] = CATEGORY_COLORS.get(d.get("category"), "#ffffff")
             attrs["shape"] = "box"

@@ -7,17 +7,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-import numpy as np
-
 from ..._proto import FeatureTypes_pb2, Model_pb2
 
-#: (x1, y1, x2, y2) @ XYXY_TO_CXCYWH = (cx, cy, w, h)
-XYXY_TO_CXCYWH = np.array([[0.5, 0.0, -1.0, 0.0],
-                           [0.0, 0.5, 0.0, -1.0],
-                           [0.5, 0.0, 1.0, 0.0],
-                           [0.0, 0.5, 0.0, 1.0]], np.float32)
-
-ADAPTER_VERSION = 4   # batchedMatmul and squeeze are iOS 13 layers
+ADAPTER_VERSION = 4   # sliceStatic, the broadcastable arithmetic, concatND and squeeze are iOS 13 layers
 
 
 def output_shapes(model, names) -> dict:
@@ -52,8 +44,8 @@ def adapter_stage(conf_in: Optional[tuple], coord_in: tuple, conf_out: Optional[
 
     ``conf_in`` / ``coord_in``: (name, FeatureType, shape) of the raw outputs
     (``conf_in`` None: the confidence goes to NMS as it is).  ``squeeze``
-    drops the leading batch of 1 of both; ``xyxy`` multiplies the boxes by
-    :data:`XYXY_TO_CXCYWH` (one batchedMatmul layer).
+    drops the leading batch of 1 of both; ``xyxy`` turns corner boxes into
+    centre/size ones (:func:`_corners_to_centres`).
     """
     m = Model_pb2.Model()
     m.specificationVersion = ADAPTER_VERSION
@@ -78,12 +70,27 @@ def adapter_stage(conf_in: Optional[tuple], coord_in: tuple, conf_out: Optional[
         squeeze_layer(boxes, target)
         boxes = target
     if xyxy:
-        layer = nn.layers.add(name="xyxy_to_cxcywh", input=[boxes], output=[coord_out])
-        bm = layer.batchedMatmul
-        bm.weightMatrixFirstDimension = 4
-        bm.weightMatrixSecondDimension = 4
-        bm.weights.floatValue.extend(XYXY_TO_CXCYWH.reshape(-1).tolist())
+        _corners_to_centres(nn, boxes, coord_out)
     return m
+
+
+def _corners_to_centres(nn, src: str, dst: str) -> None:
+    """``[N, 4]`` (x1, y1, x2, y2) -> (cx, cy, w, h) with weightless layers: the two corners
+    sliced out, centre = (min + max) * 0.5, size = max - min, concatenated."""
+    def add(name, inputs, output):
+        return nn.layers.add(name=f"{dst}_{name}", input=inputs, output=[f"{dst}_{output}" if output else dst])
+
+    for part, (begin, end) in (("min", (0, 2)), ("max", (2, 4))):
+        sl = add(f"{part}_corner", [src], part).sliceStatic
+        sl.beginIds.extend([0, begin])
+        sl.endIds.extend([0, end])
+        sl.strides.extend([1, 1])
+        sl.beginMasks.extend([True, False])
+        sl.endMasks.extend([True, False])
+    add("corner_sum", [f"{dst}_min", f"{dst}_max"], "sum").addBroadcastable.SetInParent()
+    add("centre", [f"{dst}_sum"], "centre").activation.linear.alpha = 0.5
+    add("size", [f"{dst}_max", f"{dst}_min"], "size").subtractBroadcastable.SetInParent()
+    add("concat", [f"{dst}_centre", f"{dst}_size"], None).concatND.axis = -1
 
 
 def is_float16(ft) -> bool:
@@ -105,4 +112,4 @@ def declared_shape(ft) -> Optional[tuple]:
     return None
 
 
-__all__ = ["adapter_stage", "output_shapes", "declared_shape", "XYXY_TO_CXCYWH", "is_float16"]
+__all__ = ["adapter_stage", "output_shapes", "declared_shape", "is_float16"]
