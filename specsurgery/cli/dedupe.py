@@ -24,10 +24,11 @@ def configure(parser) -> None:
                         help="least share (0..1) of a model's weight bytes that must be shared for it to join a "
                              "backbone (default 0.2)")
     parser.add_argument("--allow-fp16-match", action="store_true",
-                        help="treat fp16 and fp32 copies of a weight as the same (outputs then differ by fp16 rounding)")
+                        help="treat fp16 and fp32 copies of a weight as the same (outputs then differ by fp16 "
+                             "rounding); neuralNetwork models only, refused for ML Programs")
     parser.add_argument("--multifunction", action="store_true",
-                        help="ML Programs only: write one package whose functions share weights "
-                             "(spec 9, iOS 18+) instead of linked pipelines")
+                        help="ML Programs only (refused for neuralNetwork models): write one package whose "
+                             "functions share weights (spec 9, iOS 18+) instead of linked pipelines")
     parser.add_argument("--multifunction-name", default="Models", metavar="NAME",
                         help="file stem of the --multifunction package (default Models)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
@@ -38,7 +39,7 @@ def run(args) -> int:
     from ..ops.dedupe import dedupe_files
     from ._common import Progress
 
-    # read + hash each model, rewrite each member, write the set
+    # read + hash each model, rewrite each member, write the set (at most 2 N + 1 steps)
     bar = Progress(2 * len(args.models) + 1, "dedupe")
     try:
         report = dedupe_files(args.models, args.output, backbone_name=args.backbone_name,

@@ -178,3 +178,13 @@ def test_members_that_name_the_cut_value_differently(tmp_path):
     (group,) = report["backbones"]
     assert group["cuts"][b.stem] == {"my_cut": cut} and group["outputs"] == [cut]
     _check_outputs(report, out, [a, renamed])
+
+
+def test_cli_refuses_allow_fp16_match_on_ml_programs_by_name(tmp_path, capsys):
+    from specsurgery.cli import main
+
+    inputs = [str(M.family_converted(n)) for n in M.FAMILY[:2]]
+    assert main(["dedupe", *inputs, "-o", str(tmp_path / "out"), "--allow-fp16-match"]) == 1
+    err = capsys.readouterr().err
+    assert "--allow-fp16-match" in err and "ML Program" in err
+    assert not (tmp_path / "out").exists()
