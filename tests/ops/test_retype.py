@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from nnbuild import tiny_conv, tiny_nn
+from nnbuild import tiny_conv, tiny_nn, tiny_pipeline
 from surgery_models import skip_net
 from specsurgery import io
 from specsurgery.check import assert_valid
@@ -106,6 +106,23 @@ def test_nn_flexible_array_becomes_a_flexible_image():
     assert (rr.widthRange.lowerBound, rr.widthRange.upperBound) == (8, 16)
     assert_valid(out)
     assert predict(out, {"x": _pixels(12, 16)})["g"].shape == (1, 4, 1, 1)
+
+
+def test_pipeline_stage_reading_the_input_is_retyped():
+    head = tiny_conv(c_in=4, c_out=2, size=8)
+    head.description.input[0].name = "out"
+    head.neuralNetwork.layers[0].input[0] = "out"
+    head.neuralNetwork.layers[0].name = "conv2"
+    head.description.output[0].name = "out2"
+    head.neuralNetwork.layers[0].output[0] = "out2"
+    pipe = tiny_pipeline(stages=[tiny_conv(size=8), head])
+    out = retype(pipe, {"input": "image:RGB,scale=1/255"})
+    assert_valid(out)
+    assert out.description.input[0].type.WhichOneof("Type") == "imageType"
+    assert out.pipeline.models[0].description.input[0].type.WhichOneof("Type") == "imageType"
+    pix = _pixels()
+    np.testing.assert_allclose(predict(out, {"input": pix})["out2"],
+                               predict(pipe, {"input": _chw(pix) / 255})["out2"], rtol=1e-5, atol=1e-5)
 
 
 def test_errors():
