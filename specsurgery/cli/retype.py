@@ -7,7 +7,7 @@ import argparse
 from ._common import add_json, add_output
 
 EPILOG = """examples:
-  specsurgery retype net.mlmodel --input x=image:RGB,scale=0.00392157 -o image.mlmodel
+  specsurgery retype net.mlmodel --input x=image:RGB,scale=1/255 -o image.mlmodel
   specsurgery retype net.mlpackage --input x=image:BGR,scale=0.017,bias=-2.1,-2.0,-1.8 -o image.mlpackage
   specsurgery retype image.mlmodel --input x=array -o array.mlmodel"""
 
