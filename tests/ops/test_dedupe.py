@@ -762,3 +762,45 @@ def test_every_option_reaches_the_backend_or_is_refused_by_name(tmp_path):
     result = dedupe(models, build=False, progress=seen.append)
     assert result.plan.shares_anything and result.backbones == {} and result.models == {}
     assert seen == ["read a", "read b"]
+
+
+def test_files_of_a_group_that_cannot_be_built_are_not_written(tmp_path, monkeypatch):
+    # the second pass builds and saves one model at a time: a group undone there leaves no file
+    _require_surgery()
+    from specsurgery.ops.dedupe import nn as mod
+
+    def refuse(group, member, *args):
+        raise SpecSurgeryError("cannot type the cut blob(s) 'x'")
+
+    monkeypatch.setattr(mod, "_build_member", refuse)
+    paths = save_all(tmp_path, {"a": classifier(), "b": regressor()})
+    report = dedupe_files(paths, tmp_path / "out")
+    assert not report["shares_anything"] and report["written"] == []
+    assert all("could not be built" in m["reason"] for m in report["models"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_one_group_undone_while_writing_keeps_the_other(tmp_path, monkeypatch):
+    _require_surgery()
+    from specsurgery.ops.dedupe import nn as mod
+
+    real = mod._build_member
+
+    def refuse_second(group, member, *args):
+        if group.name == "Trunk2":
+            raise SpecSurgeryError("cannot type the cut blob(s) 'x'")
+        return real(group, member, *args)
+
+    monkeypatch.setattr(mod, "_build_member", refuse_second)
+    models = {"a": classifier(), "b": regressor(),
+              "c": segmenter(seeds=(30, 31, 32), stage2_seed=33), "d": embedder(seeds=(30, 31, 32), stage2_seed=33)}
+    paths = save_all(tmp_path, models)
+    kept = next(g.members for g in plan_dedupe(models, backbone_name="Trunk").groups if g.name == "Trunk")
+    out = tmp_path / "out"
+    report = dedupe_files(paths, out, backbone_name="Trunk")
+    assert [(g["name"], g["members"]) for g in report["backbones"]] == [("Trunk", kept)]
+    assert sorted(p.name for p in out.iterdir()) == ["Trunk.mlmodel", "a.mlmodel", "b.mlmodel", "c.mlmodel",
+                                                      "d.mlmodel", "dedupe-report.json"]
+    for name in set(models) - set(kept):    # unchanged, byte for byte
+        assert (out / f"{name}.mlmodel").read_bytes() == (tmp_path / "in" / f"{name}.mlmodel").read_bytes()
+    verify_all(out, models)

@@ -130,12 +130,13 @@ def dedupe_files(paths, out_dir, *, backbone_name: str = "Backbone", search_path
         with staging(out_dir) as st:
             names = backend.write_files(plan, loaded, st.dir, search_path=search_path, progress=progress,
                                         multifunction_name=multifunction_name)
-            if progress is not None:
-                progress(f"write {out_dir}")
-            saved = _report(plan, time.perf_counter() - t0) | {"out_dir": str(out_dir),
-                                                               "files": sorted(names) + [REPORT_NAME]}
-            (st.dir / REPORT_NAME).write_text(json.dumps(saved, indent=2, default=str) + "\n")
-            written = st.commit(names + [REPORT_NAME])
+            if plan.shares_anything:   # else every group was undone: nothing is moved in
+                if progress is not None:
+                    progress(f"write {out_dir}")
+                saved = _report(plan, time.perf_counter() - t0) | {"out_dir": str(out_dir),
+                                                                   "files": sorted(names) + [REPORT_NAME]}
+                (st.dir / REPORT_NAME).write_text(json.dumps(saved, indent=2, default=str) + "\n")
+                written = st.commit(names + [REPORT_NAME])
     report = _report(plan, time.perf_counter() - t0)
     report["dry_run"] = dry_run
     report["out_dir"] = str(out_dir)
