@@ -9,7 +9,8 @@ about each, and lists every disagreement:
     python tools/check_diff.py [--corpus ../shared/corpus] [--per-model 60] [--seed 15]
                                [--out /tmp/check_diff] [--json report.json] [--show 40]
 
-Mutations (one per mutant): clear a set field or oneof, zero / negate / bump a
+Mutations (one per mutant): clear a set field or oneof, switch a oneof to
+another member (a feature's type, a label kind, ...), zero / negate / bump a
 number, set an enum to an unknown value, flip a bool, empty / rename / swap a
 string (with another name of the same model), clear / shorten / extend a
 repeated field.  Sites are every field of the spec tree (big weight arrays
@@ -89,6 +90,20 @@ def sites(spec) -> list[tuple[tuple, str, object]]:
             which = msg.WhichOneof(oneof.name)
             if which is not None:
                 found.append((path, "clear-oneof", oneof.name))
+                for other in oneof.fields:  # switch to another member (a feature's type, ...)
+                    if other.name == which:
+                        continue
+                    step = path + ((other.name, None),)
+                    if other.type == FD.TYPE_MESSAGE:
+                        found.append((step, "set-empty", None))
+                    elif other.type == FD.TYPE_STRING:
+                        found.append((step, "set", "x"))
+                    elif other.type in _INT_TYPES or other.type == FD.TYPE_ENUM:
+                        found.append((step, "set", 1))
+                    elif other.type in _FLOAT_TYPES:
+                        found.append((step, "set", 1.0))
+                    elif other.type == FD.TYPE_BOOL:
+                        found.append((step, "set", True))
         for fd in desc.fields:
             step = path + ((fd.name, None),)
             if fd.is_repeated:

@@ -195,10 +195,16 @@ def _check_model(spec, path: str, ctx: _Context, sink: list) -> None:
 
 
 #: Model types with rules of their own beyond the interface (check/trees.py,
-#: knn.py, glm.py, classic.py).
+#: knn.py, glm.py, classic.py, others.py).
 CLASSIC_TYPES = {"treeEnsembleClassifier", "treeEnsembleRegressor", "glmClassifier", "glmRegressor",
                  "kNearestNeighborsClassifier", "featureVectorizer", "scaler", "oneHotEncoder",
-                 "visionFeaturePrint", "audioFeaturePrint", "textClassifier"}
+                 "visionFeaturePrint", "audioFeaturePrint", "textClassifier",
+                 # check/others.py
+                 "imputer", "dictVectorizer", "arrayFeatureExtractor", "normalizer",
+                 "categoricalMapping", "customModel", "wordTagger", "gazetteer", "wordEmbedding",
+                 "soundAnalysisPreprocessing", "classConfidenceThresholding",
+                 "itemSimilarityRecommender", "bayesianProbitRegressor",
+                 "supportVectorClassifier", "supportVectorRegressor"}
 
 
 def _check_classic(spec, kind: str, out: Findings) -> None:
@@ -222,7 +228,12 @@ def _check_classic(spec, kind: str, out: Findings) -> None:
     else:
         from .classic import CHECKERS
 
-        CHECKERS[kind](spec, out)
+        if kind in CHECKERS:
+            CHECKERS[kind](spec, out)
+        else:
+            from .others import CHECKERS as OTHERS
+
+            OTHERS[kind](spec, out)
 
 
 def _unknown_fields(spec) -> list[int]:

@@ -208,6 +208,12 @@ RULES: dict[str, Rule] = dict([
     _r("text.revision", "error", "text classifier revision 0", V + "TextClassifierValidator.cpp"),
     _r("text.no-labels", "error", "text classifier without labels", V + "TextClassifierValidator.cpp"),
     _r("text.no-data", "error", "text classifier without modelParameterData", V + "TextClassifierValidator.cpp"),
+    _r("model.params", "error", "a parameter or feature the validator of a less common model type "
+       "rejects (imputer, dictVectorizer, arrayFeatureExtractor, normalizer, categoricalMapping, "
+       "customModel, wordTagger, gazetteer, wordEmbedding, soundAnalysisPreprocessing, "
+       "classConfidenceThresholding, itemSimilarityRecommender, SVMs); the "
+       "message names the field", V + "<Type>Validator.cpp of the model type (e.g. ImputerValidator.cpp, "
+       "SVMValidator.cpp; the item-similarity rules in mlmodel/src/ItemSimilarityRecommenderCommon.cpp)"),
     # pipelines and linked models
     _r("pipeline.empty", "error", "pipeline without stages", V + "PipelineValidator.cpp"),
     _r("pipeline.input-missing", "error", "stage input neither a pipeline input nor an earlier output",
@@ -414,16 +420,27 @@ def demote(findings, spec=None):
     return out
 
 
+def all_rules() -> dict[str, Rule]:
+    """:data:`RULES` plus the object-detector rules of check/nms.py (documented in
+    their own section of docs/check.md)."""
+    from .nms import RULES as NMS_RULES
+
+    merged = dict(RULES)
+    merged.update({rid: Rule(rid, *entry) for rid, entry in NMS_RULES.items()})
+    return merged
+
+
 def explain(rule_id: str) -> str:
     """The table entry of ``rule_id`` as text; ``mlprogram.X`` falls back to ``mlprogram.*``."""
-    rule = RULES.get(rule_id)
+    rules = all_rules()
+    rule = rules.get(rule_id)
     if rule is None and rule_id.startswith("mlprogram."):
         rule = RULES["mlprogram.*"]
         return rule.explain().replace("mlprogram.*", rule_id, 1) + "\n  (rule ids: docs/mlprogram.md)"
     if rule is None:
         from ..errors import near_matches
 
-        close = near_matches(rule_id, list(RULES), n=3)
+        close = near_matches(rule_id, list(rules), n=3)
         raise SpecSurgeryError(f"unknown rule '{rule_id}'"
                                + (f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else "")
                                + "; `specsurgery check --explain all` lists every rule")

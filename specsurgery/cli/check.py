@@ -82,14 +82,14 @@ def run(args) -> int:
 def _explain(rule_ids, models) -> int:
     import sys
 
-    from ..check.rules import RULES, explain
+    from ..check.rules import all_rules, explain
     from ..errors import SpecSurgeryError
 
     if models:
         print("specsurgery check: error: --explain takes rule ids, not models "
               f"(got {', '.join(models)})", file=sys.stderr)
         return 2
-    ids = list(RULES) if "all" in rule_ids else rule_ids
+    ids = list(all_rules()) if "all" in rule_ids else rule_ids
     status = 0
     for rid in ids:
         try:

@@ -466,3 +466,104 @@ def test_explain_names_the_apple_file():
     assert "TreeEnsembleCommon.cpp" in explain("tree.missing-child")
     assert "ours only" in explain("feature.duplicate-name")
     assert "mlprogram.opset" in explain("mlprogram.opset")
+    assert "NonMaximumSuppressionValidator.cpp" in explain("nms.unused-input")
+
+
+# --------------------------------------------------------------------------- other model types (check/others.py)
+
+def _io(s, ins, outs):
+    for name, kind in ins:
+        if kind == "array":
+            b.array_feature(s.description.input, name, [3], dtype=DOUBLE)
+        else:
+            _scalar(s.description.input, name, kind)
+    for name, kind in outs:
+        if kind == "array":
+            b.array_feature(s.description.output, name, [3], dtype=DOUBLE)
+        elif kind == "dict":
+            _dict_out(s.description.output, name)
+        else:
+            _scalar(s.description.output, name, kind)
+    return s
+
+
+def imputer():
+    s = _io(Model_pb2.Model(specificationVersion=1), [("x", "doubleType")], [("y", "doubleType")])
+    s.imputer.imputedDoubleValue = 0.0
+    return s
+
+
+def dict_vectorizer():
+    s = Model_pb2.Model(specificationVersion=1)
+    f = s.description.input.add(name="d")
+    f.type.dictionaryType.stringKeyType.SetInParent()
+    _dict_out(s.description.output, "v")
+    s.dictVectorizer.stringToIndex.vector.extend(["a", "b"])
+    return s
+
+
+def array_extractor():
+    s = _io(Model_pb2.Model(specificationVersion=1), [("x", "array")], [("y", "doubleType")])
+    s.arrayFeatureExtractor.extractIndex.append(0)
+    return s
+
+
+def normalizer():
+    s = _io(Model_pb2.Model(specificationVersion=1), [("x", "array")], [("y", "array")])
+    s.normalizer.normType = 2
+    return s
+
+
+def categorical():
+    s = _io(Model_pb2.Model(specificationVersion=1), [("c", "stringType")], [("i", "int64Type")])
+    s.categoricalMapping.stringToInt64Map.map["a"] = 1
+    return s
+
+
+def custom_model():
+    s = _io(Model_pb2.Model(specificationVersion=3), [("x", "array")], [("y", "array")])
+    s.customModel.className = "MyModel"
+    return s
+
+
+def gazetteer():
+    s = _io(Model_pb2.Model(specificationVersion=3), [("t", "stringType")], [("l", "stringType")])
+    g = s.gazetteer
+    g.revision = 2
+    g.stringClassLabels.vector.append("city")
+    g.modelParameterData = b"\x01"
+    return s
+
+
+def svm_regressor():
+    s = _io(Model_pb2.Model(specificationVersion=1), [("x", "array")], [("y", "doubleType")])
+    s.description.predictedFeatureName = "y"
+    svm = s.supportVectorRegressor
+    svm.kernel.linearKernel.SetInParent()
+    svm.denseSupportVectors.vectors.add().values.extend([1.0, 0.0, 0.0])
+    svm.coefficients.alpha.append(0.5)
+    return s
+
+
+OTHER_CASES = [
+    ("imputer-no-value", imputer, lambda s: s.imputer.ClearField("imputedDoubleValue")),
+    ("imputer-types", imputer, _retype("output", 0, "int64Type")),
+    ("dictvectorizer-no-map", dict_vectorizer, lambda s: s.dictVectorizer.ClearField("stringToIndex")),
+    ("extractor-indices", array_extractor, lambda s: s.arrayFeatureExtractor.extractIndex.append(1)),
+    ("normalizer-norm", normalizer, _set("normalizer.normType", 7)),
+    ("categorical-no-map", categorical, lambda s: s.categoricalMapping.ClearField("stringToInt64Map")),
+    ("custom-no-class", custom_model, _set("customModel.className", "")),
+    ("gazetteer-revision", gazetteer, _set("gazetteer.revision", 1)),
+    ("svm-coefficients", svm_regressor, lambda s: s.supportVectorRegressor.coefficients.alpha.append(1.0)),
+    ("svm-no-kernel", svm_regressor, lambda s: s.supportVectorRegressor.kernel.ClearField("linearKernel")),
+]
+
+
+@pytest.mark.parametrize("case_id,build,mutate", OTHER_CASES, ids=[c[0] for c in OTHER_CASES])
+def test_other_model_types(case_id, build, mutate):
+    spec = build()
+    assert errors(spec) == set()
+    mutate(spec)
+    found = errors(spec)
+    assert found & {"model.params", "interface.feature-type"}, f"{case_id}: got {sorted(found)}"
+    assert RULES["model.params"].source.startswith("mlmodel/src/Validation/")
