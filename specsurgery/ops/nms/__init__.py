@@ -194,7 +194,7 @@ def add_nms(model, *, confidence: str, coordinates: str, labels: Union[Sequence,
     loaded = load(model)
     spec, package = split_model(loaded)
     kind = S.model_type(spec)
-    if _backend(spec) is None and not (S.pipeline_of(spec) is not None and kind == "pipeline"):
+    if _backend(spec) is None and kind != "pipeline":
         raise UnsupportedError(f"add_nms: the model is a {kind or 'model without a type'}; add_nms takes a "
                                "neural network, an ML Program or a plain pipeline of them that outputs raw "
                                "confidences and boxes")
@@ -269,7 +269,13 @@ def add_nms(model, *, confidence: str, coordinates: str, labels: Union[Sequence,
     raw_conf, raw_coord = renames.get(confidence, confidence), renames.get(coordinates, coordinates)
     first_spec, _ = split_model(first)
     fouts = {f.name: f for f in first_spec.description.output}
-    stages, stage_names = [first], [names[0]]
+    inner = S.pipeline_of(first_spec)
+    if inner is not None and not mlprogram_stage(first_spec):
+        # a plain pipeline (e.g. dedupe's [linked backbone, head]) is flattened: its stages come first
+        stages, stage_names = [copy_spec(m) for m in inner.models], list(S.stage_names(inner))
+        names = (names[0], _fresh(names[1], set(stage_names)), _fresh(names[2], set(stage_names) | {names[1]}))
+    else:
+        stages, stage_names = [first], [names[0]]
     squeeze = len(c_shape) == 3
     xyxy = box_format == "xyxy"
     nms_conf_in, nms_coord_in = raw_conf, raw_coord
