@@ -81,25 +81,132 @@ def _layers(nn):
             stack.extend(layer.loop.bodyNetwork.layers)
 
 
+#: Repeated parameters a layer kind cannot leave empty ("... are required parameters").
+REQUIRED_LISTS = {
+    "reshapeStatic": ("targetShape",), "rankPreservingReshape": ("targetShape",),
+    "fillStatic": ("targetShape",), "broadcastToStatic": ("targetShape",),
+    "randomNormalStatic": ("outputShape",), "randomUniformStatic": ("outputShape",),
+    "randomBernoulliStatic": ("outputShape",), "loadConstantND": ("shape",),
+    "sliceStatic": ("beginIds", "endIds", "strides", "beginMasks", "endMasks"),
+    "transpose": ("axes",), "expandDims": ("axes",),
+}
+#: Integer parameters that must be positive (validatePositive).
+POSITIVE = {
+    "convolution3d": ("inputChannels", "outputChannels", "nGroups", "kernelDepth", "kernelHeight",
+                      "kernelWidth", "strideDepth", "strideHeight", "strideWidth", "dilationDepth",
+                      "dilationHeight", "dilationWidth"),
+    "pooling3d": ("kernelDepth", "kernelHeight", "kernelWidth", "strideDepth", "strideHeight",
+                  "strideWidth"),
+}
+#: Weight fields that validateGeneralWeightParams rejects when empty, whatever
+#: their expected size ((field, only-if-flag)).
+GENERAL_WEIGHTS = {
+    "embedding": (("weights", None), ("bias", "hasBias")),
+    "embeddingND": (("weights", None), ("bias", "hasBias")),
+    "batchnorm": (("gamma", None), ("beta", None), ("mean", "!computeMeanVar"),
+                  ("variance", "!computeMeanVar")),
+    "bias": (("bias", None),), "scale": (("scale", None), ("bias", "hasBias")),
+    "loadConstant": (("data", None),), "loadConstantND": (("data", None),),
+}
+
+
+def _empty_weights(wp) -> bool:
+    """Core ML's valueType(...) == EMPTY: nothing stored (raw bytes without
+    quantization count as nothing)."""
+    if len(wp.floatValue) or len(wp.float16Value) or len(wp.int8RawValue):
+        return False
+    return not (len(wp.rawValue) and wp.HasField("quantization"))
+
+
+def _layer_params(layer, where: str, kind: str, out: Findings, in_loop: bool, flagged: set) -> None:
+    p = getattr(layer, kind) if kind else None
+    for field in REQUIRED_LISTS.get(kind, ()):
+        if not len(getattr(p, field)):
+            out.error(where, "nn.layer-param", f"{kind} layer '{layer.name}' has no {field}; it is a "
+                      "required parameter")
+            break
+    for field in POSITIVE.get(kind, ()):
+        if getattr(p, field) <= 0:
+            out.error(where, "nn.layer-param", f"{kind} layer '{layer.name}' {field} is "
+                      f"{getattr(p, field)}; it must be positive")
+            break
+    if where not in flagged:
+        for field, flag in GENERAL_WEIGHTS.get(kind, ()):
+            if flag is not None and (not getattr(p, flag.lstrip("!")) if not flag.startswith("!")
+                                     else getattr(p, flag[1:])):
+                continue
+            if _empty_weights(getattr(p, field)):
+                out.error(f"{where}.{field}", "weights.empty",
+                          f"{kind} layer '{layer.name}' has no {field} values; fill them")
+                break
+    if kind == "permute" and len(p.axis) != 4:
+        out.error(where, "nn.layer-param",
+                  f"permute layer '{layer.name}' has {len(p.axis)} axis values; it takes exactly 4 "
+                  "(a permutation of 0..3)")
+    elif kind == "reshape" and len(p.targetShape) not in (3, 4):
+        out.error(where, "nn.layer-param",
+                  f"reshape layer '{layer.name}' targetShape has {len(p.targetShape)} values; it "
+                  "takes 3 (C,H,W) or 4 (Seq,C,H,W) (use reshapeStatic for N-d)")
+    elif kind == "reorganizeData" and p.blockSize < 2:
+        out.error(where, "nn.layer-param", f"reorganizeData layer '{layer.name}' blockSize is "
+                  f"{p.blockSize}; it must be at least 2")
+    elif kind == "slice" and p.stride < 1:
+        out.error(where, "nn.layer-param", f"slice layer '{layer.name}' stride is {p.stride}; it "
+                  "must be at least 1")
+    elif kind == "pooling" and p.WhichOneof("PoolingPaddingType") is None:
+        out.error(where, "nn.layer-param", f"pooling layer '{layer.name}' has no padding type; set "
+                  "valid, same or includeLastPixel")
+    elif kind == "padding" and p.WhichOneof("PaddingType") is None:
+        out.error(where, "nn.layer-param", f"padding layer '{layer.name}' has no padding type; set "
+                  "constant, reflection or replication")
+    elif kind == "squeeze" and not p.squeezeAll and not len(p.axes):
+        out.error(where, "nn.layer-param", f"squeeze layer '{layer.name}' has no axes; give axes or "
+                  "set squeezeAll")
+    elif kind == "crop" and len(layer.input) == 1 and len(p.cropAmounts.borderAmounts) != 2:
+        out.error(where, "nn.layer-param", f"crop layer '{layer.name}' with one input needs two "
+                  f"cropAmounts (for Y and X), not {len(p.cropAmounts.borderAmounts)}")
+    elif kind == "constantPad" and len(layer.input) == 1 and (not len(p.padAmounts) or len(p.padAmounts) % 2):
+        out.error(where, "nn.layer-param", f"constantPad layer '{layer.name}' with one input needs "
+                  f"an even, non-zero number of padAmounts (has {len(p.padAmounts)})")
+    elif kind == "upsample":
+        sf, fsf = len(p.scalingFactor), len(p.fractionalScalingFactor)
+        if not ((sf == 0 and fsf in (0, 2)) or (fsf == 0 and sf == 2)):
+            out.error(where, "nn.layer-param", f"upsample layer '{layer.name}' has {sf} scalingFactor "
+                      f"and {fsf} fractionalScalingFactor values; set one of them, with 2 values")
+    elif kind == "loop" and not len(p.bodyNetwork.layers):
+        out.error(where, "nn.layer-param", f"loop layer '{layer.name}' has an empty bodyNetwork")
+    elif kind == "branch" and not len(p.ifBranch.layers):
+        out.error(where, "nn.layer-param", f"branch layer '{layer.name}' has an empty ifBranch")
+    elif kind in ("loopBreak", "loopContinue") and not in_loop:
+        out.error(where, "nn.layer-param", f"{kind} layer '{layer.name}' is not inside the "
+                  "bodyNetwork of a loop layer")
+
+
+def _walk_depth(layers, in_loop=False):
+    for layer in layers:
+        yield layer, in_loop
+        kind = layer.WhichOneof("layer")
+        if kind == "branch":
+            yield from _walk_depth(layer.branch.ifBranch.layers, in_loop)
+            yield from _walk_depth(layer.branch.elseBranch.layers, in_loop)
+        elif kind == "loop":
+            yield from _walk_depth(layer.loop.conditionNetwork.layers, in_loop)
+            yield from _walk_depth(layer.loop.bodyNetwork.layers, True)
+
+
 def check_activations(nn, out: Findings) -> None:
-    """Activation kinds, and the few layer parameters below (NeuralNetworkLayerValidator.cpp)."""
-    for layer in _layers(nn):
+    """Activation kinds, and the layer parameters above (NeuralNetworkLayerValidator.cpp)."""
+    flagged = {f.path.rsplit("/", 1)[-1].split(".", 1)[0] for f in out if f.rule == "weights.empty"}
+    for layer, in_loop in _walk_depth(nn.layers):
         where = f"layer:{layer.name}"
         kind = layer.WhichOneof("layer")
-        if kind == "permute" and len(layer.permute.axis) != 4:
-            out.error(where, "nn.layer-param",
-                      f"permute layer '{layer.name}' has {len(layer.permute.axis)} axis values; it "
-                      "takes exactly 4 (a permutation of 0..3)")
-        elif kind == "reshape" and len(layer.reshape.targetShape) not in (3, 4):
-            out.error(where, "nn.layer-param",
-                      f"reshape layer '{layer.name}' targetShape has {len(layer.reshape.targetShape)} "
-                      "values; it takes 3 (C,H,W) or 4 (Seq,C,H,W) (use reshapeStatic for N-d)")
+        _layer_params(layer, where, kind, out, in_loop, flagged)
         if layer.WhichOneof("layer") == "activation" and \
                 layer.activation.WhichOneof("NonlinearityType") is None:
             out.error(where, "nn.activation-type",
                       f"activation layer '{layer.name}' has no nonlinearity set; set one of ReLU, "
                       "leakyReLU, tanh, sigmoid, linear, ...")
-        for i, act in enumerate(_recurrent_activations(layer)):
+        for i, act in enumerate(_recurrent_activations(layer)):  # noqa: B007
             which = act.WhichOneof("NonlinearityType")
             if which not in RECURRENT_ACTIVATIONS:
                 out.error(where, "nn.activation-type",

@@ -305,7 +305,12 @@ RULES: dict[str, Rule] = dict([
        "does not take", NNV + " (validateNdMultiArrayInputType); " + V
        + "NeuralNetwork/NeuralNetworkValidatorUtils.hpp (validateRankCount)"),
     _r("nn.layer-param", "error", "layer parameters the layer validator rejects that check/nn.py "
-       "does not cover (permute axis not 4 values, reshape targetShape not 3 or 4 values)", NNL),
+       "does not cover: required lists left empty (target/output shapes, axes, slice ids and "
+       "masks), 3-d sizes not positive, permute axis not 4 values, reshape targetShape not 3/4 "
+       "values, reorganizeData blockSize < 2, slice stride < 1, pooling/padding type unset, "
+       "padding/crop/constantPad amounts, "
+       "upsample scaling factors, empty loop body or if-branch, loopBreak/Continue outside a loop",
+       NNL),
     _r("array.empty-enumeration", "error", "a multiarray with an empty enumeratedShapes list where "
        "Core ML compares types (pipeline stage features, training inputs): its isEquivalent reads "
        "the first shape and aborts, at any specification version",

@@ -205,11 +205,12 @@ def _node(s, nid):
 
 
 def _set(path, value):
+    """Set a field by dotted path; digits index repeated fields (lossLayers.0)."""
     def mutate(s):
         obj = s
         parts = path.split(".")
         for p in parts[:-1]:
-            obj = getattr(obj, p)
+            obj = obj[int(p)] if p.isdigit() else getattr(obj, p)
         setattr(obj, parts[-1], value)
     return mutate
 
@@ -567,3 +568,154 @@ def test_other_model_types(case_id, build, mutate):
     found = errors(spec)
     assert found & {"model.params", "interface.feature-type"}, f"{case_id}: got {sorted(found)}"
     assert RULES["model.params"].source.startswith("mlmodel/src/Validation/")
+
+
+# --------------------------------------------------------------------------- NN rules (check/nn_extra.py, updatable.py)
+
+def nd_nn():
+    """tiny_nn with EXACT_ARRAY_MAPPING (the N-d interpretation)."""
+    s = b.tiny_nn()
+    s.neuralNetwork.arrayInputShapeMapping = 1
+    return s
+
+
+def _add_layer(kind, setup=None, inp="y", out="z"):
+    def mutate(s):
+        nn = s.neuralNetwork
+        layer = nn.layers.add(name="extra")
+        layer.input.append(inp)
+        layer.output.append(out)
+        getattr(layer, kind).SetInParent()
+        if setup:
+            setup(getattr(layer, kind))
+        s.description.output[0].name = out
+    return mutate
+
+
+def _embedding_reads_input(s):
+    layer = s.neuralNetwork.layers[0]
+    layer.ClearField("innerProduct")
+    layer.embedding.inputDim, layer.embedding.outputChannels = 5, 3
+    layer.embedding.weights.floatValue.extend([0.0] * 15)
+
+
+def _tensor_hint(s):
+    layer = s.neuralNetwork.layers[0]
+    layer.inputTensor.add(rank=2)
+    layer.outputTensor.add(rank=1)
+
+
+def _int8_inner_product(s):
+    ip = s.neuralNetwork.layers[0].innerProduct
+    ip.int8DynamicQuantize = True
+    ip.weights.Clear()
+    ip.weights.int8RawValue = bytes(12)
+    ip.weights.quantization.numberOfBits = 8
+    ip.weights.quantization.linearQuantization.scale.append(0.1)
+
+
+def _empty_embedding_weights(s):
+    layer = s.neuralNetwork.layers[0]
+    layer.ClearField("innerProduct")
+    layer.embedding.SetInParent()   # inputDim 0: no weight is expected, Core ML still wants one
+
+
+def _updatable_regressor():
+    s = b.tiny_regressor()
+    s.isUpdatable = True
+    nn = s.neuralNetworkRegressor
+    fc = nn.layers[0]
+    fc.isUpdatable = True
+    fc.innerProduct.weights.isUpdatable = True
+    fc.innerProduct.bias.isUpdatable = True
+    loss = nn.updateParams.lossLayers.add(name="loss")
+    loss.meanSquaredErrorLossLayer.input = "value"
+    loss.meanSquaredErrorLossLayer.target = "value_true"
+    sgd = nn.updateParams.optimizer.sgdOptimizer
+    sgd.learningRate.defaultValue = 0.01
+    sgd.miniBatchSize.defaultValue = 4
+    sgd.miniBatchSize.set.values.extend([4, 8])
+    nn.updateParams.epochs.defaultValue = 2
+    s.description.trainingInput.add().CopyFrom(s.description.input[0])
+    t = s.description.trainingInput.add()
+    t.CopyFrom(s.description.output[0])
+    t.name = "value_true"
+    return s
+
+
+def _dup_layer_name(s):
+    nn = s.neuralNetworkRegressor
+    layer = nn.layers.add(name="fc")
+    layer.input.append("value")
+    layer.output.append("value2")
+    layer.activation.ReLU.SetInParent()
+
+
+def _training_input_shape(s):
+    s.description.trainingInput[0].type.multiArrayType.shape[0] = 5
+
+
+def _loss_target_inside(s):
+    s.neuralNetworkRegressor.updateParams.lossLayers[0].meanSquaredErrorLossLayer.target = "value"
+
+
+def _empty_enumeration_training(s):
+    s.description.trainingInput[0].type.multiArrayType.enumeratedShapes.SetInParent()
+
+
+def _empty_enumeration_pipeline(s):
+    s.pipeline.models[1].description.input[0].type.multiArrayType.enumeratedShapes.SetInParent()
+
+
+def _updatable_weights_cleared(s):
+    s.neuralNetworkRegressor.layers[0].innerProduct.weights.Clear()
+
+
+def _pipeline_v1():
+    s = b.tiny_pipeline()
+    return s
+
+
+NN_CASES = [
+    ("activation-type", b.tiny_nn, lambda s: s.neuralNetwork.layers[1].activation.ClearField("ReLU"),
+     "nn.activation-type"),
+    ("input-rank-embedding", nd_nn, _embedding_reads_input, "nn.input-rank"),
+    ("input-rank-no-shape", nd_nn, lambda s: (s.description.input[0].type.multiArrayType.ClearField("shape"),
+                                              s.description.input[0].type.multiArrayType.shapeRange.sizeRanges.add(
+                                                  lowerBound=1, upperBound=8)), "nn.input-rank"),
+    ("tensor-hint-model-rank", nd_nn, _tensor_hint, "nn.tensor-hint"),
+    ("shape-mapping-int8", lambda: b.tiny_nn(version=5), _int8_inner_product, "nn.shape-mapping"),
+    ("layer-param-pooling", nd_nn, _add_layer("pooling"), "nn.layer-param"),
+    ("layer-param-reorganize", nd_nn, _add_layer("reorganizeData"), "nn.layer-param"),
+    ("layer-param-loop-break", nd_nn, _add_layer("loopBreak"), "nn.layer-param"),
+    ("layer-param-reshape-static", nd_nn, _add_layer("reshapeStatic"), "nn.layer-param"),
+    ("empty-embedding-weights", nd_nn, _empty_embedding_weights, "weights.empty"),
+    ("update-parameter", _updatable_regressor,
+     _set("neuralNetworkRegressor.updateParams.optimizer.sgdOptimizer.miniBatchSize.defaultValue", 5),
+     "nn.update-parameter"),
+    ("update-epochs-positive", _updatable_regressor,
+     _set("neuralNetworkRegressor.updateParams.epochs.defaultValue", 0), "nn.update-parameter"),
+    ("update-names", _updatable_regressor, _dup_layer_name, "nn.update-names"),
+    ("update-loss-target-inside", _updatable_regressor, _loss_target_inside, "nn.update-loss-io"),
+    ("update-loss-no-input", _updatable_regressor,
+     _set("neuralNetworkRegressor.updateParams.lossLayers.0.meanSquaredErrorLossLayer.input", ""),
+     "nn.update-loss-io"),
+    ("training-input-type", _updatable_regressor, _training_input_shape, "nn.training-input-match"),
+    ("updatable-weights-cleared", _updatable_regressor, _updatable_weights_cleared, "weights.updatable"),
+    ("empty-enumeration-training", _updatable_regressor, _empty_enumeration_training, "array.empty-enumeration"),
+    ("empty-enumeration-pipeline", _pipeline_v1, _empty_enumeration_pipeline, "array.empty-enumeration"),
+]
+
+
+@pytest.mark.parametrize("build", sorted({c[1] for c in NN_CASES}, key=lambda f: f.__name__))
+def test_nn_builders_are_valid(build):
+    assert errors(build()) == set()
+
+
+@pytest.mark.parametrize("case_id,build,mutate,rule", NN_CASES, ids=[c[0] for c in NN_CASES])
+def test_nn_rule_catches_broken_spec(case_id, build, mutate, rule):
+    spec = build()
+    mutate(spec)
+    found = errors(spec)
+    assert rule in found, f"{case_id}: expected {rule}, got {sorted(found)}"
+    assert rule in RULES

@@ -107,6 +107,8 @@ def conv3d(layer, n=2 * 4 * 8):
     c = layer.convolution3d
     c.outputChannels, c.inputChannels, c.nGroups = 2, 4, 1
     c.kernelDepth = c.kernelHeight = c.kernelWidth = 2
+    c.strideDepth = c.strideHeight = c.strideWidth = 1  # Core ML: strides and dilations > 0
+    c.dilationDepth = c.dilationHeight = c.dilationWidth = 1
     c.weights.floatValue.extend(_floats(n))
 
 
