@@ -24,6 +24,7 @@ from .._proto import FeatureTypes_pb2
 from ..errors import NotFoundError, SpecSurgeryError, UnsupportedError, missing_message, near_matches
 from ._inputs import check_array_shape, check_image_size
 from .nn import Net
+from .nms import undeclared_threshold_inputs
 
 GRAY_SPACES = (FeatureTypes_pb2.ImageFeatureType.GRAYSCALE,
                getattr(FeatureTypes_pb2.ImageFeatureType, "GRAYSCALE_FLOAT16", 40))
@@ -343,6 +344,7 @@ def _run(spec, package, inputs, base_dir, search_path, bundle, bundle_ids, funct
         for stage_name, stage in zip(names, pipe.models):
             sub_where = f"{where}{stage_name}"
             stage_inputs = {f.name: table[f.name] for f in stage.description.input if f.name in table}
+            stage_inputs.update(undeclared_threshold_inputs(stage, table))   # NMS reads them by name
             missing = [f.name for f in stage.description.input   # an optional pipeline input may be absent
                        if f.name not in table and not f.type.isOptional and f.name not in optional]
             if missing:

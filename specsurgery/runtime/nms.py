@@ -302,7 +302,8 @@ MIL_OPS = {
     "random_categorical": _random_categorical,
 }
 
-__all__ = ["run_nms", "pick_top", "iou_cxcywh", "MIL_OPS", "NMSError", "threshold_inputs"]
+__all__ = ["run_nms", "pick_top", "iou_cxcywh", "MIL_OPS", "NMSError", "threshold_inputs",
+           "undeclared_threshold_inputs"]
 
 
 def threshold_inputs(spec) -> set:
@@ -314,3 +315,15 @@ def threshold_inputs(spec) -> set:
             m = info.model.nonMaximumSuppression
             names |= {n for n in (m.iouThresholdInputFeatureName, m.confidenceThresholdInputFeatureName) if n}
     return names
+
+
+def undeclared_threshold_inputs(stage, table: Mapping) -> dict:
+    """The threshold overrides an NMS ``stage`` names but does not declare (YOLO exports declare
+    them on the pipeline only), taken from the pipeline's features: Core ML's NMS looks
+    them up by name.  {} for other stages."""
+    if _spec.model_type(stage) != "nonMaximumSuppression":
+        return {}
+    m = stage.nonMaximumSuppression
+    declared = {f.name for f in stage.description.input}
+    return {n: table[n] for n in (m.iouThresholdInputFeatureName, m.confidenceThresholdInputFeatureName)
+            if n and n not in declared and table.get(n) is not None}

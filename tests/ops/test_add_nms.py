@@ -383,3 +383,30 @@ def test_dedupe_classifier_and_detector_sharing_a_backbone(tmp_path):
     for original, new in ((detector, out), (clf, tmp_path / "out" / "Classifier.mlmodel")):
         r = ss.verify(original, new)
         assert all(o.ok for o in r.outputs), r
+
+
+def test_yolo_style_export_inspects_checks_renders_and_runs(torch_detectors, tmp_path, capsys):
+    """The pipeline Ultralytics' exporter writes: [mlProgram, NMS] whose NMS stage names the
+    threshold inputs but declares only the raw arrays (the pipeline declares the thresholds,
+    required), pickTop.perClass, version 7."""
+    pkg = add_nms(torch_detectors["mlprogram"], confidence="scores", coordinates="boxes", labels=LABELS,
+                  per_class=True)
+    spec = pkg.spec
+    del spec.pipeline.models[1].description.input[2:]
+    for f in spec.description.input[1:]:
+        f.type.isOptional = False
+    spec.description.metadata.userDefined["IoU threshold"] = "0.45"
+    for m in [spec, *spec.pipeline.models]:
+        m.specificationVersion = 7
+    path = ss.save(pkg, tmp_path / "yolo.mlpackage")
+    for argv in (["check", str(path)], ["inspect", str(path)], ["tree", str(path)],
+                 ["render", str(path), "-o", str(tmp_path / "y.dot")]):
+        assert main(argv) == 0, argv
+    assert "per class" in capsys.readouterr().out
+    image = np.random.default_rng(4).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    raw = torch_detectors["mlprogram"]
+    # the undeclared threshold inputs still reach the NMS stage by name
+    _compare(path, raw, ("scores", "boxes"), {"image": image}, 1.0, 0.0, per_class=True,
+             extra={"iouThreshold": 1.0, "confidenceThreshold": 0.0})
+    _compare(path, raw, ("scores", "boxes"), {"image": image}, 0.2, 0.3, per_class=True,
+             extra={"iouThreshold": 0.2, "confidenceThreshold": 0.3})
