@@ -29,6 +29,7 @@ COMMANDS = {
     "pipeline": ("pipeline", "assemble models into a pipeline"),
     "link": ("link", "replace a pipeline stage with a linked-model stub"),
     "unlink": ("unlink", "inline the targets of linked-model stubs"),
+    "relink": ("relink", "change a linked stub's file name or search path"),
     "rename": ("rename", "rename features and blobs everywhere"),
     "set": ("set", "set metadata, feature descriptions, class labels or the spec version"),
     "extract": ("extract", "cut out the sub-graph between blobs"),

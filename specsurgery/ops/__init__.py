@@ -7,7 +7,7 @@ from .._lazy import lazy_exports
 
 _LAZY = {
     "split_at": "split", "suggest_cuts": "cuts", "extract": "extract",
-    "make_pipeline": "pipeline", "link_stage": "link", "make_linked_stub": "link", "unlink": "link",
+    "make_pipeline": "pipeline", "link_stage": "link", "make_linked_stub": "link", "unlink": "link", "relink": "link",
     "rename_feature": "rename", "dedupe": "dedupe", "dedupe_files": "dedupe", "plan_dedupe": "dedupe",
     "compress": "compress", "set_metadata": "metadata", "expose": "expose",
     "add_nms": "nms",

@@ -162,3 +162,40 @@ def test_cli_standalone_stub(tmp_path, capsys):
     assert S.model_type(stub) == "linkedModel" and stub.specificationVersion == 4
     assert main(["link", str(tmp_path / "c.mlmodel"), "--file", "C.mlmodelc", "-o", str(tmp_path / "x.mlmodel")]) == 1
     assert "--stage" in capsys.readouterr().err
+
+
+def test_relink_edits_a_stub_in_one_step(tmp_path, capsys):
+    from nnbuild import tiny_pipeline
+
+    from specsurgery.cli import main
+    from specsurgery.errors import SpecSurgeryError, UnsupportedError
+    from specsurgery.io import load_spec, save
+    from specsurgery.ops.link import link_stage, relink
+
+    pipe = link_stage(tiny_pipeline(), "backbone")
+    out = relink(pipe, "backbone", file_name="Shared.mlmodelc", search_path="$BUNDLE_MAIN")
+    lf = out.pipeline.models[0].linkedModel.linkedModelFile
+    assert (lf.linkedModelFileName.defaultValue, lf.linkedModelSearchPath.defaultValue) == \
+        ("Shared.mlmodelc", "$BUNDLE_MAIN")
+    before = pipe.pipeline.models[0].linkedModel.linkedModelFile.linkedModelFileName.defaultValue
+    assert before == "Backbone.mlmodelc"                      # the input is untouched
+    only_path = relink(pipe, "backbone", search_path=".")
+    assert only_path.pipeline.models[0].linkedModel.linkedModelFile.linkedModelFileName.defaultValue \
+        == "Backbone.mlmodelc"
+    with pytest.raises(UnsupportedError, match="stage 'head' is a neuralNetwork, not a linked stub"):
+        relink(pipe, "head", file_name="X.mlmodelc")
+    with pytest.raises(SpecSurgeryError, match="nothing to change"):
+        relink(pipe, "backbone")
+    with pytest.raises(SpecSurgeryError, match="plain name"):
+        relink(pipe, "backbone", file_name="a/B.mlmodelc")
+    stub = relink(pipe.pipeline.models[0], file_name="Other.mlmodelc")
+    assert stub.linkedModel.linkedModelFile.linkedModelFileName.defaultValue == "Other.mlmodelc"
+    src = save(pipe, tmp_path / "p.mlmodel")
+    assert main(["relink", str(src), "backbone", "--file", "Shared.mlmodelc", "-o",
+                 str(tmp_path / "o.mlmodel")]) == 0
+    assert "now links file Shared.mlmodelc" in capsys.readouterr().out
+    got = load_spec(tmp_path / "o.mlmodel").pipeline.models[0].linkedModel.linkedModelFile
+    assert got.linkedModelFileName.defaultValue == "Shared.mlmodelc"
+    assert got.linkedModelSearchPath.defaultValue == ".:$BUNDLE_MAIN"
+    assert main(["relink", str(src), "nope", "--file", "S.mlmodelc", "-o", str(tmp_path / "o2.mlmodel")]) == 1
+    assert "nope" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from ...io import copy_spec, load, split_model
 from . import mlprogram, stubs
 from .stubs import DEFAULT_SEARCH_PATH, LINKED_MIN_VERSION, make_linked_stub
 
-__all__ = ["link_stage", "make_linked_stub", "unlink", "DEFAULT_SEARCH_PATH", "LINKED_MIN_VERSION"]
+__all__ = ["link_stage", "make_linked_stub", "unlink", "relink", "DEFAULT_SEARCH_PATH", "LINKED_MIN_VERSION"]
 
 
 def link_stage(spec, stage, file_name: str = "Backbone.mlmodelc", search_path: str = DEFAULT_SEARCH_PATH,
@@ -67,3 +67,23 @@ def unlink(spec, search_path: Optional[str] = None, base_dir=None, bundle=None, 
     if given is None and not mlprogram.has_program(out):
         return out
     return mlprogram.carry_weights(out, {(): pkg, **inlined}, given)
+
+
+def relink(spec, stage=None, *, file_name: Optional[str] = None, search_path: Optional[str] = None,
+           inplace: bool = False):
+    """Edit an existing linked stub in one step: its ``linkedModelFileName``
+    (``file_name``) and/or ``linkedModelSearchPath`` (``search_path``).
+    ``stage`` is the stub's stage (name, index or "outer/inner"); None when
+    the model itself is a stub.  A package comes back as a package with its
+    weights (editing a stub moves none)."""
+    model = load(spec)
+    root, pkg = split_model(model)
+    out = root if inplace else copy_spec(root)
+    stubs.edit_stub(out, stage, file_name, search_path)
+    if pkg is None:
+        return out
+    if inplace:
+        return pkg
+    new = pkg.copy()
+    new.spec = out
+    return new

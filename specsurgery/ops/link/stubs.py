@@ -123,6 +123,42 @@ def replace_stage(out, stage, file_name: str, search_path: str) -> None:
                     f"stage {stage!r} is a linkedModel, which needs spec version {LINKED_MIN_VERSION}")
 
 
+def edit_stub(out, stage, file_name: Optional[str], search_path: Optional[str]) -> list[str]:
+    """Change the file name and/or search path of the linked stub at ``stage``
+    of ``out`` (edited in place; ``stage`` None: ``out`` itself is the stub).
+    Returns what changed, as text."""
+    if file_name is None and search_path is None:
+        raise SpecSurgeryError("relink: nothing to change; give a new file name (--file) and/or search "
+                               "path (--search-path)")
+    if stage is None:
+        if S.model_type(out) != "linkedModel":
+            hint = ("; name the stage: " + ", ".join(S.stage_names(S.pipeline_of(out)))
+                    if S.pipeline_of(out) is not None else "")
+            raise UnsupportedError(f"relink: the model is a {S.model_type(out)}, not a linked stub{hint}")
+        stub = out
+    else:
+        _, pipe, idx = _locate(out, stage)
+        stub = pipe.models[idx]
+        if S.model_type(stub) != "linkedModel":
+            raise UnsupportedError(f"relink: stage {stage!r} is a {S.model_type(stub)}, not a linked stub; "
+                                   "use link to turn it into one")
+    lf = stub.linkedModel.linkedModelFile
+    changed = []
+    if file_name is not None:
+        if not file_name or "/" in file_name:
+            raise SpecSurgeryError(f"relink: file name {file_name!r} must be a plain name such as "
+                                   "'Backbone.mlmodelc' (the folders go in the search path)")
+        if not file_name.endswith(".mlmodelc"):
+            _nn.note(f"linked file name {file_name!r} does not end in .mlmodelc; Core ML loads compiled "
+                     "models only")
+        changed.append(f"file {lf.linkedModelFileName.defaultValue} -> {file_name}")
+        lf.linkedModelFileName.defaultValue = file_name
+    if search_path is not None:
+        changed.append(f"search path {lf.linkedModelSearchPath.defaultValue!r} -> {search_path!r}")
+        lf.linkedModelSearchPath.defaultValue = search_path
+    return changed
+
+
 # --------------------------------------------------------------------------- unlink
 
 def _resolve(stub, search_path, base_dir, bundle, where):
