@@ -159,12 +159,14 @@ def _same(a, b) -> bool:
         np.array_equal(a.weights[k].data, b.weights[k].data) for k in a.weights)
 
 
+@pytest.mark.corpus
 def test_split_at_refuses_freeze_backbone_by_name():
     with pytest.raises(UnsupportedError, match=r"split_at: option 'freeze_backbone' .*not supported for ML "
                                                r"Programs"):
         split_at(CLASSIFIER, CLASSIFIER_CUT, freeze_backbone=True)
 
 
+@pytest.mark.corpus
 def test_split_at_drop_updatable_on_a_program():
     plain = split_at(CLASSIFIER, CLASSIFIER_CUT)
     # a program that is not updatable: nothing to drop, the same halves
@@ -179,6 +181,7 @@ def test_split_at_drop_updatable_on_a_program():
     assert marked.spec.isUpdatable      # the input is not edited
 
 
+@pytest.mark.corpus
 def test_split_at_shapes_on_a_program():
     backbone, _ = split_at(CLASSIFIER, CLASSIFIER_CUT)
     declared = list(backbone.spec.description.output[0].type.multiArrayType.shape)
@@ -203,6 +206,7 @@ def test_split_at_shapes_on_a_program():
         assert (array.shapeRange.sizeRanges[-1].lowerBound, array.shapeRange.sizeRanges[-1].upperBound) == (1, -1)
 
 
+@pytest.mark.corpus
 def test_split_at_inplace_turns_the_given_package_into_the_head():
     backbone, head = split_at(CLASSIFIER, CLASSIFIER_CUT)
     pkg = io.load(CLASSIFIER)
@@ -213,6 +217,7 @@ def test_split_at_inplace_turns_the_given_package_into_the_head():
     assert head2 is pkg and _same(pkg, head) and _same(backbone2, backbone)
 
 
+@pytest.mark.corpus
 def test_link_stage_and_unlink_inplace_edit_the_given_package(tmp_path):
     src = _linked_segmenter(tmp_path)
     backbone, head = split_at(src, _three_cuts(suggest_cuts(src))[1].blob)
@@ -228,6 +233,7 @@ def test_link_stage_and_unlink_inplace_edit_the_given_package(tmp_path):
     assert verify(src, tmp_path / "Inlined.mlpackage", samples=1).ok
 
 
+@pytest.mark.corpus
 def test_link_stage_of_a_lone_program_is_refused_like_a_network():
     with pytest.raises(UnsupportedError, match="not a pipeline.*make_linked_stub"):
         link_stage(CLASSIFIER, "backbone")
@@ -245,6 +251,7 @@ def test_suggest_cuts_honours_max_blobs_on_a_program(tmp_path):
     assert verify(path, tmp_path / "p.mlpackage", samples=1).ok
 
 
+@pytest.mark.corpus
 def test_make_pipeline_prefixes_rename_program_stages_too(tmp_path):
     from specsurgery.ops import make_pipeline
 

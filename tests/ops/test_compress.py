@@ -637,6 +637,7 @@ def test_options_a_mode_cannot_use_are_refused_by_name(kw, match):
         compress(tiny_conv(), min_weights=0, **kw)
 
 
+@pytest.mark.corpus
 def test_mlprogram_refuses_what_it_cannot_honour_by_option_and_backend():
     path = need(CORPUS / "generated" / "shared_backbone_classifier.mlpackage")
     with pytest.raises(UnsupportedError, match=r"sparsity \(--prune\) with mode 'palettize'.*ML Program"):
@@ -645,6 +646,7 @@ def test_mlprogram_refuses_what_it_cannot_honour_by_option_and_backend():
         compress(path, mode="palettize", granularity="per_grouped_channel", group_size=8)
 
 
+@pytest.mark.corpus
 def test_mlprogram_honours_progress_and_inplace():
     pkg = ssio.load(need(CORPUS / "generated" / "shared_backbone_classifier.mlpackage"))
     seen = []
@@ -680,6 +682,7 @@ def test_weights_over_the_memory_budget_are_refused_naming_the_layer(tmp_path, c
     assert not (tmp_path / "o.mlmodel").exists()
 
 
+@pytest.mark.corpus
 def test_progress_total_counts_ml_program_weights():
     from specsurgery.ops.compress import count_weighted_layers
 
@@ -689,6 +692,7 @@ def test_progress_total_counts_ml_program_weights():
     assert 0 < len(seen) <= count_weighted_layers(path)
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("kw", [dict(mode="palettize", nbits=4), dict(mode="linear")])
 def test_mlprogram_weight_with_nan_is_one_error_naming_it(kw):
     from specsurgery.mil import blobs as B

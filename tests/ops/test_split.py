@@ -354,6 +354,7 @@ def test_shapes_for_a_blob_the_cut_does_not_cross_is_an_error():
         split_at(sm.skip_net(), "e", shapes={"a": [1, 2, 3]})
 
 
+@pytest.mark.corpus
 def test_mlprogram_split_model_writes_packages(tmp_path):
     pkg = CORPUS / "generated/shared_backbone_classifier.mlpackage"
     paths = split_model(pkg, "input_31_cast_fp16", tmp_path, name="P")
@@ -361,6 +362,7 @@ def test_mlprogram_split_model_writes_packages(tmp_path):
     assert verify(pkg, paths["pipeline"], search_path=str(tmp_path), samples=1).ok
 
 
+@pytest.mark.corpus
 def test_cli_split_of_a_program_refuses_freeze_backbone_by_name(tmp_path, capsys):
     pkg = CORPUS / "generated/shared_backbone_classifier.mlpackage"
     out = tmp_path / "out"
@@ -369,6 +371,7 @@ def test_cli_split_of_a_program_refuses_freeze_backbone_by_name(tmp_path, capsys
     assert not out.exists()
 
 
+@pytest.mark.corpus
 def test_not_a_neural_network():
     with pytest.raises(UnsupportedError, match="has no neural-network layers"):
         split_at(CORPUS / "generated/sklearn_scaler_logreg.mlmodel", "x")
