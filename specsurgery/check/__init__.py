@@ -21,7 +21,7 @@ from pathlib import Path
 from ..errors import CheckError
 from ..spec import NN_TYPES, PIPELINE_TYPES, pipeline_of
 from .findings import Finding, Findings, errors, join
-from .rules import demote
+from .severity import demote
 from .versions import NEWEST, min_spec_version, own_needs, version_needs
 
 __all__ = ["Finding", "check", "assert_valid", "min_spec_version", "CheckError", "errors"]

@@ -52,6 +52,10 @@ LAYER_RANKS = {
 }
 
 
+_ACTIVATION_KINDS = frozenset({"activation", "simpleRecurrent", "gru", "uniDirectionalLSTM",
+                               "biDirectionalLSTM"})
+
+
 def _recurrent_activations(layer):
     kind = layer.WhichOneof("layer")
     if kind == "simpleRecurrent":
@@ -118,8 +122,16 @@ def _empty_weights(wp) -> bool:
     return not (len(wp.rawValue) and wp.HasField("quantization"))
 
 
+#: Kinds :func:`_layer_params` has a rule for.
+PARAM_KINDS = frozenset(REQUIRED_LISTS) | frozenset(POSITIVE) | frozenset(GENERAL_WEIGHTS) | {
+    "permute", "reshape", "reorganizeData", "slice", "pooling", "padding", "squeeze", "crop",
+    "constantPad", "upsample", "loop", "branch", "loopBreak", "loopContinue"}
+
+
 def _layer_params(layer, where: str, kind: str, out: Findings, in_loop: bool, flagged: set) -> None:
-    p = getattr(layer, kind) if kind else None
+    if kind not in PARAM_KINDS:
+        return
+    p = getattr(layer, kind)
     for field in REQUIRED_LISTS.get(kind, ()):
         if not len(getattr(p, field)):
             out.error(where, "nn.layer-param", f"{kind} layer '{layer.name}' has no {field}; it is a "
@@ -198,10 +210,12 @@ def check_activations(nn, out: Findings) -> None:
     """Activation kinds, and the layer parameters above (NeuralNetworkLayerValidator.cpp)."""
     flagged = {f.path.rsplit("/", 1)[-1].split(".", 1)[0] for f in out if f.rule == "weights.empty"}
     for layer, in_loop in _walk_depth(nn.layers):
-        where = f"layer:{layer.name}"
         kind = layer.WhichOneof("layer")
+        if kind not in PARAM_KINDS and kind not in _ACTIVATION_KINDS:
+            continue
+        where = f"layer:{layer.name}"
         _layer_params(layer, where, kind, out, in_loop, flagged)
-        if layer.WhichOneof("layer") == "activation" and \
+        if kind == "activation" and \
                 layer.activation.WhichOneof("NonlinearityType") is None:
             out.error(where, "nn.activation-type",
                       f"activation layer '{layer.name}' has no nonlinearity set; set one of ReLU, "

@@ -34,39 +34,47 @@ def check_tree_ensemble(spec, kind: str, out: Findings) -> None:
         err("tree.no-dimensions", "numPredictionDimensions is 0; set it to the number of outputs "
             "(regressor) or of classes (1 for a binary classifier)")
     table: dict[tuple[int, int], object] = {}
+    branches: list[tuple[tuple[int, int], int, int]] = []   # (key, false child, true child)
     for n in ens.nodes:
-        key = (int(n.treeId), int(n.nodeId))
+        tree = n.treeId
+        key = (tree, n.nodeId)
         if key in table:
             err("tree.duplicate-node", f"node {_node(key)} is declared twice; (treeId, nodeId) "
                 "pairs must be unique")
             continue
         table[key] = n
-        if n.nodeBehavior == LEAF:
-            values = [int(e.evaluationIndex) for e in n.evaluationInfo]
+        behavior = n.nodeBehavior
+        if behavior == LEAF:
+            infos = n.evaluationInfo
+            if len(infos) == 1:
+                values = [infos[0].evaluationIndex]
+            else:
+                values = [e.evaluationIndex for e in infos]
             if not values:
                 err("tree.leaf-no-values", f"leaf node {_node(key)} has no evaluationInfo; give "
                     "it a value for each prediction dimension it adds to")
-            bad = sorted({v for v in values if v >= dims})
-            if bad and dims:
+                continue
+            if dims and max(values) >= dims:
+                bad = sorted({v for v in values if v >= dims})
                 err("tree.leaf-dimension", f"leaf node {_node(key)} adds to dimension(s) "
                     f"{', '.join(map(str, bad))}, but numPredictionDimensions is {dims}; "
                     f"use evaluationIndex 0..{dims - 1} or raise numPredictionDimensions")
-            dup = sorted({v for v in values if values.count(v) > 1})
-            if dup:
+            if len(values) > 1 and len(set(values)) != len(values):
+                dup = sorted({v for v in values if values.count(v) > 1})
                 err("tree.leaf-duplicate-dimension", f"leaf node {_node(key)} gives dimension(s) "
                     f"{', '.join(map(str, dup))} more than one evaluation value; keep one each")
-        elif n.nodeBehavior not in BRANCH_MODES:
-            err("tree.bad-node-behavior", f"node {_node(key)} has nodeBehavior {n.nodeBehavior}, "
+            continue
+        if behavior not in BRANCH_MODES:
+            err("tree.bad-node-behavior", f"node {_node(key)} has nodeBehavior {behavior}, "
                 "which is no branch mode and not LeafNode; use one of "
                 + ", ".join(BRANCH_MODES.values()) + " or LeafNode")
+        branches.append((key, n.falseChildNodeId, n.trueChildNodeId))
     parent: dict[tuple[int, int], tuple[int, int]] = {}
     children: dict[tuple[int, int], list] = {}
-    for key in sorted(table):
-        n = table[key]
-        if n.nodeBehavior == LEAF:
-            continue
-        for side, cid in (("false", n.falseChildNodeId), ("true", n.trueChildNodeId)):
-            child = (key[0], int(cid))
+    branches.sort()
+    for key, false_id, true_id in branches:
+        for side, cid in (("false", false_id), ("true", true_id)):
+            child = (key[0], cid)
             if child not in table:
                 err("tree.missing-child", f"node {_node(key)} names {side} child nodeId {cid}, "
                     f"which tree {key[0]} does not declare; add the node or fix {side}ChildNodeId")
@@ -82,7 +90,7 @@ def check_tree_ensemble(spec, kind: str, out: Findings) -> None:
                 break
             parent[child] = key
             children.setdefault(key, []).append(child)
-    roots = [k for k in sorted(table) if k not in parent]
+    roots = sorted(k for k in table if k not in parent)
     by_tree: dict[int, list[int]] = {}
     for tree, node in roots:
         by_tree.setdefault(tree, []).append(node)
@@ -98,7 +106,7 @@ def check_tree_ensemble(spec, kind: str, out: Findings) -> None:
             if child not in reached:
                 reached.add(child)
                 stack.append(child)
-    lost = [k for k in sorted(table) if k not in reached]
+    lost = sorted(k for k in table if k not in reached) if len(reached) != len(table) else []
     if lost:
         err("tree.unreachable", f"{len(lost)} node(s) are not reachable from a root: "
             + ", ".join(_node(k) for k in lost[:8]) + (", ..." if len(lost) > 8 else "")
@@ -107,6 +115,10 @@ def check_tree_ensemble(spec, kind: str, out: Findings) -> None:
     if base and base != dims:
         err("tree.base-prediction-size", f"basePredictionValue has {base} values but "
             f"numPredictionDimensions is {dims}; give one per dimension or none")
+    _check_classes(msg, kind, dims, out, err)
+
+
+def _check_classes(msg, kind, dims, out: Findings, err) -> None:
     if kind == "treeEnsembleClassifier":
         which = msg.WhichOneof("ClassLabels")
         classes = len(getattr(msg, which).vector) if which else 0
