@@ -440,7 +440,7 @@ def run_in_process(make_argv: Callable[[], list[str]], timeout: float) -> dict:
         if code not in (0, 1, 2):
             res.update(exception=f"exit code {code}", where="cli")
     except _Timeout as exc:  # where it was when the timer fired
-        res = {"status": "fault", "exception": f"Timeout (> {timeout:g} s)", "where": _culprit(exc.__traceback__),
+        res = {"status": "fault", "exception": f"Timeout (> {timeout:g} s of CPU)", "where": _culprit(exc.__traceback__),
                "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:]}
     except SpecSurgeryError:
         res = {"status": "ok", "code": 1}
@@ -460,8 +460,15 @@ def run_in_process(make_argv: Callable[[], list[str]], timeout: float) -> dict:
     return res
 
 
+def _limit_child(timeout: float, memory_gib: float) -> None:
+    limit_memory(memory_gib)
+    cpu = int(math.ceil(timeout))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))   # SIGXCPU after `timeout` CPU seconds
+
+
 def run_subprocess(make_argv: Callable[[], list[str]], timeout: float, memory_gib: float) -> dict:
-    """One command as ``python -m specsurgery``, under RLIMIT_AS and a timeout."""
+    """One command as ``python -m specsurgery``, under RLIMIT_AS, RLIMIT_CPU (the timeout,
+    in CPU seconds) and a wall-clock limit for a process stuck without using CPU."""
     env = dict(os.environ, SPECSURGERY_DEBUG="1", PYTHONWARNINGS="ignore")
     start = time.monotonic()
     try:
@@ -472,32 +479,42 @@ def run_subprocess(make_argv: Callable[[], list[str]], timeout: float, memory_gi
                 "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:]}
     try:
         proc = subprocess.run([sys.executable, "-m", "specsurgery", *argv], capture_output=True, text=True,
-                              timeout=timeout, env=env, preexec_fn=lambda: limit_memory(memory_gib))
+                              timeout=10 * timeout, env=env, preexec_fn=lambda: _limit_child(timeout, memory_gib))
     except subprocess.TimeoutExpired:
-        return {"status": "fault", "exception": f"Timeout (> {timeout:g} s)", "where": "?",
-                "seconds": round(time.monotonic() - start, 3)}
+        return {"status": "fault", "exception": f"Hang (> {10 * timeout:g} s of wall time)", "where": "?",
+                "seconds": round(time.monotonic() - start, 3), "argv": argv}
     res = {"code": proc.returncode, "seconds": round(time.monotonic() - start, 3), "argv": argv}
     tb = proc.stderr
     if "Traceback (most recent call last)" in tb:
         last = [l for l in tb.strip().splitlines() if l and not l.startswith(" ")][-1]
-        if any(k in last for k in ("SpecSurgeryError", "Error: ")) and _is_ours(last):
+        if _is_ours(last):
             res["status"] = "ok"
         else:
             where = [l for l in tb.splitlines() if "/specsurgery/" in l and l.strip().startswith("File")]
             res.update(status="fault", exception=last[:300], traceback=tb[-4000:],
                        where=_where_from_line(where[-1]) if where else "?")
+    elif proc.returncode == -signal.SIGXCPU:
+        res.update(status="fault", exception=f"Timeout (> {timeout:g} s of CPU)", where="?", traceback=tb[-4000:])
     elif proc.returncode not in (0, 1, 2):
-        res.update(status="fault", exception=f"exit code {proc.returncode}", where="?", traceback=tb[-4000:])
+        res.update(status="fault", exception=f"exit code {proc.returncode}{_signal_name(proc.returncode)}",
+                   where="?", traceback=tb[-4000:])
     else:
         res["status"] = "ok"
     return res
 
 
 def _is_ours(line: str) -> bool:
+    """Is the traceback's last line ("pkg.mod.Class: message") a SpecSurgeryError?"""
+    import importlib
+
     from specsurgery import errors
 
-    name = line.split(":", 1)[0].rsplit(".", 1)[-1]
-    cls = getattr(errors, name, None)
+    dotted = line.split(":", 1)[0].strip()
+    module, _, name = dotted.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module) if module else errors, name, None)
+    except Exception:
+        cls = getattr(errors, name, None)
     return isinstance(cls, type) and issubclass(cls, errors.SpecSurgeryError)
 
 
@@ -602,7 +619,7 @@ class Worker:
             self.stop()
             return [{"verb": "?", "status": "fault", "exception": "worker died before the task", "where": "?"}]
         results, current = [], None
-        wall = 3 * self.timeout + 15  # the worker's own CPU timer fires first unless it is stuck
+        wall = 10 * self.timeout  # the worker's own CPU timer fires first unless it is stuck (or starved)
         deadline = time.monotonic() + wall
         fd = self.proc.stdout.fileno()
         while True:
