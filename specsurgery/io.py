@@ -291,6 +291,78 @@ def load(source, *, what: str = "model") -> Union["Model_pb2.Model", MLPackage]:
         ".pbtxt), bytes, a Model_pb2.Model, an MLPackage or a coremltools MLModel")
 
 
+def _description_bytes(data) -> bytes:
+    """The bytes of a serialized Model's ``description`` (field 2), found by
+    walking the top-level wire format without parsing the rest (the weights)."""
+    with memoryview(data) as view:
+        return _walk_description(view)
+
+
+def _walk_description(view) -> bytes:
+    i, n = 0, len(view)
+
+    def varint(i):
+        shift = value = 0
+        while True:
+            if i >= n or shift > 63:
+                raise LoadError("truncated varint")
+            b = view[i]
+            i += 1
+            value |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return value, i
+            shift += 7
+
+    found = []
+    while i < n:
+        key, i = varint(i)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            _, i = varint(i)
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        elif wire == 2:
+            size, i = varint(i)
+            if field == 2:
+                found.append(bytes(view[i:i + size]))
+            i += size
+        else:
+            raise LoadError(f"unexpected wire type {wire}")
+    if i > n:
+        raise LoadError("truncated field")
+    return b"".join(found)     # repeated occurrences of a message field merge
+
+
+def load_description(source) -> "Model_pb2.ModelDescription":
+    """The ``ModelDescription`` of a model file or package, without decoding its
+    weights (a 100 MB .mlmodel costs a scan, not a parse)."""
+    path = Path(source)
+    if path.is_dir():
+        path, _ = _read_manifest(path)
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size == 0:
+                raise LoadError(f"{path}: the file is empty (0 bytes); expected a serialized Core ML Model")
+            import mmap
+
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                try:
+                    raw = _description_bytes(mm)
+                except LoadError as exc:
+                    raise LoadError(f"{path}: not a readable Core ML model ({exc})") from None
+    except OSError as exc:
+        raise LoadError(f"{path}: cannot read ({exc.strerror})") from exc
+    desc = Model_pb2.ModelDescription()
+    try:
+        desc.ParseFromString(raw)
+    except Exception as exc:
+        raise LoadError(f"{path}: not a readable Core ML model description ({exc})") from exc
+    return desc
+
+
 def load_spec(source) -> "Model_pb2.Model":
     """The ``Model_pb2.Model`` of any model-like input (a package's root spec)."""
     model = load(source)

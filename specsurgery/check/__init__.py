@@ -166,12 +166,14 @@ def _check_model(spec, path: str, ctx: _Context, sink: list) -> None:
 
         check_detector(spec, kind, out)
     if kind == "linkedModel":
-        from .linked import check_linked, check_target
+        from .linked import check_linked, check_target, check_target_beside
 
         check_linked(spec, out)
         if ctx.search_path is not None:
             check_target(spec, out, ctx.search_path, ctx.base_dir, ctx.bundle, ctx.bundle_ids,
                          check_model=check)
+        elif ctx.base_dir is not None:
+            check_target_beside(spec, out, ctx.base_dir, ctx.bundle, ctx.bundle_ids)
     if kind == "mlProgram":
         checker, problem = _program_checker()
         if problem:

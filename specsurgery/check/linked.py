@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import SpecSurgeryError
-from ..io import load
+from .._proto import Model_pb2
+from ..io import load, load_description
 from ..linked import resolve_linked
 from ..spec import describe_type
 from .findings import Findings
@@ -107,6 +108,44 @@ def check_target(spec, out: Findings, search_path, base_dir, bundle=None, bundle
         out.error("linkedModel", "linked.target-invalid",
                   f"linked target {found} fails check with {len(bad)} error(s): "
                   + "; ".join(str(f) for f in bad[:5]) + ("; ..." if len(bad) > 5 else ""))
+
+
+def check_target_beside(spec, out: Findings, base_dir, bundle=None, bundle_ids=None) -> None:
+    """Without a search path: look for the target where the stub's own search
+    path leads from the model's folder (``$BUNDLE_MAIN`` = that folder unless
+    ``bundle`` says otherwise) and compare interfaces; reading only the
+    target's description, so a large backbone is scanned, not decoded."""
+    name = spec.linkedModel.linkedModelFile.linkedModelFileName.defaultValue
+    if not name:
+        return
+    try:
+        found, tried = resolve_linked(spec, search_path=None, base_dir=base_dir, bundle=bundle,
+                                      bundle_ids=bundle_ids)
+    except Exception as exc:  # a resolver error is a finding, not a crash
+        out.warning("linkedModel", "linked.target-not-checked", f"cannot resolve the linked target: {exc}")
+        return
+    if found is None:
+        compiled = [t for t in tried if "compiled" in t]
+        if compiled:
+            out.info("linkedModel", "linked.target-unreadable",
+                     f"linked target found at {compiled[0]}, which cannot be read offline; interface not "
+                     "compared (put its source .mlmodel/.mlpackage beside it)")
+            return
+        out.warning("linkedModel", "linked.target-not-checked",
+                    f"linked target '{name}' is not beside the model (tried " + "; ".join(tried)
+                    + "), so its interface was not compared; pass --search-path (and --bundle) with the "
+                    "folder that holds it, or its source .mlmodel/.mlpackage")
+        return
+    try:
+        description = load_description(found)
+    except SpecSurgeryError as exc:
+        out.error("linkedModel", "linked.target-not-a-model",
+                  f"linked target '{name}' resolves to {found}, which is not a Core ML model "
+                  f"({' '.join(str(exc).split())}); put the compiled target or its source .mlmodel/.mlpackage there")
+        return
+    holder = Model_pb2.Model()
+    holder.description.CopyFrom(description)
+    _compare(spec, holder, out, found)
 
 
 def _load_target(found):

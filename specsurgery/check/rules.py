@@ -53,8 +53,9 @@ RULES: dict[str, Rule] = dict([
     _r("version.below-minimum", "error",
        "a feature the validator rejects below its version (isUpdatable v4, FLOAT16/INT8 arrays, "
        "sequences, state, empty inputs, multifunction, default values; linkedModel, mlProgram)",
-       _MODEL + "; " + IFACE + "; linkedModel/mlProgram: older runtimes cannot load them "
-       "(Utils.cpp downgradeSpecificationVersion)"),
+       _MODEL + "; " + IFACE + "; linkedModel/mlProgram below v4/v6: ours only, the open validator "
+       "accepts them but Model.proto gives them iOS 13/iOS 15 and Core ML errors on a model "
+       "that declares a version older than its features (Apple forum thread 664678)"),
     _r("version.below-recommended", "warning",
        "a feature Core ML only interprets from a newer version (flexible shapes, FP16/quantized "
        "weights, new layers)",
@@ -238,7 +239,7 @@ RULES: dict[str, Rule] = dict([
     _r("linked.bad-bundle-identifier", "warning", "$BUNDLE_IDENTIFIER( not closed", "ours only: a warning"),
     _r("linked.not-found", "error", "with --search-path: target not found",
        "ours only: asked for with --search-path; Core ML fails to load a linked model whose target is missing"),
-    _r("linked.interface-mismatch", "error", "with --search-path: stub and target interfaces differ",
+    _r("linked.interface-mismatch", "error", "stub and target interfaces differ (the target found on --search-path, or beside the model by default)",
        "ours only: asked for with --search-path; the runtime feeds the stub's features to the target"),
     _r("linked.target-invalid", "error", "with --search-path: the target fails check",
        "ours only: asked for with --search-path"),
@@ -247,6 +248,8 @@ RULES: dict[str, Rule] = dict([
     _r("linked.leaves-bundle", "warning", "search path entry outside the model's folder",
        "ours only: a device's sandbox holds nothing outside the bundle; a warning"),
     _r("linked.target-unreadable", "info", "only the compiled target was found", "ours only: cannot read .mlmodelc"),
+    _r("linked.target-not-checked", "warning", "without --search-path: the target is not beside the model (its own search path from the model's folder), so its interface was not compared",
+       "ours only: a warning; pass --search-path to check the link"),
     _r("package.manifest-version", "error", "Manifest fileFormatVersion malformed or too new",
        "ours only: the package reader is not in the open validator; Core ML refuses unknown "
        "package versions ('unsupported model package version')"),
@@ -280,8 +283,10 @@ RULES: dict[str, Rule] = dict([
        "ours only: NeuralNetworkLayerValidator.cpp has this check but returns before it when the "
        "convolution has two inputs, so Core ML accepts it; a warning (the bias is likely ignored)"),
     _r("nn.conv-channels", "error", "convolution kernelChannels x nGroups != its input's channels",
-       "ours only: Core ML's shape pass (NeuralNetworkShapes.cpp, run for rank-5 networks) and "
-       "the compiler reject it"),
+       "ours only: the open validator checks channels only in its legacy shape pass "
+       "(NeuralNetworkShapes.cpp, reported as 'potentially invalid'), but Core ML's compiler "
+       "rejects a layer whose channel parameter disagrees with its input blob (coremltools#157, "
+       "#389: 'compiler error: ... must be equal to the parameter inputChannels')"),
     _r("nn.conv-groups", "error", "outputChannels not divisible by nGroups", NNL),
     _r("nn.scale-shape", "error", "scale layer shapes not rank 1 or 3", NNL),
     _r("nn.custom-no-class", "error", "custom layer without className", NNL),

@@ -52,16 +52,45 @@ def test_target_missing_lists_every_place_tried(tmp_path):
     assert f.path == "backbone/linkedModel"
 
 
-def test_without_search_path_no_resolution(tmp_path):
+def test_without_search_path_the_target_beside_the_model_is_compared(tmp_path):
+    # issue 17: plain check follows the stub's own search path from the model's folder
     path = _bundle(tmp_path, b.tiny_nn(n_hidden=5))
-    assert not _rules(check(path))
+    assert _rules(check(path)) == {"linked.interface-mismatch"}
+    (tmp_path / "good").mkdir()
+    good = _bundle(tmp_path / "good", b.tiny_nn())
+    assert not _rules(check(good)) and "linked.target-not-checked" not in _rules(check(good), "warning")
+
+
+def test_without_search_path_a_missing_target_warns(tmp_path):
+    path = _bundle(tmp_path, b.tiny_nn())
+    (tmp_path / "models" / "Backbone.mlmodel").unlink()
+    findings = check(path)
+    assert not _rules(findings)
+    [f] = [f for f in findings if f.rule == "linked.target-not-checked"]
+    assert f.severity == "warning" and "--search-path" in f.message and "models" in f.message
+    assert not [f for f in check(b.tiny_pipeline([b.tiny_linked(), b.tiny_head()]))
+                if f.rule == "linked.target-not-checked"]          # a spec in memory has no folder
+
+
+def test_default_resolution_reads_only_the_description(tmp_path, monkeypatch):
+    from specsurgery import io
+
+    path = _bundle(tmp_path, b.tiny_nn())
+    calls = []
+    real = io._parse
+    monkeypatch.setattr(io, "_parse", lambda data, where: calls.append(where) or real(data, where))
+    check(path)
+    assert not any("Backbone" in str(c) for c in calls), calls
 
 
 def test_cli_search_path(tmp_path, capsys):
     path = _bundle(tmp_path, b.tiny_nn(n_hidden=5))
-    assert main(["check", str(path)]) == 0
+    assert main(["check", str(path)]) == 1
+    assert "[linked.interface-mismatch]" in capsys.readouterr().out
     assert main(["check", "--search-path", "models", str(path)]) == 1
     assert "[linked.interface-mismatch]" in capsys.readouterr().out
+    assert main(["check", "--search-path", "elsewhere", str(path)]) == 1
+    assert "[linked.not-found]" in capsys.readouterr().out
 
 
 def test_invalid_target_is_reported(tmp_path):
