@@ -74,24 +74,60 @@ def _default(obj):
 
 
 
-class Progress:
-    """A one-line progress indicator on a terminal's stderr; silent elsewhere."""
+def add_quiet(parser) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bar on stderr (it only shows on a terminal anyway)")
 
-    def __init__(self, total: int, label: str, stream=None):
+
+class Progress:
+    """A tqdm progress bar on a terminal's stderr; silent when the stream is
+    not a terminal (piped, redirected), under ``--quiet`` or under ``--json``.
+
+    ``step(what)`` is the plain callable the library's ``progress=`` parameters
+    take: one call, one step, ``what`` shown beside the bar.  Use as a context
+    manager or call ``close()``; a closed bar leaves no line behind.
+    """
+
+    def __init__(self, total, label: str, stream=None, *, enabled: bool = True, unit: str = "step"):
         self.total, self.label, self.done = total, label, 0
-        self.stream = stream or sys.stderr
-        self.active = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.stream = stream if stream is not None else sys.stderr
+        isatty = getattr(self.stream, "isatty", None)
+        self.active = bool(enabled and callable(isatty) and isatty())
+        self._bar = None
+        if self.active:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total or None, desc=label, file=self.stream, unit=unit,
+                             leave=False, dynamic_ncols=True, mininterval=0.1)
+
+    @classmethod
+    def for_args(cls, args, total, label: str, stream=None, **kw) -> "Progress":
+        """A bar that stays quiet under the verb's ``--quiet`` or ``--json``."""
+        quiet = getattr(args, "quiet", False) or getattr(args, "json", False)
+        return cls(total, label, stream, enabled=not quiet, **kw)
 
     def step(self, what: str = "") -> None:
         self.done += 1
-        if self.active:
-            self.stream.write(f"\r{self.label} {self.done}/{self.total} {what[:50]:<50}")
-            self.stream.flush()
+        if self._bar is not None:
+            if what:
+                self._bar.set_postfix_str(str(what)[:40], refresh=False)
+            self._bar.update(1)
+
+    def describe(self, what: str) -> None:
+        """Say what the step under way is (a stage's name), without counting a step."""
+        if self._bar is not None:
+            self._bar.set_postfix_str(str(what)[:40])
 
     def close(self) -> None:
-        if self.active:
-            self.stream.write("\r" + " " * (len(self.label) + 70) + "\r")
-            self.stream.flush()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def label_list(value: str, flag: str = "--labels") -> list[str]:

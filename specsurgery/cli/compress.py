@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_json, print_json
+from ._common import add_json, add_quiet, print_json
 from .run import add_max_memory
 
 
@@ -50,6 +50,7 @@ def configure(parser) -> None:
     parser.add_argument("--verify", action="store_true",
                         help="run both models on seeded random inputs and print each output's SNR")
     add_max_memory(parser)
+    add_quiet(parser)
     add_json(parser)
 
 
@@ -76,7 +77,7 @@ def run(args) -> int:
         raise SpecSurgeryError("--grouped-channels applies to --palettize only")
     with budget.limited(args.max_memory):
         original = load(args.model)
-        progress = Progress(count_weighted_layers(original), "compress")
+        progress = Progress.for_args(args, count_weighted_layers(original), f"compress {mode}", unit="layer")
         try:
             compressed, report = compress(
                 original, mode=mode, nbits=nbits, per_channel=args.per_channel, sparsity=args.prune,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from ._common import add_json
+from ._common import add_json, add_quiet
 
 _DIM = re.compile(r"^(\d+)(?:\[(\d+)\.\.(\d*)\])?$")
 
@@ -54,6 +54,7 @@ def configure(parser) -> None:
                         help="user-defined metadata entry (repeatable)")
     parser.add_argument("-o", "--output", metavar="OUT", required=True,
                         help=".mlmodel (neuralnetwork) or .mlpackage (mlprogram)")
+    add_quiet(parser)
     add_json(parser)
 
 
@@ -140,6 +141,14 @@ def load_factory(source: str):
 
 
 def run(args) -> int:
+    from ._common import Progress
+
+    # stages: import FILE.py, build the module, convert (trace + coremltools + check + save)
+    with Progress.for_args(args, 3, "convert") as bar:
+        return _convert(args, bar)
+
+
+def _convert(args, bar) -> int:
     import time
     from pathlib import Path
 
@@ -160,7 +169,10 @@ def run(args) -> int:
             examples.append(torch.rand(shape, generator=gen))
         if flex is not None:
             flexible[name] = flex
+    bar.describe(f"import {args.source.rpartition(':')[0]}")
     factory = load_factory(args.source)
+    bar.step()
+    bar.describe("build the module")
     try:
         module = factory()
     except Exception as exc:
@@ -195,6 +207,8 @@ def run(args) -> int:
     if args.backend == "mlprogram" and out.suffix != ".mlpackage":
         raise ConvertError(f"{out}: an ML Program keeps its weights in a weight file; "
                            "write it to a .mlpackage")
+    bar.step()
+    bar.describe(f"convert to {args.backend}")
     t0 = time.perf_counter()
     model = from_torch(module, tuple(examples), inputs=names,
                        image_input=args.image, mean=args.mean, std=args.std,
@@ -203,6 +217,8 @@ def run(args) -> int:
                        minimum_deployment_target=args.min_target, script=args.script,
                        metadata=metadata or None, flexible=flexible or None, save_to=out)
     seconds = time.perf_counter() - t0
+    bar.step()
+    bar.close()  # before the summary is printed
     spec = ssio.load_spec(model)
     size = ssio.file_size(out) if hasattr(ssio, "file_size") else 0
     from ..spec import describe_type

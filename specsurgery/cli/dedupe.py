@@ -7,7 +7,7 @@ share nothing: says so, writes nothing, exits 0.
 
 from __future__ import annotations
 
-from ._common import add_json, print_json
+from ._common import add_json, add_quiet, print_json
 
 
 def configure(parser) -> None:
@@ -32,6 +32,7 @@ def configure(parser) -> None:
     parser.add_argument("--multifunction-name", default="Models", metavar="NAME",
                         help="file stem of the --multifunction package (default Models)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    add_quiet(parser)
     add_json(parser)
 
 
@@ -40,7 +41,7 @@ def run(args) -> int:
     from ._common import Progress
 
     # read + hash each model, rewrite each member, write the set (at most 2 N + 1 steps)
-    bar = Progress(2 * len(args.models) + 1, "dedupe")
+    bar = Progress.for_args(args, 2 * len(args.models) + 1, "dedupe")
     try:
         report = dedupe_files(args.models, args.output, backbone_name=args.backbone_name,
                               search_path=args.search_path, min_share=args.min_share,

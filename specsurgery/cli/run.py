@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from ._common import add_bundle, add_json, add_search_path
+from ._common import add_bundle, add_json, add_quiet, add_search_path
 
 
 def add_max_memory(parser) -> None:
@@ -51,6 +51,7 @@ def configure(parser) -> None:
     parser.add_argument("-o", "--output", metavar="OUT.npz", default=None,
                         help="write outputs here: one array per output; a label as a one-element "
                              "string array; a dictionary as <name>.keys and <name>.values")
+    add_quiet(parser)
     add_json(parser)
 
 
@@ -132,7 +133,7 @@ def run(args) -> int:
     from .. import io as _io
     from ..errors import NotFoundError
     from ..runtime import predict
-    from ._common import print_json
+    from ._common import Progress, print_json
 
     pairs = _parse_inputs(args.input)
     if args.output and not args.output.lower().endswith(".npz"):
@@ -159,15 +160,20 @@ def run(args) -> int:
                                    f"{args.model} is a {model_type(spec)} with none: drop --function")
     inputs = _read_inputs(pairs)
     _check_array_dtypes(inputs, features)
+    bar = Progress.for_args(args, 1, "run")
+    bar.describe(args.model)
     try:
         with runtime_limits(args):
             outputs = predict(args.model, inputs, search_path=args.search_path, bundle=args.bundle,
                               function=args.function)
+        bar.step()
     except NotFoundError as exc:
         if not str(exc).startswith("missing input"):
             raise
         raise NotFoundError(f"{exc}; pass each with --input NAME=FILE (a .npy array or a "
                             ".png/.jpg image)") from None
+    finally:
+        bar.close()
     arrays = to_arrays(outputs)
     if args.output:
         import io as _pyio

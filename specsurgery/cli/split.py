@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import add_json, add_stub_search_path, notes_to_stderr, print_json
+from ._common import Progress, add_json, add_quiet, add_stub_search_path, notes_to_stderr, print_json
 
 
 def configure(parser) -> None:
@@ -20,16 +20,19 @@ def configure(parser) -> None:
                         help="updatable models: mark the backbone's layers not updatable (train the head only)")
     parser.add_argument("--drop-updatable", action="store_true",
                         help="updatable models: drop on-device training from both halves")
+    add_quiet(parser)
     add_json(parser)
 
 
 def run(args) -> int:
     from ..ops.split import split_model
 
-    with notes_to_stderr() as notes:
+    with notes_to_stderr() as notes, Progress.for_args(args, 1, "split") as bar:
+        bar.describe(f"cut at {args.at}")
         paths = split_model(args.model, args.at, args.output, name=args.name, link=args.link,
                             search_path=args.search_path, freeze_backbone=args.freeze_backbone,
                             drop_updatable=args.drop_updatable)
+        bar.step()
     if args.json:
         print_json({k: str(v) for k, v in paths.items()} | {"notes": notes})
     else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import add_bundle, add_json, add_search_path
+from ._common import add_bundle, add_json, add_quiet, add_search_path
 from .run import add_max_memory, runtime_limits
 
 
@@ -19,13 +19,14 @@ def configure(parser) -> None:
                         help="integer inputs are drawn from [LO, HI) (default: below the "
                              "vocabulary size they index)")
     add_max_memory(parser)
+    add_quiet(parser)
     add_json(parser)
 
 
 def run(args) -> int:
     from ..errors import SpecSurgeryError
     from ..runtime import verify
-    from ._common import print_json
+    from ._common import Progress, print_json
 
     int_range = None
     if args.int_range:
@@ -42,10 +43,10 @@ def run(args) -> int:
         if not value >= 0:   # NaN too: it would make every comparison fail
             raise SpecSurgeryError(f"{flag} {value}: a tolerance must be a number >= 0 "
                                    "(e.g. --rtol 1e-3 --atol 1e-4)")
-    with runtime_limits(args):
+    with runtime_limits(args), Progress.for_args(args, args.samples, "verify", unit="sample") as bar:
         report = verify(args.reference, args.candidate, samples=args.samples, seed=args.seed,
                         rtol=args.rtol, atol=args.atol, search_path=args.search_path,
-                        bundle=args.bundle, int_range=int_range)
+                        bundle=args.bundle, int_range=int_range, progress=bar.step)
     if args.json:
         print_json(report.to_json())
     else:

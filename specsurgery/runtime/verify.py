@@ -252,10 +252,11 @@ def _iface(spec) -> tuple[dict, dict]:
 
 def verify(reference, candidate, *, samples: int = 3, seed: int = 0, rtol: float = 1e-4,
            atol: float = 1e-5, search_path: Optional[str] = None, bundle=None, bundle_ids=None,
-           int_range: Optional[tuple] = None) -> VerifyReport:
+           int_range: Optional[tuple] = None, progress=None) -> VerifyReport:
     """Run both models on the same seeded random inputs and compare every common
     output: an element passes when ``|a - b| <= atol + rtol * |a|`` (a from the
-    reference); labels and dictionary keys must match exactly."""
+    reference); labels and dictionary keys must match exactly.  ``progress(text)``,
+    if given, is called after each sample."""
     ref, cand = Source(reference), Source(candidate)
     rin, rout = _iface(ref.spec)
     cin, cout = _iface(cand.spec)
@@ -298,5 +299,7 @@ def verify(reference, candidate, *, samples: int = 3, seed: int = 0, rtol: float
                     raise VerifyError(f"the {role} describes output {n!r} but its run did not produce "
                                       f"it (produced: {', '.join(map(repr, res)) or 'nothing'})")
             _compare(reps[n], ra[n], cb[n], rtol, atol)
+        if progress is not None:
+            progress(f"sample {i + 1}/{samples}")
     report.outputs = [reps[n] for n in common]
     return report
