@@ -61,5 +61,20 @@ class Findings(list):
         self.add("info", where, rule, message)
 
 
+def element_prefixes(path: str) -> list[str]:
+    """The last element of a finding path and its shorter forms at each '.',
+    longest first: "head/layer:conv.1.weights" -> ["layer:conv.1.weights",
+    "layer:conv.1", "layer:conv"] (layer names may hold dots themselves)."""
+    if "layer:" in path:   # layer names may hold '/' too (TensorFlow scopes)
+        last = "layer:" + path.rsplit("layer:", 1)[-1]
+    else:
+        last = path.rsplit("/", 1)[-1]
+    out = [last]
+    while "." in last:
+        last = last.rsplit(".", 1)[0]
+        out.append(last)
+    return out
+
+
 def errors(findings) -> list[Finding]:
     return [f for f in findings if f.severity == "error"]

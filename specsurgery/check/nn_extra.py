@@ -5,7 +5,7 @@ inputs (``NeuralNetworkValidator.cpp``, ``NeuralNetworkLayerValidator.cpp``,
 
 from __future__ import annotations
 
-from .findings import Findings
+from .findings import Findings, element_prefixes
 
 #: Layer kinds of iOS 12 (Utils.cpp isIOS12NeuralNetworkLayer); some need more
 #: than the kind, see :func:`is_ios12_layer`.
@@ -208,7 +208,7 @@ def _walk_depth(layers, in_loop=False):
 
 def check_activations(nn, out: Findings) -> None:
     """Activation kinds, and the layer parameters above (NeuralNetworkLayerValidator.cpp)."""
-    flagged = {f.path.rsplit("/", 1)[-1].split(".", 1)[0] for f in out if f.rule == "weights.empty"}
+    flagged = {e for f in out if f.rule == "weights.empty" for e in element_prefixes(f.path)}
     for layer, in_loop in _walk_depth(nn.layers):
         kind = layer.WhichOneof("layer")
         if kind not in PARAM_KINDS and kind not in _ACTIVATION_KINDS:

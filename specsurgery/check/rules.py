@@ -272,7 +272,8 @@ RULES: dict[str, Rule] = dict([
     _r("nn.not-topological", "error", "a layer consumes a later layer's blob", NNV),
     _r("nn.cycle", "error", "layers that depend on each other", NNV),
     _r("nn.duplicate-output", "error", "a blob produced twice", NNV),
-    _r("nn.output-not-produced", "error", "an interface output no layer produces", NNV),
+    _r("nn.output-not-produced", "error", "an interface output no layer produces (a warning on a "
+       "neural-network regressor, whose validator does not check its outputs)", NNV),
     _r("nn.unused-input", "warning", "an input no layer consumes", "ours only: harmless, a warning"),
     _r("nn.label-probability-layer", "error", "labelProbabilityLayerName not a produced blob", NNV),
     _r("nn.shape-mapping", "error", "new layers or RANK4 images with the legacy RANK5 array mapping", NNV),
@@ -287,7 +288,9 @@ RULES: dict[str, Rule] = dict([
        "(NeuralNetworkShapes.cpp, reported as 'potentially invalid'), but Core ML's compiler "
        "rejects a layer whose channel parameter disagrees with its input blob (coremltools#157, "
        "#389: 'compiler error: ... must be equal to the parameter inputChannels')"),
-    _r("nn.conv-groups", "error", "outputChannels not divisible by nGroups", NNL),
+    _r("nn.conv-groups", "warning", "outputChannels not divisible by nGroups",
+       "ours only: NeuralNetworkLayerValidator.cpp does not check it (a deconvolution's weight "
+       "count uses outputChannels / nGroups); a warning, the grouping is likely wrong"),
     _r("nn.scale-shape", "error", "scale layer shapes not rank 1 or 3", NNL),
     _r("nn.custom-no-class", "error", "custom layer without className", NNL),
     _r("nn.updatable-no-layer", "error", "updatable model without updatable layer", UPD),
@@ -344,16 +347,19 @@ RULES: dict[str, Rule] = dict([
     _r("weights.scale-size", "error", "linear scale/bias tables of the wrong length", QUANT),
     _r("weights.lut-size", "error", "LUT length != 2^bits", QUANT),
     _r("weights.precision-mix", "error", "FP16 and FP32 mixed within a layer", NNL),
-    _r("weights.int8-not-allowed", "error", "int8 weights outside int8-dynamic layers", NNL),
+    _r("weights.int8-not-allowed", "error", "int8 weights outside int8-dynamic layers",
+       "ours only: the validator size-checks only float and uint storage, so it accepts them, but "
+       "NeuralNetwork.proto documents int8RawValue as the 'field to be used if "
+       "int8DynamicQuantize is set in the parent layer'"),
     _r("weights.int8-dynamic", "error", "int8DynamicQuantize requirements", UTILS + " (validateInt8Requirements)"),
     _r("weights.updatable", "error", "weights of an updatable layer not updatable or quantized", UPD),
     _r("preprocessing.not-image-input", "error", "preprocessing featureName is not an image input",
        "ours only: the validator skips preprocessing, but Xcode's compile step fails on a "
        "featureName that names no image input (coremltools#163, onnx-coreml#410: "
        "'Command CoreMLModelCompile failed')"),
-    _r("preprocessing.mean-image-size", "error", "meanImage size != C*H*W",
-       "ours only: the validator skips preprocessing; the runtime subtracts the mean image "
-       "element-wise and fails on another size"),
+    _r("preprocessing.mean-image-size", "warning", "meanImage size != C*H*W",
+       "ours only: the validator skips preprocessing and no failure is documented; a warning, "
+       "as the mean is subtracted per pixel"),
     _r("preprocessing.duplicate", "warning", "two preprocessing entries for one input", "ours only: a warning"),
     _r("mlprogram.*", "error", "ML Program bodies: functions, values, opsets, interface, blob files",
        _MIL_OURS),

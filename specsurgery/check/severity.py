@@ -5,6 +5,8 @@ table on every run."""
 
 from __future__ import annotations
 
+from .findings import element_prefixes
+
 
 #: Layer kinds whose Core ML validator skips an empty weight field (it checks
 #: sizes only for float/quantized storage: validateInnerProductWeightsBias,
@@ -24,6 +26,14 @@ DEMOTED = {
     "weights.raw-without-quantization": ("Core ML's validator reads raw codes without "
                                          "quantization as no weights at all, which it accepts "
                                          "for this layer kind", "empty-ok"),
+    "nn.conv-groups": ("Core ML's validator does not check it (a deconvolution's weight count "
+                       "uses outputChannels / nGroups); grouped convolution splits the output "
+                       "channels into nGroups equal parts, so the model is likely wrong", "always"),
+    "preprocessing.mean-image-size": ("Core ML's validator does not look at preprocessing and no "
+                                      "documented failure is known; the mean is subtracted per pixel, "
+                                      "so it is likely wrong", "always"),
+    "nn.output-not-produced": ("Core ML's validator does not check a neural-network regressor's "
+                               "outputs; the prediction will lack this output", "regressor"),
     "nn.conv-dynamic-bias": ("Core ML's validator has this check but returns before it for a "
                              "convolution with two inputs, so it accepts the model; the static "
                              "bias is likely ignored", "always"),
@@ -60,14 +70,19 @@ def demote(findings, spec=None):
         if f.severity == "error" and (f.rule in DEMOTED or f.rule.startswith("weights.")):
             if layers is None:
                 layers = _layer_index(spec) if spec is not None else {}
-            name = f.path.rsplit("layer:", 1)[-1].split(".", 1)[0] if "layer:" in f.path else None
-            layer = layers.get(name)
+            layer = None
+            for element in element_prefixes(f.path):
+                if element.startswith("layer:") and element[6:] in layers:
+                    layer = layers[element[6:]]
+                    break
             kind = layer.WhichOneof("layer") if layer is not None else None
             if f.rule.startswith("weights.") and kind == "convolution" and len(layer.input) > 1:
                 reason = DYNAMIC_CONV_REASON
             elif f.rule in DEMOTED:
                 why, when = DEMOTED[f.rule]
-                if when == "always" or (when == "empty-ok" and kind in EMPTY_WEIGHTS_OK):
+                if when == "always" or (when == "empty-ok" and kind in EMPTY_WEIGHTS_OK) or \
+                        (when == "regressor" and spec is not None
+                         and spec.WhichOneof("Type") == "neuralNetworkRegressor"):
                     reason = why
         if reason:
             f = type(f)("warning", f.path, f.rule, f"{f.message} ({reason})")

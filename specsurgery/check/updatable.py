@@ -10,7 +10,7 @@ reports it as ``nn.update-loss``, and nothing here indexes the list."""
 
 from __future__ import annotations
 
-from .findings import Findings
+from .findings import Findings, element_prefixes
 from .knn import check_int64_parameter
 from .pipeline import crashes_compare, type_differences
 
@@ -142,17 +142,13 @@ def _training_inputs(spec, nn, out: Findings) -> None:
 
 def _updatable_weights(nn, out: Findings) -> None:
     """validateWeightParamsUpdatable: the flags are read even when the field is empty."""
-    flagged = {f.path.split(".", 1)[0] for f in out if f.rule == "weights.updatable"}
+    flagged = {e for f in out if f.rule == "weights.updatable" for e in element_prefixes(f.path)}
     for layer in nn.layers:
         kind = layer.WhichOneof("layer")
         if not layer.isUpdatable or kind not in ("convolution", "innerProduct"):
             continue
         where = f"layer:{layer.name}"
-        if out.prefix:
-            where_full = f"{out.prefix}/{where}"
-        else:
-            where_full = where
-        if where_full in flagged:
+        if where in flagged:
             continue
         p = getattr(layer, kind)
         fields = [("weights", p.weights)] + ([("bias", p.bias)] if p.hasBias else [])

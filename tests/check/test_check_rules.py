@@ -414,7 +414,6 @@ CASES = [
     ("int8-not-allowed", b.tiny_nn, int8_without_dynamic, "weights.int8-not-allowed"),
     ("empty-weights", b.tiny_conv, empty_weights, "weights.empty"),
     ("conv-count", b.tiny_conv, conv_weights_count, "weights.count-mismatch"),
-    ("conv-groups", b.tiny_conv, conv_groups_count, "nn.conv-groups"),
     ("conv-no-padding", b.tiny_conv, conv_no_padding, "nn.conv-no-padding"),
     ("deconv-count", b.tiny_conv, deconv_count, "weights.count-mismatch"),
     ("no-labels", b.tiny_classifier, no_labels, "classifier.no-labels"),
@@ -431,7 +430,6 @@ CASES = [
     ("pipeline-output-mismatch", b.tiny_pipeline, pipeline_output_mismatch, "pipeline.output-type-mismatch"),
     ("pipeline-empty", b.tiny_pipeline, pipeline_empty, "pipeline.empty"),
     ("preprocessing-not-image", b.tiny_conv, preprocessing_not_image, "preprocessing.not-image-input"),
-    ("mean-image-size", lambda: b.tiny_conv(image=True), mean_image_size, "preprocessing.mean-image-size"),
     ("image-bad-colorspace", lambda: b.tiny_conv(image=True), image_bad_colorspace, "image.bad-colorspace"),
     ("image-bad-size", lambda: b.tiny_conv(image=True), image_bad_size, "image.bad-size"),
     ("linked-file-name-empty", b.tiny_linked, linked_file_name_empty, "linked.file-name-empty"),
@@ -455,6 +453,8 @@ WARNING_CASES = [
     ("raw-without-quantization-inner-product", b.tiny_nn, raw_without_quantization_fc,
      "weights.raw-without-quantization"),
     ("metadata-nul", b.tiny_nn, metadata_nul, "metadata.not-utf8"),
+    ("conv-groups", b.tiny_conv, conv_groups_count, "nn.conv-groups"),
+    ("mean-image-size", lambda: b.tiny_conv(image=True), mean_image_size, "preprocessing.mean-image-size"),
 ]
 
 
