@@ -13,6 +13,10 @@ def configure(parser) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="DIR",
                         help="folder for <N>Backbone.mlmodel, <N>Head.mlmodel and <N>.mlmodel")
     parser.add_argument("--name", metavar="N", help="base name of the outputs (default: MODEL's stem)")
+    parser.add_argument("--stage", metavar="NAME",
+                        help="cut this stage of a pipeline (name, index or outer/inner; e.g. a detector's first "
+                             "stage): <N>.mlmodel is the pipeline with the stage replaced by NAME_backbone "
+                             "and NAME_head")
     parser.add_argument("--link", action="store_true",
                         help="make the pipeline's backbone stage a linked stub naming <N>Backbone.mlmodelc")
     add_stub_search_path(parser, "search path of the linked stub")
@@ -31,7 +35,7 @@ def run(args) -> int:
         bar.describe(f"cut at {args.at}")
         paths = split_model(args.model, args.at, args.output, name=args.name, link=args.link,
                             search_path=args.search_path, freeze_backbone=args.freeze_backbone,
-                            drop_updatable=args.drop_updatable)
+                            drop_updatable=args.drop_updatable, stage=args.stage)
         bar.step()
     if args.json:
         print_json({k: str(v) for k, v in paths.items()} | {"notes": notes})

@@ -487,3 +487,132 @@ def test_split_model_base_name_is_a_plain_stem(name, tmp_path):
     with pytest.raises(SpecSurgeryError, match="must be a plain file stem"):
         split_model(tiny_nn(), "h", tmp_path / "out", name=name)
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- a stage of a pipeline (detectors)
+
+DET_LABELS = ["cat", "dog", "bird"]
+
+
+def raw_detector(n=12):
+    """A raw NN detector built in code: features [n, 6] -> shared trunk 'h' [n, 8] -> class
+    confidences [n, 3] and boxes [n, 4] (EXACT array mapping, as Turi Create writes it)."""
+    from specsurgery._proto import Model_pb2
+
+    m = Model_pb2.Model()
+    m.specificationVersion = 4
+    nn = m.neuralNetwork
+    nn.arrayInputShapeMapping = 1
+    f = m.description.input.add(name="features")
+    f.type.multiArrayType.dataType = f.type.multiArrayType.FLOAT32
+    f.type.multiArrayType.shape.extend([n, 6])
+    rng = np.random.default_rng(0)
+
+    def matmul(name, inp, k_in, k_out):
+        bm = nn.layers.add(name=name, input=[inp], output=[name]).batchedMatmul
+        bm.weightMatrixFirstDimension, bm.weightMatrixSecondDimension = k_in, k_out
+        bm.weights.floatValue.extend(rng.standard_normal(k_in * k_out).tolist())
+
+    matmul("trunk", "features", 6, 8)
+    nn.layers.add(name="relu", input=["trunk"], output=["h"]).activation.ReLU.SetInParent()
+    matmul("logits", "h", 8, 3)
+    matmul("box_raw", "h", 8, 4)
+    nn.layers.add(name="softmax", input=["logits"], output=["scores"]).softmaxND.axis = -1
+    nn.layers.add(name="sigmoid", input=["box_raw"], output=["boxes"]).activation.sigmoid.SetInParent()
+    for name, k in (("scores", 3), ("boxes", 4)):
+        o = m.description.output.add(name=name)
+        o.type.multiArrayType.dataType = o.type.multiArrayType.DOUBLE
+        o.type.multiArrayType.shape.extend([n, k])
+    return m
+
+
+def nn_detector():
+    from specsurgery.ops.nms import add_nms
+
+    return add_nms(raw_detector(), confidence="scores", coordinates="boxes", labels=DET_LABELS)
+
+
+def assert_same_interface(a, b):
+    a, b = getattr(a, "spec", a), getattr(b, "spec", b)
+    assert list(a.description.input) == list(b.description.input)
+    assert list(a.description.output) == list(b.description.output)
+    assert a.description.metadata == b.description.metadata
+    assert S.model_type(a) == S.model_type(b)
+
+
+@pytest.mark.parametrize("link", [False, True])
+def test_split_the_first_stage_of_a_detector(tmp_path, link):
+    det = nn_detector()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SurgeryNote)
+        paths = split_model(det, "h", tmp_path, name="D", stage="detector", link=link)
+    pipe = load_spec(paths["pipeline"])
+    stages = S.pipeline_of(pipe)
+    assert list(stages.names) == ["detector_backbone", "detector_head", "nms"]
+    assert [m.WhichOneof("Type") for m in stages.models] == [
+        "linkedModel" if link else "neuralNetwork", "neuralNetwork", "nonMaximumSuppression"]
+    assert stages.models[2] == det.pipeline.models[1]          # the NMS stage, labels and thresholds unchanged
+    assert_same_interface(det, pipe)
+    assert [f.name for f in load_spec(paths["backbone"]).description.output] == ["h"]
+    assert [f.name for f in load_spec(paths["head"]).description.output] == ["scores", "boxes"]
+    assert not errors(paths["backbone"]) and not errors(paths["head"])
+    assert [f for f in check(paths["pipeline"], search_path=str(tmp_path)) if f.severity == "error"] == []
+    report = verify(det, paths["pipeline"], search_path=str(tmp_path), samples=3)
+    assert report.ok, report.summary()
+
+
+def test_split_at_a_stage_gives_the_stage_halves_and_the_pipeline():
+    from specsurgery.ops.split import split_stage_pipeline
+
+    det = nn_detector()
+    backbone, head = split_at(det, "h", stage="detector")
+    assert [f.name for f in backbone.description.input] == ["features"]
+    pipe = split_stage_pipeline(det, 0, backbone, head)   # a stage index works too
+    assert list(pipe.pipeline.names) == ["detector_backbone", "detector_head", "nms"]
+    assert not errors(pipe)
+    assert verify(det, pipe, samples=2).ok
+    assert det.pipeline.names[0] == "detector"             # the input is not edited
+
+
+def test_split_of_a_pipeline_names_the_stage_option_and_refuses_what_cannot_be_cut(tmp_path, capsys):
+    det = nn_detector()
+    with pytest.raises(UnsupportedError, match=r"has no neural-network layers.*--stage detector"):
+        split_at(det, "h")
+    with pytest.raises(UnsupportedError, match=r"stage 'nms' is a nonMaximumSuppression.*--stage detector"):
+        split_at(det, "h", stage="nms")
+    with pytest.raises(NotFoundError, match="detectr"):
+        split_at(det, "h", stage="detectr")
+    with pytest.raises(UnsupportedError, match="option 'stage' .* needs a pipeline"):
+        split_at(raw_detector(), "h", stage="detector")
+    with pytest.raises(UnsupportedError, match="option 'inplace' is not supported with 'stage'"):
+        split_at(det, "h", stage="detector", inplace=True)
+    with pytest.raises(NotFoundError, match="ghost"):
+        split_at(det, "ghost", stage="detector")
+    src = save(det, tmp_path / "Det.mlmodel")
+    assert main(["split", str(src), "--at", "h", "-o", str(tmp_path / "o"), "--stage", "nms"]) == 1
+    assert "--stage detector" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_cut_blob_named_like_a_pipeline_feature_is_refused(tmp_path):
+    spec = nn_detector()
+    # a stage whose cut blob is called like the pipeline's output 'confidence'
+    for layer in spec.pipeline.models[0].neuralNetwork.layers:
+        layer.output[:] = ["confidence" if o == "h" else o for o in layer.output]
+        layer.input[:] = ["confidence" if i == "h" else i for i in layer.input]
+    with pytest.raises(SpecSurgeryError, match="'confidence' of stage 'detector' have the name of a feature"):
+        split_model(spec, "confidence", tmp_path / "out", name="D", stage="detector")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_split_stage(tmp_path, capsys):
+    src = save(nn_detector(), tmp_path / "Det.mlmodel")
+    out = tmp_path / "out"
+    assert main(["split", str(src), "--at", "h", "--stage", "detector", "-o", str(out), "--link"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("DetBackbone.mlmodel", "DetHead.mlmodel", "Det.mlmodel"):
+        assert (out / name).exists() and name in printed
+    stub = load_spec(out / "Det.mlmodel").pipeline.models[0]
+    assert stub.linkedModel.linkedModelFile.linkedModelFileName.defaultValue == "DetBackbone.mlmodelc"
+    assert main(["check", str(out / "Det.mlmodel")]) == 0
+    assert verify(src, out / "Det.mlmodel", search_path=str(out)).ok

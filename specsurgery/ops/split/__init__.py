@@ -12,6 +12,11 @@ name.
 ``split_model`` writes ``<N>Backbone.mlmodel``, ``<N>Head.mlmodel`` and
 ``<N>.mlmodel`` (``.mlpackage`` for ML Programs): a pipeline of both with the original interface (the backbone
 optionally a linked stub naming ``<N>Backbone.mlmodelc``).
+
+``stage=`` cuts one stage of a pipeline (a detector's first stage, say): the
+halves are that stage's, and the pipeline written is the original one with the
+stage replaced by ``<S>_backbone`` and ``<S>_head`` (:func:`split_stage_pipeline`),
+every other stage, the interface, labels and metadata unchanged.
 """
 
 from __future__ import annotations
@@ -24,17 +29,67 @@ from typing import Optional, Sequence
 
 from ... import spec as S
 from ..._proto import Model_pb2
-from ...errors import NotFoundError, SpecSurgeryError
+from ...errors import NotFoundError, SpecSurgeryError, UnsupportedError
 from ...io import load, split_model as _split_loaded
 from ..extract.nn import _names
 from ..link.stubs import DEFAULT_SEARCH_PATH
 from . import mlprogram, nn
 
-__all__ = ["split_at", "split_pipeline", "split_model", "DEFAULT_SEARCH_PATH"]
+__all__ = ["split_at", "split_pipeline", "split_stage_pipeline", "split_model", "stage_halves_names",
+           "DEFAULT_SEARCH_PATH"]
 
 
-def split_at(spec, blobs, *, shapes=None, freeze_backbone: bool = False, drop_updatable: bool = False,
-             inplace: bool = False):
+def _locate_stage(root, stage):
+    """(chain of models from the top to the parent pipeline, the parent's Pipeline message,
+    index, path) of pipeline stage ``stage`` (a name, an index, or "outer/inner")."""
+    if S.pipeline_of(root) is None:
+        raise UnsupportedError(
+            f"split: option 'stage' (--stage) {stage!r} needs a pipeline, but the model is a "
+            f"{S.model_type(root)}; leave --stage out to split the model itself")
+    parts = [stage] if isinstance(stage, int) else [p for p in str(stage).split("/") if p != ""]
+    if not parts:
+        raise SpecSurgeryError("split: empty stage name; give --stage NAME (see inspect or tree)")
+    chain, current, names = [root], root, []
+    for depth, part in enumerate(parts):
+        if S.pipeline_of(current) is None:
+            where = "/".join(names)
+            raise UnsupportedError(f"split: stage {where!r} is a {S.model_type(current)}, not a pipeline, "
+                                   f"so it has no stage {part!r}; give --stage {where}")
+        pipe, idx = S.find_stage(current, part)
+        names.append(S.stage_names(pipe)[idx])
+        if depth == len(parts) - 1:
+            return chain, pipe, idx, "/".join(names)
+        current = pipe.models[idx]
+        chain.append(current)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _stage_model(model, stage):
+    """The model of pipeline stage ``stage`` on its own: a spec, or for an ML Program
+    stage of a package, an MLPackage of the stage over the package's weights."""
+    root, pkg = _split_loaded(model)
+    _, pipe, idx, path = _locate_stage(root, stage)
+    target = pipe.models[idx]
+    kind = S.model_type(target)
+    if kind not in S.NN_TYPES and kind != "mlProgram":
+        split_kinds = "neuralNetwork, neuralNetworkClassifier, neuralNetworkRegressor or mlProgram"
+        cuttable = [i.path for i in S.iter_models(root)
+                    if i.path and (S.model_type(i.model) in S.NN_TYPES or S.model_type(i.model) == "mlProgram")]
+        raise UnsupportedError(
+            f"split: stage {path!r} is a {kind}; split cuts a {split_kinds} stage"
+            + (f": give --stage {' or --stage '.join(cuttable)}" if cuttable else " and the pipeline has none"))
+    if kind == "mlProgram":
+        from ...io import MLPackage
+
+        if pkg is None:
+            raise SpecSurgeryError(f"split: stage {path!r} is an ML Program but the model has no weights "
+                                   "folder; load it from its .mlpackage")
+        return MLPackage(target, pkg.weights, pkg.path, pkg.metadata), path
+    return target, path
+
+
+def split_at(spec, blobs, *, stage=None, shapes=None, freeze_backbone: bool = False,
+             drop_updatable: bool = False, inplace: bool = False):
     """(backbone, head) of ``spec`` cut at ``blobs`` (a name, "a,b" or a list):
     specs for a neural network, MLPackages for an ML Program.
 
@@ -50,6 +105,12 @@ def split_at(spec, blobs, *, shapes=None, freeze_backbone: bool = False, drop_up
     ``inplace=True`` turns the given spec or MLPackage into the head and
     returns it as the second item (the backbone is always a new model).
 
+    ``stage`` (a name, an index or "outer/inner") cuts that stage of a
+    pipeline instead: the halves are the stage's (its interface, not the
+    pipeline's); :func:`split_stage_pipeline` puts them back in the pipeline.
+    ``inplace`` is refused with ``stage`` (the given model is a pipeline, not
+    either half).
+
     Errors: a blob not in the network (with near matches), a cut at a model
     input, a cut that does not separate the graph (naming a path that
     bypasses it), a cut that leaves the head empty, ``shapes`` naming a blob
@@ -57,6 +118,20 @@ def split_at(spec, blobs, *, shapes=None, freeze_backbone: bool = False, drop_up
     """
     model = load(spec)
     root, pkg = _split_loaded(model)
+    if stage is not None:
+        if inplace:
+            raise UnsupportedError("split_at: option 'inplace' is not supported with 'stage': the given model "
+                                   "is the pipeline, not a half; leave inplace out (split_stage_pipeline "
+                                   "builds the new pipeline)")
+        model, _ = _stage_model(model, stage)
+        root, pkg = _split_loaded(model)
+    elif S.pipeline_of(root) is not None:
+        stages = [i.path for i in S.iter_models(root)
+                  if i.path and (S.model_type(i.model) in S.NN_TYPES or S.model_type(i.model) == "mlProgram")]
+        raise UnsupportedError(
+            f"split: the model is a {S.model_type(root)}, which has no neural-network layers of its own; cut one of its "
+            + (f"stages with stage= (--stage {' or --stage '.join(stages)})" if stages
+               else "stages with stage= (--stage NAME), but it has no network or ML Program stage"))
     cuts = _names(blobs)
     if not cuts:
         raise SpecSurgeryError("split: give at least one blob to cut at")
@@ -99,13 +174,102 @@ def split_pipeline(original, backbone, head, *, names: Sequence[str] = ("backbon
     return pipe
 
 
+def stage_halves_names(pipe, idx: int) -> tuple[str, str]:
+    """Names for the two halves of stage ``idx`` of the Pipeline message ``pipe``:
+    ``<S>_backbone`` and ``<S>_head``, made unique among the other stage names."""
+    names = S.stage_names(pipe)
+    others = set(names[:idx] + names[idx + 1:])
+    out = []
+    for role in ("backbone", "head"):
+        cand, k = f"{names[idx]}_{role}", 2
+        while cand in others:
+            cand, k = f"{names[idx]}_{role}{k}", k + 1
+        others.add(cand)
+        out.append(cand)
+    return out[0], out[1]
+
+
+def split_stage_pipeline(original, stage, backbone, head):
+    """``original`` (a pipeline) with its stage ``stage`` replaced by the two stages
+    ``backbone`` and ``head`` (named as :func:`stage_halves_names` says); the
+    interface, the other stages, labels and metadata stay as they are.
+
+    Returns a spec, or an MLPackage when an ML Program is inside (each program
+    stage then gets its own weight file, as ``make_pipeline`` writes them).
+    Errors: a cut value whose name another stage of the pipeline already uses."""
+    from ...io import copy_spec
+    from ..pipeline.mlprogram import has_program, pack_weights
+
+    model = load(original)
+    root, pkg = _split_loaded(model)
+    out = copy_spec(root)
+    chain, pipe, idx, path = _locate_stage(out, stage)
+    halves = [_split_loaded(load(m)) for m in (backbone, head)]
+    (bspec, bpkg), (hspec, hpkg) = halves
+    # a cut value must not take a name the rest of the pipeline uses
+    cut_names = [f.name for f in bspec.description.output]
+    used = set()
+    for k, m in enumerate(pipe.models):
+        if k != idx:
+            used |= {f.name for f in list(m.description.input) + list(m.description.output)}
+    for outer in chain:
+        used |= {f.name for f in list(outer.description.input) + list(outer.description.output)}
+    clash = [n for n in cut_names if n in used]
+    if clash:
+        raise SpecSurgeryError(
+            f"split: cut blob(s) {', '.join(map(repr, clash))} of stage {path!r} have the name of a feature "
+            "another stage or the pipeline uses; rename the blob in the stage first (specsurgery rename) or "
+            "cut elsewhere")
+    names = S.stage_names(pipe)
+    new_names = stage_halves_names(pipe, idx)
+    models = [Model_pb2.Model.FromString(m.SerializeToString()) for m in pipe.models]
+    del pipe.models[:]
+    del pipe.names[:]
+    for k, (n, m) in enumerate(zip(names, models)):
+        if k == idx:
+            pipe.models.add().CopyFrom(bspec)
+            pipe.models.add().CopyFrom(hspec)
+            pipe.names.extend(new_names)
+        else:
+            pipe.models.add().CopyFrom(m)
+            pipe.names.append(n)
+    for outer in chain:   # the pipeline never asks for less than a half needs
+        outer.specificationVersion = max(outer.specificationVersion, bspec.specificationVersion,
+                                         hspec.specificationVersion)
+    if not has_program(out):
+        return out
+    from ...io import MLPackage
+
+    # a program reads blobs from the package it came from: the halves from their own
+    # packages, every other stage from the original's (pack_weights takes the deepest entry)
+    parent_index = _index_of(root, path)[:-1]
+    sources = {(): pkg} if pkg is not None else {}
+    if bpkg is not None:
+        sources[parent_index + (idx,)] = bpkg
+    if hpkg is not None:
+        sources[parent_index + (idx + 1,)] = hpkg
+    return MLPackage(out, pack_weights(out, sources), None, {})
+
+
+def _index_of(root, path: str) -> tuple:
+    for info in S.iter_models(root):
+        if info.path == path:
+            return info.index
+    raise AssertionError(path)  # pragma: no cover - path comes from _locate_stage
+
+
 def split_model(model, blobs, out_dir, *, name: Optional[str] = None, link: bool = False,
                 search_path: str = DEFAULT_SEARCH_PATH, check_search_path: Optional[str] = None,
-                shapes=None, freeze_backbone: bool = False, drop_updatable: bool = False) -> dict:
+                shapes=None, freeze_backbone: bool = False, drop_updatable: bool = False,
+                stage=None) -> dict:
     """Split ``model`` (a path or spec) at ``blobs`` and write
     ``out_dir/<N>Backbone.mlmodel``, ``<N>Head.mlmodel`` and ``<N>.mlmodel``
     (the pipeline; with ``link`` its backbone stage is a stub naming
-    ``<N>Backbone.mlmodelc`` on ``search_path``).  Returns the paths."""
+    ``<N>Backbone.mlmodelc`` on ``search_path``).  Returns the paths.
+
+    ``stage`` (a pipeline's stage S, e.g. a detector's first stage): the
+    halves are S's, and ``<N>.mlmodel`` is the original pipeline with S
+    replaced by ``<S>_backbone`` (linked with ``link``) and ``<S>_head``."""
     from ...io import MLPackage, save
     from ..link import link_stage
 
@@ -120,11 +284,16 @@ def split_model(model, blobs, out_dir, *, name: Optional[str] = None, link: bool
                                "empty, not starting with '.'), e.g. --name Classifier")
     out = Path(out_dir)
     original = load(model)
-    backbone, head = split_at(original, blobs, shapes=shapes, freeze_backbone=freeze_backbone,
+    backbone, head = split_at(original, blobs, stage=stage, shapes=shapes, freeze_backbone=freeze_backbone,
                               drop_updatable=drop_updatable)
-    pipe = split_pipeline(original, backbone, head)
+    if stage is None:
+        pipe, linked = split_pipeline(original, backbone, head), "backbone"
+    else:
+        _, parent, idx, path = _locate_stage(_split_loaded(original)[0], stage)
+        linked = "/".join(path.split("/")[:-1] + [stage_halves_names(parent, idx)[0]])
+        pipe = split_stage_pipeline(original, stage, backbone, head)
     if link:
-        pipe = link_stage(pipe, "backbone", file_name=f"{name}Backbone.mlmodelc", search_path=search_path)
+        pipe = link_stage(pipe, linked, file_name=f"{name}Backbone.mlmodelc", search_path=search_path)
     def ext(m):   # ML Programs keep their weights in a package
         return ".mlpackage" if isinstance(m, MLPackage) else ".mlmodel"
 
