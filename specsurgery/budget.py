@@ -5,13 +5,18 @@ broken file can name sizes no machine holds.  Before allocating something whose
 size comes from the file (a declared input, a layer output computed from its
 parameters, a decoded weight), the runtime, shape inference and compress call
 :func:`check`, which refuses it with an error naming the culprit and the shape.
-Loops and recurrent sequences call :func:`check_iterations`.
+Loops and recurrent sequences call :func:`check_iterations`; the heavy kernels
+(convolutions, matrix products, recurrent layers) add their multiply-adds to a
+per-prediction count that :func:`check_work` holds under a cap, so a file that
+declares a huge image cannot keep the numpy runtime busy for minutes.
 
 The memory limit defaults to a quarter of physical memory (or of the process's
 address-space or cgroup limit, when lower).  ``--max-memory`` on
 the CLI (:func:`set_limit`) or the environment variable ``SPECSURGERY_MAX_MEMORY``
 (e.g. ``8G``, ``512M``, ``1.5GiB``, a plain byte count) sets it; the iteration cap
-(default 10,000) is set by ``SPECSURGERY_MAX_ITERATIONS``.
+(default 10,000) is set by ``SPECSURGERY_MAX_ITERATIONS`` and the work cap (default
+20 billion multiply-adds per prediction: 5 ResNet-50 passes, some 5-20 s of numpy) by
+``SPECSURGERY_MAX_WORK`` (e.g. ``1e12``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ ENV_MEMORY = "SPECSURGERY_MAX_MEMORY"
 ENV_ITERATIONS = "SPECSURGERY_MAX_ITERATIONS"
 DEFAULT_FRACTION = 4                 # default limit: physical memory / 4
 DEFAULT_ITERATIONS = 10_000
+ENV_WORK = "SPECSURGERY_MAX_WORK"
+DEFAULT_WORK = 20e9                  # multiply-adds per prediction (5 ResNet-50 passes)
 _FALLBACK_MEMORY = 8 << 30           # when the platform does not say
 
 
@@ -127,6 +134,28 @@ def max_iterations() -> int:
             raise BudgetError(f"{ENV_ITERATIONS}={env!r}: expected a positive whole number")
         return n
     return DEFAULT_ITERATIONS
+
+
+def max_work() -> float:
+    env = os.environ.get(ENV_WORK)
+    if env:
+        try:
+            n = float(env)
+        except ValueError:
+            n = 0.0
+        if not n > 0:
+            raise BudgetError(f"{ENV_WORK}={env!r}: expected a positive number of multiply-adds (e.g. 1e12)")
+        return n
+    return DEFAULT_WORK
+
+
+def check_work(total: float, *, what: str) -> None:
+    """Refuse a prediction whose multiply-adds so far (``total``) pass the work cap."""
+    cap = max_work()
+    if total > cap:
+        raise BudgetError(f"{what}: the prediction needs {total:.3g} multiply-adds so far, over the "
+                          f"cap of {cap:.3g} for the numpy reference runtime; if meant (it may take "
+                          f"minutes), raise it with {ENV_WORK} (e.g. {ENV_WORK}={cap * 10:.0e})")
 
 
 def nbytes(shape: Iterable, itemsize: int = 4) -> int:

@@ -30,13 +30,17 @@ import numpy as np
 from .._proto import MIL_pb2
 from ..errors import NotFoundError, SpecSurgeryError, UnsupportedError
 from .. import spec as _spec
-from ..budget import BudgetError, check_iterations
+from ..budget import BudgetError, check_iterations, check_work
 from ..budget import check as check_shape
 from ..mil import program as P
 from . import _kernels as K
 from ._inputs import check_array_shape, check_image_size
 
 Array = np.ndarray
+
+
+#: multiply-adds of the current predict_program (budget.check_work)
+_MACS = [0.0]
 
 
 class _Ctx:
@@ -76,6 +80,11 @@ class _Ctx:
         shape = [int(s) for s in shape]
         check_shape(shape, 4, what=f"op {P.op_name(self.op)!r} ({self.op.type}) {what}")
         return shape
+
+    def work(self, macs) -> None:
+        """Count ``macs`` multiply-adds against the prediction's work cap."""
+        _MACS[0] += float(macs)
+        check_work(_MACS[0], what=f"op {P.op_name(self.op)!r} ({self.op.type})")
 
     def positive(self, key, values) -> list:
         """``values`` of argument ``key`` (strides, dilations, factors), refused when one is <= 0."""
@@ -265,6 +274,7 @@ def _identity(c):
 @op("linear")
 def _linear(c):
     x, w = _f(c["x"]), _f(c["weight"])
+    c.work(float(x.size) / max(x.shape[-1], 1) * w.size if x.ndim else w.size)
     out = x @ w.T
     if c.get("bias") is not None:
         out = out + _f(c["bias"])
@@ -278,6 +288,9 @@ def _matmul(c):
         x = np.swapaxes(x, -1, -2)
     if c.scalar("transpose_y", False) and y.ndim > 1:
         y = np.swapaxes(y, -1, -2)
+    if x.ndim >= 2 and y.ndim >= 2:
+        batch = np.prod(np.broadcast_shapes(x.shape[:-2], y.shape[:-2]), dtype=np.float64)
+        c.work(batch * x.shape[-2] * x.shape[-1] * y.shape[-1])
     return np.matmul(x, y)
 
 
@@ -396,6 +409,9 @@ def _conv(c):
     groups = int(c.scalar("groups", 1))
     pads = _pads(c, x.shape[2:], kernel, strides, dilations)
     c.room(list(x.shape[:2]) + [s + a + b for s, (a, b) in zip(x.shape[2:], pads)], "padded input")
+    out_sp = [max(0, (s + a + b - (k - 1) * d - 1) // st + 1)
+              for s, (a, b), k, d, st in zip(x.shape[2:], pads, kernel, dilations, strides)]
+    c.work(float(x.shape[0]) * w.shape[0] * np.prod(out_sp, dtype=np.float64) * np.prod(w.shape[1:], dtype=np.float64))
     if nsp == 2 and x.dtype == np.float32:
         # the 2-D case goes through the neuralNetwork runtime's banded im2col kernel
         try:
@@ -1516,6 +1532,7 @@ def predict_program(spec, package, inputs: dict, function: Optional[str] = None)
             + f" in function {name!r}")
     env = _prepare_inputs(spec, fn, inputs, name)
     _OVERFLOWED.clear()
+    _MACS[0] = 0.0
     try:
         values = run_block(block, env, package)
     finally:

@@ -32,7 +32,7 @@ def _index_bounds(spec) -> dict:
             continue
         consts = {}
         for layer in nn_msg.layers:
-            if layer.WhichOneof("layer") == "loadConstantND":
+            if layer.WhichOneof("layer") == "loadConstantND" and len(layer.output):
                 consts[layer.output[0]] = tuple(int(s) for s in layer.loadConstantND.shape)
         for f in info.model.description.input:
             frontier, seen = {f.name}, set()
@@ -50,7 +50,7 @@ def _index_bounds(spec) -> dict:
                         bound = int(layer.embedding.inputDim)
                     elif kind == "gather" and len(layer.input) > 1 and layer.input[1] == blob:
                         shape = consts.get(layer.input[0])
-                        if shape:
+                        if shape and -len(shape) <= int(layer.gather.axis) < len(shape):
                             bound = shape[int(layer.gather.axis)]
                     elif kind in _PASS:
                         frontier.update(o for o in layer.output if o not in seen)

@@ -197,6 +197,25 @@ def test_a_recurrent_sequence_longer_than_the_cap_is_refused(monkeypatch):
         run({"x": np.ones((101, 1, 3, 1, 1), np.float32)})
 
 
+def test_a_prediction_past_the_work_cap_is_refused_naming_the_layer(monkeypatch):
+    def build(nn):
+        p = layer(nn, "convolution", "x", "y", name="heavy")
+        p.outputChannels, p.kernelChannels = 4, 2
+        p.kernelSize.extend([3, 3])
+        p.same.SetInParent()
+        p.weights.floatValue.extend([0.1] * 72)
+    spec = net({"x": [1, 2, 16, 16]}, build)
+    x = {"x": np.ones((1, 2, 16, 16), np.float32)}
+    assert predict(spec, x)["y"].shape == (1, 4, 16, 16)      # 18,432 multiply-adds
+    monkeypatch.setenv(budget.ENV_WORK, "10000")
+    with pytest.raises(BudgetError, match=r"layer 'heavy' \(convolution\): the prediction needs 1.84e\+04 "
+                                          r"multiply-adds so far, over the cap of 1e\+04.*SPECSURGERY_MAX_WORK"):
+        predict(spec, x)
+    monkeypatch.setenv(budget.ENV_WORK, "20000")
+    predict(spec, x)
+    predict(spec, x)    # the count starts again for each prediction
+
+
 # --------------------------------------------------------------------------- flexible inputs
 
 def _flexible(ranges=None, enumerated=None):

@@ -84,6 +84,14 @@ class Ctx:
         budget.check(shape, 4, what=f"layer {self.net.where}{self.name!r} ({self.kind}) {what}")
         return shape
 
+    def work(self, macs) -> None:
+        """Count ``macs`` multiply-adds against the prediction's work cap (real runs only)."""
+        if self.shape_only:
+            return
+        root = self.net.root
+        root.macs += float(macs)
+        budget.check_work(root.macs, what=f"layer {self.net.where}{self.name!r} ({self.kind})")
+
     def steps(self, n: int, what: str = "sequence") -> int:
         """Refuse a loop or sequence of ``n`` steps over the iteration cap."""
         return budget.check_iterations(n, what=f"layer {self.net.where}{self.name!r} ({self.kind}) {what}")
@@ -165,6 +173,7 @@ class Net:
             self.subnets: dict = {}
             #: a list to record (layer name, weight path) of every weight decoded, or None
             self.decoded: Optional[list] = None
+            self.macs = 0.0          # multiply-adds of the current prediction (budget.check_work)
         self.layers = list(nn_msg.layers)
         self.steps = []
         self.unsupported: list[str] = []     # "'name' (kind)" of layers no function runs
@@ -200,6 +209,8 @@ class Net:
         depends on them instead of raising."""
         if not lenient:
             self.require_supported()
+        if self.root is self:
+            self.macs = 0.0
         ctx = Ctx(self)
         ctx.shape_only = shape_only
         ctx.trace = trace

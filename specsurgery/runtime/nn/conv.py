@@ -69,6 +69,7 @@ def _convolution(ctx, p, ins):
         else:
             wt = ctx.weight("weights")
             bias = ctx.weight("bias", optional=True) if p.hasBias else None
+        ctx.work(n * c * h * w * (o // groups) * kh * kw)
         y = K.deconv2d(_f(x4), wt, bias, (sh, sw), groups, (top, left), (ho, wo))
         return y.reshape(out_shape)
     dh, dw = _positive(ctx, "dilationFactor", _hw(p.dilationFactor, (1, 1)))
@@ -89,6 +90,7 @@ def _convolution(ctx, p, ins):
     else:
         wt = ctx.weight("weights")
         bias = ctx.weight("bias", optional=True) if p.hasBias else None
+    ctx.work(n * o * ho * wo * kc * kh * kw)
     y = K.conv2d(_f(x4), wt, bias, (sh, sw), (dh, dw), pads, groups)
     return y.reshape(out_shape)
 
@@ -146,6 +148,7 @@ def _conv3d(ctx, p, ins):
     if ctx.shape_only:
         return _zeros(out_shape)
     w = ctx.weight("weights")
+    ctx.work(n * o * np.prod(outs, dtype=np.float64) * (cin // g) * np.prod(k, dtype=np.float64))
     xp = np.pad(x5, [(0, 0), (0, 0)] + pads)
     cg, og = cin // g, o // g
     y = np.empty((n, o) + tuple(outs), F32)

@@ -29,6 +29,7 @@ def _inner_product(ctx, p, ins):
                  f"(input shape {tuple(x.shape)})")
     if ctx.shape_only:
         return _zeros(out_shape)
+    ctx.work(float(mat.shape[0]) * cin * cout)
     y = mat @ ctx.weight("weights").T
     if p.hasBias:
         y = y + ctx.weight("bias")
@@ -52,6 +53,8 @@ def _batched_matmul(ctx, p, ins):
             shape = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2]) + (a2.shape[-2], b2.shape[-1])
             y = _zeros(shape)
         else:
+            batch = np.prod(np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2]), dtype=np.float64)
+            ctx.work(batch * a2.shape[-2] * a2.shape[-1] * b2.shape[-1])
             y = np.matmul(a2, b2)
         if a.ndim == 1:
             y = y[..., 0, :]
@@ -65,6 +68,7 @@ def _batched_matmul(ctx, p, ins):
         ctx.fail(f"last input dimension {a.shape[-1]} does not match weightMatrixFirstDimension {x1}")
     if ctx.shape_only:
         return _zeros(a.shape[:-1] + (x2,))
+    ctx.work(float(a.size) * x2)
     y = a @ ctx.weight("weights").T
     if p.hasBias:
         y = y + ctx.weight("bias")

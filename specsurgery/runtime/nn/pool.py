@@ -58,6 +58,7 @@ def _pooling(ctx, p, ins):
     ctx.room((x4.shape[0], c, h + max(pt, 0) + max(pb, 0), w + max(pl, 0) + max(pr, 0)), "padded input")
     if ctx.shape_only:
         return _zeros(lead + (c, ho, wo))
+    ctx.work(float(x4.shape[0]) * c * ho * wo * kh * kw)
     y = K.pool2d(_f(x4), kind, (kh, kw), (sh, sw), (pt, pb, pl, pr), bool(p.avgPoolExcludePadding),
                  (ho, wo), limits)
     return y.reshape(lead + (c, ho, wo))
@@ -75,6 +76,7 @@ def _pool3d(ctx, p, ins):
     out_shape = ctx.room(lead + x5.shape[1:2] + tuple(outs))
     if ctx.shape_only:
         return _zeros(out_shape)
+    ctx.work(np.prod(out_shape, dtype=np.float64) * np.prod(k, dtype=np.float64))
     is_max = p.type == 0
     xp = np.pad(x5, [(0, 0), (0, 0)] + pads, constant_values=-np.inf if is_max else 0.0)
     acc = None

@@ -111,6 +111,10 @@ def _lstm_run(ctx, x, h, c, weights, p, acts, reverse):
     return ys, h, c
 
 
+#: input/recursion matrix pairs per time step
+_GATE_MATRICES = {"uniDirectionalLSTM": 4, "biDirectionalLSTM": 8, "gru": 3, "simpleRecurrent": 1}
+
+
 def _geometry(ctx, p, ins):
     """(input size, hidden size, input [Seq, Batch, input size], Seq, Batch)."""
     insize, hidden = int(p.inputVectorSize), int(p.outputVectorSize)
@@ -120,6 +124,7 @@ def _geometry(ctx, p, ins):
     s, b = x.shape[:2]
     if not ctx.shape_only:
         ctx.steps(s, "sequence length")   # one Python step per element
+        ctx.work(float(s) * b * hidden * (insize + hidden) * _GATE_MATRICES[ctx.kind])
     ctx.room((s, b, 2 * hidden if ctx.kind == "biDirectionalLSTM" else hidden))
     return insize, hidden, x, s, b
 
