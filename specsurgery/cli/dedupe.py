@@ -12,7 +12,9 @@ from ._common import add_json, add_quiet, print_json
 
 def configure(parser) -> None:
     parser.add_argument("models", nargs="+", metavar="MODEL",
-                        help="models of one bundle (.mlmodel; .mlpackage ML Programs go to the ML Program dedupe)")
+                        help="models of one bundle (.mlmodel; .mlpackage ML Programs go to the ML Program dedupe); "
+                             "a pipeline whose first stage is a network (a detector) shares that stage and "
+                             "becomes [linked backbone, head, its later stages]")
     parser.add_argument("-o", "--output", metavar="DIR", required=True,
                         help="folder for the backbone, the rewritten models and dedupe-report.json")
     parser.add_argument("--backbone-name", default="Backbone", metavar="NAME",

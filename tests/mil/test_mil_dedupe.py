@@ -9,6 +9,7 @@ import mil_models as M
 from conftest import CORPUS
 from specsurgery import io
 from specsurgery.check import check
+from specsurgery.errors import UnsupportedError
 from specsurgery.ops.dedupe import dedupe, dedupe_files
 from specsurgery.runtime import predict, verify
 
@@ -188,3 +189,82 @@ def test_cli_refuses_allow_fp16_match_on_ml_programs_by_name(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--allow-fp16-match" in err and "ML Program" in err
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- detectors ([mlProgram, nms] pipelines)
+
+DET_LABELS = ["cat", "dog", "bird"]
+
+
+@pytest.fixture(scope="module")
+def classifier_and_detector():
+    """An ML Program classifier and an ML Program detector pipeline ([mlProgram, nms],
+    add_nms) converted from plain-torch models that share one body."""
+    torch = pytest.importorskip("torch")
+    from specsurgery.convert import from_torch
+    from specsurgery.ops.nms import add_nms
+
+    torch.manual_seed(3)
+    body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.ReLU(), torch.nn.Conv2d(8, 16, 3, 2, 1),
+                               torch.nn.ReLU())
+
+    class Classifier(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.fc = body, torch.nn.Linear(16, len(DET_LABELS))
+
+        def forward(self, image):
+            return torch.softmax(self.fc(self.body(image).mean((2, 3))), -1)
+
+    class Detector(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.head = body, torch.nn.Conv2d(16, len(DET_LABELS) + 4, 1)
+
+        def forward(self, image):
+            y = self.head(self.body(image)).flatten(2).transpose(1, 2)[0]
+            return torch.softmax(y[:, :len(DET_LABELS)] * 3, -1), torch.sigmoid(y[:, len(DET_LABELS):])
+
+    ex = torch.rand(1, 3, 16, 16)
+    clf = from_torch(Classifier().eval(), ex, image_input="image", class_labels=DET_LABELS, backend="mlprogram")
+    raw = from_torch(Detector().eval(), ex, image_input="image", output_names=["scores", "boxes"],
+                     backend="mlprogram")
+    return clf, add_nms(raw, confidence="scores", coordinates="boxes", labels=DET_LABELS)
+
+
+@pytest.mark.parametrize("detector_first", [False, True])
+def test_classifier_and_detector_share_a_backbone(classifier_and_detector, tmp_path, detector_first):
+    clf, det = classifier_and_detector
+    src = tmp_path / "in"
+    src.mkdir()
+    originals = {"Classifier": clf, "Detector": det}
+    order = ["Detector", "Classifier"] if detector_first else ["Classifier", "Detector"]
+    paths = [io.save(originals[n], src / f"{n}.mlpackage") for n in order]
+    out = tmp_path / "out"
+    report = dedupe_files(paths, out)
+    assert [g["members"] for g in report["backbones"]] == [order]
+    new_det, new_clf = io.load(out / "Detector.mlpackage"), io.load(out / "Classifier.mlpackage")
+    stages = new_det.spec.pipeline
+    assert [m.WhichOneof("Type") for m in stages.models] == ["linkedModel", "mlProgram", "nonMaximumSuppression"]
+    assert list(stages.names) == ["backbone", "head", "nms"]
+    assert stages.models[2] == det.spec.pipeline.models[1]
+    assert [m.WhichOneof("Type") for m in new_clf.spec.pipelineClassifier.pipeline.models] == ["linkedModel",
+                                                                                             "mlProgram"]
+    for name, new in (("Detector", new_det), ("Classifier", new_clf)):
+        for field in ("input", "output"):
+            assert list(getattr(new.spec.description, field)) == \
+                list(getattr(originals[name].spec.description, field))
+        assert new.spec.description.metadata == originals[name].spec.description.metadata
+        target = out / f"{name}.mlpackage"
+        assert [f for f in check(target, search_path=str(out)) if f.severity == "error"] == []
+        rep = verify(originals[name], target, search_path=str(out), samples=2)
+        assert rep.ok, rep.summary()
+    # the detector keeps only its head's weights; the backbone's are stored once
+    assert new_det.weight_bytes < det.weight_bytes
+    assert report["totals"]["after"] < report["totals"]["before"]
+
+
+def test_detector_pipelines_refuse_multifunction_by_name(classifier_and_detector):
+    clf, det = classifier_and_detector
+    with pytest.raises(UnsupportedError, match=r"option multifunction \(--multifunction\) is not supported for det"):
+        dedupe({"clf": clf, "det": det}, multifunction=True)

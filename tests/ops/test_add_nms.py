@@ -341,8 +341,8 @@ def test_compress_reaches_into_the_first_stage(torch_detectors, tmp_path):
 
 
 def test_dedupe_classifier_and_detector_sharing_a_backbone(tmp_path):
-    """dedupe rewrites networks, not pipelines: dedupe the raw detector with the
-    classifier, then add_nms onto the deduped [linked backbone, head] gives
+    """Dedupe the raw detector with the classifier, then add_nms onto the deduped
+    [linked backbone, head] gives
     [linked backbone, head, nms]; both verify against the originals."""
     torch = pytest.importorskip("torch")
     from specsurgery.convert import from_torch
@@ -365,9 +365,9 @@ def test_dedupe_classifier_and_detector_sharing_a_backbone(tmp_path):
     src = tmp_path / "in"
     src.mkdir()
     paths = [ss.save(clf, src / "Classifier.mlmodel"), ss.save(raw, src / "Detector.mlmodel")]
-    # dedupe refuses the detector pipeline itself (a pipeline, not a network): it is left unchanged
+    # the detector pipeline itself dedupes too (its first stage is the network; see tests/ops/test_dedupe.py)
     direct = ss.dedupe({"clf": clf, "det": detector}, build=False)
-    assert "pipeline" in direct.plan.table()
+    assert [m.backbone for m in direct.plan.models] == ["Backbone", "Backbone"]
     report = ss.dedupe_files(paths, tmp_path / "out")
     assert report["written"]
     deduped_raw = ss.load(tmp_path / "out" / "Detector.mlmodel")

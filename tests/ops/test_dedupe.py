@@ -7,6 +7,7 @@ means byte-identical weights, as in models fine-tuned from one checkpoint.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -804,3 +805,120 @@ def test_one_group_undone_while_writing_keeps_the_other(tmp_path, monkeypatch):
     for name in set(models) - set(kept):    # unchanged, byte for byte
         assert (out / f"{name}.mlmodel").read_bytes() == (tmp_path / "in" / f"{name}.mlmodel").read_bytes()
     verify_all(out, models, names=[kept[0]])
+
+
+# --------------------------------------------------------------------------- detectors (pipelines whose first stage is a network)
+
+DET_LABELS = ["cat", "dog", "bird"]
+
+
+def classifier_and_detector(backend="neuralnetwork"):
+    """A torch classifier and a detector pipeline ([network, nms], add_nms) that share one body
+    (built once per backend; copies, so a test may edit them)."""
+    pytest.importorskip("torch")
+    return tuple(m.copy() if isinstance(m, io.MLPackage) else io.copy_spec(m)
+                 for m in _classifier_and_detector(backend))
+
+
+@functools.lru_cache(maxsize=None)
+def _classifier_and_detector(backend):
+    import torch
+    from specsurgery.convert import from_torch
+    from specsurgery.ops.nms import add_nms
+
+    torch.manual_seed(3)
+    body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.ReLU(), torch.nn.Conv2d(8, 16, 3, 2, 1),
+                               torch.nn.ReLU())
+
+    class Classifier(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.fc = body, torch.nn.Linear(16, len(DET_LABELS))
+
+        def forward(self, image):
+            return torch.softmax(self.fc(self.body(image).mean((2, 3))), -1)
+
+    class Detector(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.head = body, torch.nn.Conv2d(16, len(DET_LABELS) + 4, 1)
+
+        def forward(self, image):
+            y = self.head(self.body(image)).flatten(2).transpose(1, 2)[0]
+            return torch.softmax(y[:, :len(DET_LABELS)] * 3, -1), torch.sigmoid(y[:, len(DET_LABELS):])
+
+    ex = torch.rand(1, 3, 16, 16)
+    clf = from_torch(Classifier().eval(), ex, image_input="image", class_labels=DET_LABELS, backend=backend)
+    raw = from_torch(Detector().eval(), ex, image_input="image", output_names=["scores", "boxes"], backend=backend)
+    return clf, add_nms(raw, confidence="scores", coordinates="boxes", labels=DET_LABELS)
+
+
+def _stage_types(model):
+    from specsurgery.spec import pipeline_of
+
+    spec = getattr(model, "spec", model)
+    return [m.WhichOneof("Type") for m in pipeline_of(spec).models]
+
+
+def _same_interface(a, b):
+    a, b = getattr(a, "spec", a), getattr(b, "spec", b)
+    for field in ("input", "output"):
+        assert list(getattr(a.description, field)) == list(getattr(b.description, field))
+    assert a.description.metadata == b.description.metadata
+
+
+@pytest.mark.parametrize("detector_first", [False, True])
+def test_classifier_and_detector_share_a_backbone(tmp_path, detector_first):
+    from specsurgery.check import check
+    from specsurgery.runtime import verify
+
+    clf, det = classifier_and_detector()
+    src = tmp_path / "in"
+    src.mkdir()
+    originals = {"Classifier": clf, "Detector": det}
+    order = ["Detector", "Classifier"] if detector_first else ["Classifier", "Detector"]
+    paths = [io.save(originals[n], src / f"{n}.mlmodel") for n in order]
+    out = tmp_path / "out"
+    report = dedupe_files(paths, out)
+    assert [g["members"] for g in report["backbones"]] == [order]
+    assert sorted(p.name for p in out.iterdir()) == ["Backbone.mlmodel", "Classifier.mlmodel", "Detector.mlmodel",
+                                                      "dedupe-report.json"]
+    new_det, new_clf = io.load(out / "Detector.mlmodel"), io.load(out / "Classifier.mlmodel")
+    assert model_type(new_det) == "pipeline" and model_type(new_clf) == "pipelineClassifier"
+    assert _stage_types(new_det) == ["linkedModel", "neuralNetwork", "nonMaximumSuppression"]
+    assert list(new_det.pipeline.names) == ["Backbone", "head", "nms"]
+    assert new_det.pipeline.models[2] == det.pipeline.models[1]      # NMS: labels, thresholds unchanged
+    assert _stage_types(new_clf) == ["linkedModel", "neuralNetworkClassifier"]
+    for name, new in (("Detector", new_det), ("Classifier", new_clf)):
+        _same_interface(originals[name], new)
+        assert [f for f in check(out / f"{name}.mlmodel", search_path=str(out)) if f.severity == "error"] == []
+        r = verify(originals[name], out / f"{name}.mlmodel", search_path=str(out), samples=2)
+        assert r.ok, r.summary()
+    before = sum(p.stat().st_size for p in paths)
+    after = sum((out / n).stat().st_size for n in ("Backbone.mlmodel", "Classifier.mlmodel", "Detector.mlmodel"))
+    assert after < before and report["totals"]["after"] == after
+    det_row = next(m for m in report["models"] if m["name"] == "Detector")
+    assert det_row["kind"] == "pipeline" and det_row["backbone"] == "Backbone"
+
+
+def test_a_pipeline_whose_first_stage_is_no_network_is_left_unchanged(tmp_path):
+    clf, det = classifier_and_detector()
+    result = dedupe({"clf": clf, "det": det})
+    deduped = result.models["det"]            # [linked backbone, head, nms]: its first stage is a stub
+    plan = plan_dedupe({"clf": clf, "again": deduped})
+    row = next(m for m in plan.models if m.name == "again")
+    assert row.backbone is None
+    assert "whose first stage is a linkedModel" in row.reason and "pipelines whose first stage is one" in row.reason
+
+
+def test_cli_dedupe_of_a_classifier_and_a_detector(tmp_path, capsys):
+    from specsurgery.spec import pipeline_of
+
+    clf, det = classifier_and_detector()
+    src = tmp_path / "in"
+    src.mkdir()
+    paths = [str(io.save(clf, src / "Classifier.mlmodel")), str(io.save(det, src / "Detector.mlmodel"))]
+    assert main(["dedupe", *paths, "-o", str(tmp_path / "out"), "--quiet"]) == 0
+    assert "Backbone.mlmodelc" in capsys.readouterr().out
+    new = io.load_spec(tmp_path / "out" / "Detector.mlmodel")
+    assert list(pipeline_of(new).names) == ["Backbone", "head", "nms"]

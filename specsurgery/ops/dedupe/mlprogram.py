@@ -47,7 +47,8 @@ from ...errors import SpecSurgeryError, UnsupportedError
 from ...mil import blobs as B
 from ...mil import program as P
 from .plan import (BackboneGroup, DedupeResult, Fingerprint, FolderSink, HashStats, ModelPlan, Sink, digest,
-                   label_backbone, make_plan, open_model, read_models, refuse_unsupported, settle)
+                   first_network, flatten_member, label_backbone, make_plan, open_model, pipeline_reason,
+                   read_models, refuse_unsupported, settle)
 
 BACKEND = "ML Program"
 MULTIFUNCTION_VERSION = 9
@@ -68,6 +69,26 @@ def package_bytes(pkg) -> int:
 def _as_package(model) -> io.MLPackage:
     spec, pkg = io.split_model(model)
     return pkg if pkg is not None else io.MLPackage(spec)
+
+
+def network_of(pkg: io.MLPackage):
+    """The program dedupe works on: the package itself, or for a pipeline whose first
+    stage is an ML Program (a detector's, before its NMS stage) that stage over the
+    package's weights; None for any other pipeline."""
+    if S.model_type(pkg.spec) == "mlProgram" or S.pipeline_of(pkg.spec) is None:
+        return pkg      # not a pipeline: _Reader says what it is
+    first = first_network(pkg.spec, ("mlProgram",))
+    return None if first is None else io.MLPackage(first, pkg.weights, pkg.path, pkg.metadata)
+
+
+def _member_package(pkg: io.MLPackage, inner: io.MLPackage) -> io.MLPackage:
+    """Pipeline package ``pkg`` with its first stage replaced by the stages of
+    ``inner`` ([linked backbone, head]); the later stages keep their weights."""
+    from ..pipeline.mlprogram import pack_weights
+
+    out = flatten_member(pkg.spec, inner.spec)
+    # stage 1 (the head) reads inner's weight files, every later stage the original's
+    return io.MLPackage(out, pack_weights(out, {(): pkg, (0,): inner, (1,): inner}), None, {})
 
 
 def _is_const(op) -> bool:
@@ -181,8 +202,17 @@ def plan(models, *, backbone_name: str = "Backbone", min_share: float = 0.2, all
 
     def read(name, source, label, stats):
         pkg = _as_package(io.load(source))
-        return (ModelPlan(name, label, "mlProgram", package_bytes(pkg), output=f"{name}.mlpackage"),
-                fingerprint(name, pkg, stats), pkg)
+        net = network_of(pkg)
+        p = ModelPlan(name, label, S.model_type(pkg.spec) or "none", package_bytes(pkg), output=f"{name}.mlpackage")
+        if net is None:
+            p.reason = pipeline_reason(pkg.spec, "ML Program")
+            return p, None, pkg
+        if multifunction and net is not pkg:
+            raise UnsupportedError(
+                f"dedupe: option multifunction (--multifunction) is not supported for {name}: it is a "
+                f"{p.kind} (an ML Program followed by other stages, e.g. NMS), and a multifunction package "
+                "holds ML Program functions only; drop --multifunction to write linked pipelines")
+        return p, fingerprint(name, net, stats), pkg
 
     plans, fps, stats = read_models(models, read, backbone_name=backbone_name, min_share=min_share,
                                     progress=progress, loaded=_loaded)
@@ -202,7 +232,8 @@ def build_groups(result_plan, loaded: dict, *, search_path: str, progress, sink:
 
     def build_group(group: BackboneGroup):
         # the backbone outputs the reference's cut values, under the group's output names
-        backbone, _ = split_at(_as_package(open_model(loaded[group.reference])), list(group.cuts[group.reference]))
+        backbone, _ = split_at(network_of(_as_package(open_model(loaded[group.reference]))),
+                               list(group.cuts[group.reference]))
         for old, new in group.cuts[group.reference].items():
             if old != new:
                 rename_feature(backbone, old, new, inplace=True)
@@ -215,12 +246,16 @@ def build_groups(result_plan, loaded: dict, *, search_path: str, progress, sink:
             if progress is not None:
                 progress(f"rewrite {member}")
             pkg = _as_package(open_model(loaded[member]))
-            _, head = split_at(pkg, group.head_cuts[member])
+            net = network_of(pkg)
+            _, head = split_at(net, group.head_cuts[member])
             for old in group.head_cuts[member]:
                 if group.cuts[member][old] != old:
                     rename_feature(head, old, group.cuts[member][old], inplace=True)
-            yield "member", member, make_pipeline([stub, head], names=["backbone", "head"], interface=pkg)
-            del pkg, head
+            new = make_pipeline([stub, head], names=["backbone", "head"], interface=net)
+            if net is not pkg:     # a detector: [stub, head, its later stages]
+                new = _member_package(pkg, new)
+            yield "member", member, new
+            del pkg, net, head, new
 
     settle(result_plan, build_group, sink)
 

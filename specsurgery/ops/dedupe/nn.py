@@ -33,10 +33,11 @@ from pathlib import Path
 from ... import io
 from ..._proto import Model_pb2, NeuralNetwork_pb2
 from ...errors import SpecSurgeryError
-from ...spec import NN_TYPES, model_type, nn_of
+from ...spec import NN_TYPES, PIPELINE_TYPES, model_type, nn_of
 from ...weights import storage_kind, weight_count, weight_nbytes
 from .plan import (BackboneGroup, DedupeResult, Fingerprint, FolderSink, HashStats, ModelPlan, Sink, digest,
-                   label_backbone, make_plan, open_model, read_models, refuse_unsupported, settle)
+                   first_network, flatten_member, label_backbone, make_plan, open_model, pipeline_reason,
+                   read_models, refuse_unsupported, settle)
 
 _WeightParams = NeuralNetwork_pb2.WeightParams
 BACKEND = "neuralNetwork"
@@ -224,6 +225,14 @@ def fingerprint(name: str, spec, *, allow_fp16_match: bool = False, stats: HashS
 
 # --------------------------------------------------------------------------- plan
 
+def network_of(spec):
+    """The network dedupe works on: the model itself, or the first stage of a pipeline
+    whose first stage is a network (a detector's, before its NMS stage); None otherwise."""
+    if model_type(spec) in NN_TYPES:
+        return spec
+    return first_network(spec, NN_TYPES)
+
+
 def _model_bytes(source, model) -> int:
     if isinstance(source, (str, os.PathLike)) and Path(source).exists():
         return io.file_size(source)
@@ -249,15 +258,19 @@ def plan(models, *, backbone_name: str = "Backbone", min_share: float = 0.2, all
         kind = model_type(spec) or "none"
         p = ModelPlan(name, label, kind, _model_bytes(source, model), output=_output_name(name, source))
         versions[name] = spec.specificationVersion
-        if kind not in NN_TYPES:
-            p.reason = (f"model type {kind!r}: dedupe rewrites neuralNetwork, neuralNetworkClassifier and "
-                        "neuralNetworkRegressor models" + (" (ML Programs: give only .mlpackage inputs)"
-                                                           if kind == "mlProgram" else ""))
+        net = network_of(spec)
+        if net is None:
+            if kind in PIPELINE_TYPES:
+                p.reason = pipeline_reason(spec, "neuralNetwork, neuralNetworkClassifier and neuralNetworkRegressor")
+            else:
+                p.reason = (f"model type {kind!r}: dedupe rewrites neuralNetwork, neuralNetworkClassifier and "
+                            "neuralNetworkRegressor models, and pipelines whose first stage is one"
+                            + (" (ML Programs: give only .mlpackage inputs)" if kind == "mlProgram" else ""))
             return p, None, model
-        if spec.isUpdatable or any(layer.isUpdatable for layer in nn_of(spec).layers):
+        if spec.isUpdatable or net.isUpdatable or any(layer.isUpdatable for layer in nn_of(net).layers):
             p.reason = "updatable model: a pipeline with a linked stage cannot stay updatable"
             return p, None, model
-        return p, fingerprint(name, spec, allow_fp16_match=allow_fp16_match, stats=stats), model
+        return p, fingerprint(name, net, allow_fp16_match=allow_fp16_match, stats=stats), model
 
     plans, fps, stats = read_models(models, read, backbone_name=backbone_name, min_share=min_share,
                                     progress=progress, loaded=_loaded)
@@ -297,7 +310,11 @@ def _build_backbone(group: BackboneGroup, ref_spec):
 
 
 def _build_member(group: BackboneGroup, member: str, spec, stub, backbone):
-    """``member`` as [stub, its head]; ``backbone`` needs only the backbone's description."""
+    """``member`` as [stub, its head]; ``backbone`` needs only the backbone's description.
+    A pipeline member (a detector) becomes [stub, head, its later stages]."""
+    net = network_of(spec)
+    if net is not spec:
+        return flatten_member(spec, _build_member(group, member, net, stub, backbone))
     from ..extract import extract
     from ..pipeline import make_pipeline
     from ..rename import rename_feature
@@ -350,7 +367,7 @@ def build_groups(result_plan, loaded: dict, *, search_path: str, progress, sink:
     from ..link import make_linked_stub
 
     def build_group(group: BackboneGroup):
-        backbone = _build_backbone(group, io.load_spec(loaded[group.reference]))
+        backbone = _build_backbone(group, network_of(io.load_spec(loaded[group.reference])))
         backbone.specificationVersion = _backbone_version(
             backbone, [result_plan.versions[m] for m in group.members])
         stub = make_linked_stub(backbone, file_name=f"{group.name}.mlmodelc", search_path=search_path)

@@ -858,3 +858,58 @@ def settle(plan: DedupePlan, build_group: Callable, sink: Sink) -> None:
 def open_model(held):
     """A model kept by :func:`read_models`: read again when it was given as a path."""
     return io.load(held) if isinstance(held, (str, os.PathLike)) else held
+
+
+# --------------------------------------------------------------------------- pipeline members
+
+def first_network(spec, kinds) -> Optional[object]:
+    """The first stage of pipeline ``spec`` when its model type is one of ``kinds``
+    (a detector's network before its NMS stage), else None."""
+    from ... import spec as S
+
+    pipe = S.pipeline_of(spec)
+    if pipe is None or not len(pipe.models):
+        return None
+    first = pipe.models[0]
+    return first if S.model_type(first) in kinds else None
+
+
+def pipeline_reason(spec, kinds_text: str) -> str:
+    """Why a pipeline cannot take part: its first stage is not a network."""
+    from ... import spec as S
+
+    pipe = S.pipeline_of(spec)
+    first = S.model_type(pipe.models[0]) if pipe is not None and len(pipe.models) else "nothing"
+    return (f"model type {S.model_type(spec)!r} whose first stage is a {first}: dedupe rewrites {kinds_text} "
+            "models, and pipelines whose first stage is one (a detector's network before its NMS stage)")
+
+
+def unique_name(name: str, taken) -> str:
+    cand, k = name, 2
+    while cand in taken:
+        cand, k = f"{name}{k}", k + 1
+    return cand
+
+
+def flatten_member(original, inner):
+    """``original`` (a pipeline whose first stage was deduped) with that first stage
+    replaced by the stages of ``inner`` (the rewritten ``[linked backbone, head]``): the
+    later stages (NMS, decode), the interface and the metadata stay as they are.
+    Returns a new spec (an ML Program caller repacks its weights)."""
+    from ... import spec as S
+    from ...io import copy_spec
+
+    out = copy_spec(original)
+    pipe, ipipe = S.pipeline_of(out), S.pipeline_of(inner)
+    rest_names = S.stage_names(pipe)[1:]
+    rest = [type(m).FromString(m.SerializeToString()) for m in pipe.models[1:]]
+    names = []
+    for n in S.stage_names(ipipe):
+        names.append(unique_name(n, set(rest_names) | set(names)))
+    del pipe.models[:]
+    del pipe.names[:]
+    for m in list(ipipe.models) + rest:
+        pipe.models.add().CopyFrom(m)
+    pipe.names.extend(names + rest_names)
+    out.specificationVersion = max(out.specificationVersion, inner.specificationVersion)
+    return out
