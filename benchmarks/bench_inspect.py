@@ -1,102 +1,65 @@
-"""Cold start of ``specsurgery inspect`` on a ResNet-50 .mlmodel vs coremltools' load_spec.
+"""Cold start of ``specsurgery inspect`` / ``check`` on a ResNet-50 .mlmodel vs coremltools' load_spec.
 
-Builds (once, cached under the temp folder) a ResNet-50 with random weights
-in plain torch, converts it with ``ct.convert(convert_to="neuralnetwork")``
-(about 100 MB), then times in fresh processes of the same venv, one run each:
+Each job runs in a fresh process of this venv, one run each, and is measured
+for wall time (interpreter start and imports included) and peak RSS:
 
-* ``specsurgery inspect MODEL`` (console script),
-* ``python -c "import coremltools as ct; ct.utils.load_spec(MODEL)"``
-  (whose ``import coremltools`` pulls in torch when torch is installed),
+* ``specsurgery inspect MODEL`` and ``specsurgery check MODEL``,
+* ``import coremltools as ct; ct.utils.load_spec(MODEL)`` (whose
+  ``import coremltools`` pulls in torch when torch is installed),
 * ``specsurgery --help``.
 
-Prints the times and the ratio (target: inspect >= 8x faster; --help < 0.3 s).
+The model is a plain-torch ResNet-50 (random weights) converted once with
+``ct.convert(convert_to="neuralnetwork")`` (about 100 MB, cached in the temp
+folder).  Targets: inspect >= 8x faster than load_spec; --help < 0.3 s.
 
-    python tools/bench_inspect.py [--model PATH]
+    python benchmarks/bench_inspect.py [--model PATH] [--smoke]
+
+``--smoke``: a 0.1 MB model built at the spec level (no conversion), to check
+that the benchmark runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-CACHE = Path(tempfile.gettempdir()) / "specsurgery-bench"
-
-
-def resnet50_module():
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _resnet50 import resnet50
-
-    return resnet50()
-
-
-def resnet50_mlmodel() -> Path:
-    """Path of the cached ResNet-50 .mlmodel (converted on first use, ~1-2 minutes)."""
-    import torch
-
-    cache = CACHE / f"resnet50-v2-torch{torch.__version__}.mlmodel"
-    if cache.exists():
-        return cache
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from specsurgery._proto import coremltools
-
-    ct = coremltools()
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    model = resnet50_module()
-    x = torch.randn(1, 3, 224, 224)
-    t0 = time.perf_counter()
-    ml = ct.convert(torch.jit.trace(model, x), convert_to="neuralnetwork",
-                    inputs=[ct.TensorType(name="x", shape=(1, 3, 224, 224))],
-                    outputs=[ct.TensorType(name="logits")])
-    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.mlmodel")
-    ml.save(str(tmp))
-    os.replace(tmp, cache)
-    print(f"converted ResNet-50 in {time.perf_counter() - t0:.1f} s -> {cache}")
-    return cache
-
-
-def timed(cmd: list[str]) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of the child) of one run of ``cmd``."""
-    import resource
-
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu
+import _bench
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="an existing .mlmodel to use instead of the ResNet-50")
+    ap.add_argument("--smoke", action="store_true", help="a tiny model: checks that the benchmark runs")
     args = ap.parse_args(argv)
-    model = Path(args.model) if args.model else resnet50_mlmodel()
-    size = model.stat().st_size
-    bindir = Path(sys.executable).parent
-    cli = str(bindir / "specsurgery")
-    if not Path(cli).exists():
-        cli_cmd = [sys.executable, "-m", "specsurgery"]
-    else:
-        cli_cmd = [cli]
-    import torch  # noqa: F401  (the comparison is only fair in a venv where torch is installed)
-
-    model.read_bytes()  # both sides start with the file in the page cache
-    t_ct = timed([sys.executable, "-c", f"import coremltools as ct; ct.utils.load_spec({str(model)!r})"])
-    t_inspect = timed(cli_cmd + ["inspect", str(model)])
-    t_help = timed(cli_cmd + ["--help"])
-    print(f"model: {model} ({size / 2**20:.1f} MiB)")
-    print(f"coremltools import + load_spec: {t_ct[0]:6.2f} s wall, {t_ct[1]:6.2f} s CPU")
-    print(f"specsurgery inspect (cold):      {t_inspect[0]:6.2f} s wall, {t_inspect[1]:6.2f} s CPU")
-    print(f"specsurgery --help:              {t_help[0]:6.2f} s wall, {t_help[1]:6.2f} s CPU (target < 0.3 s)")
-    print(f"ratio: inspect is {t_ct[0] / t_inspect[0]:.1f}x faster in wall time, "
-          f"{t_ct[1] / max(t_inspect[1], 1e-9):.1f}x in CPU time (target >= 8x)")
-    return 0
+    tmp = tempfile.TemporaryDirectory(prefix="bench_inspect_")
+    try:
+        if args.model:
+            model = Path(args.model)
+        elif args.smoke:
+            model = _bench.conv_net_nn(Path(tmp.name) / "small.mlmodel")
+        else:
+            model = _bench.resnet50_nn()
+        model.read_bytes()  # every job starts with the file in the page cache
+        ct = None
+        if _bench.has("coremltools"):
+            ct = _bench.job("coremltools load_spec",
+                            f"import coremltools as ct\nct.utils.load_spec({str(model)!r})")
+        rows = [("inspect", _bench.job("inspect", _bench.cli("inspect", model)), ct),
+                ("check", _bench.job("check", _bench.cli("check", model)), ct),
+                ("--help", _bench.job("--help", "from specsurgery.cli import main\ntry:\n    main(['--help'])\n"
+                                                "except SystemExit:\n    pass\n"), None)]
+        print(f"model: {model} ({model.stat().st_size / 2**20:.1f} MiB)")
+        print(_bench.table(rows, "cold start, one process per job"))
+        if ct is not None:
+            print(f"\ninspect is {ct.wall / rows[0][1].wall:.1f}x faster than coremltools' import + load_spec "
+                  "(target >= 8x)")
+        print(f"--help: {rows[2][1].wall:.2f} s (target < 0.3 s)")
+        print(f"machine: {_bench.machine()}")
+        return 0
+    finally:
+        tmp.cleanup()
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ weighted k-means++ seeding drawn with ``seed`` (for comparison and tests).
 float16 tensors (ML Program weights) skip the sort: a bincount of their bits
 gives the at most 65536 distinct values and their counts.
 
-Measured (tools/bench_compress.py): a 2.4M-value tensor, 16 clusters, in
+Measured (benchmarks/bench_compress.py): a 2.4M-value tensor, 16 clusters, in
 0.2-0.3 s (most of it the sort), 20x faster than scikit-learn's KMeans as
 coremltools configures it, at a 3 % lower error.
 """
