@@ -5,7 +5,9 @@ feature extractor carries that extractor's weights three times.  ``dedupe``
 finds the largest computation the models share, writes it once as
 ``<backbone>.mlmodel`` (``.mlpackage`` for ML Programs) and rewrites every
 model as a pipeline of ``[linked stub of the backbone, the model's own head]``
-with the model's original interface, so app code does not change.
+with the model's original interface, so app code does not change.  A pipeline
+whose first stage is a network (a detector, ``[network, nms]``) takes part
+through that stage and becomes ``[linked stub, head, <its later stages>]``.
 
 One public signature for both backends:
 
