@@ -1,4 +1,4 @@
-"""The ResNet-50 every benchmark in tools/ measures, in plain torch.
+"""The ResNet-50 every benchmark in benchmarks/ measures, in plain torch.
 
 torchvision's layout (bottleneck v1.5: the stride sits on the 3x3 conv), random
 weights from a fixed seed, and trained-looking batch-norm statistics so that

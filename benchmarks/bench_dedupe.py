@@ -37,7 +37,6 @@ benchmark runs.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile

@@ -97,8 +97,11 @@ class Progress:
         if self.active:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total or None, desc=label, file=self.stream, unit=unit,
-                             leave=False, dynamic_ncols=True, mininterval=0.1)
+            sized = _terminal_sized(self.stream)
+            # a terminal of size 0 (a pty nobody sized) would make tqdm draw nothing: give it 80 x 24
+            self._bar = tqdm(total=total or None, desc=label, file=self.stream, unit=unit, leave=False,
+                             ncols=None if sized else 80, nrows=None if sized else 24,
+                             dynamic_ncols=sized, mininterval=0.1)
 
     @classmethod
     def for_args(cls, args, total, label: str, stream=None, **kw) -> "Progress":
@@ -128,6 +131,18 @@ class Progress:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _terminal_sized(stream) -> bool:
+    """Whether the stream's terminal says how wide and tall it is (a pty of size 0 and a
+    stream without a file do not)."""
+    import os
+
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return size.columns > 0 and size.lines > 0
 
 
 def label_list(value: str, flag: str = "--labels") -> list[str]:

@@ -161,3 +161,46 @@ def test_convert_has_quiet():
 
     args = build_parser().parse_args(["convert", "m.py:f", "--input", "x=1x3", "-o", "o.mlmodel", "--quiet"])
     assert args.quiet
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+@pytest.mark.parametrize("flag", [None, "--json", "--quiet"])
+def test_dedupe_on_a_real_terminal(flag, models, tmp_path):
+    """stderr a pseudo-terminal (of size 0, as nobody sized it): the bar is drawn, unless
+    --json or --quiet; stdout (a pipe) stays clean JSON under --json."""
+    import os
+    import pty
+    import subprocess
+    import threading
+
+    master, slave = pty.openpty()
+    chunks = []
+
+    def read():
+        try:
+            while True:
+                data = os.read(master, 4096)
+                if not data:
+                    break
+                chunks.append(data)
+        except OSError:  # the other side closed
+            pass
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    argv = [sys.executable, "-m", "specsurgery", "dedupe", str(models[0]), str(models[1]),
+            "-o", str(tmp_path / "out")] + ([flag] if flag else [])
+    try:
+        run = subprocess.run(argv, stdout=subprocess.PIPE, stderr=slave, text=True, timeout=120)
+    finally:
+        os.close(slave)
+        reader.join(10)
+        os.close(master)
+    assert run.returncode == 0
+    drawn = b"".join(chunks).decode("utf-8", "replace")
+    if flag is None:
+        assert "dedupe:" in drawn and "/5" in drawn
+    else:
+        assert drawn.strip() == ""
+    if flag == "--json":
+        json.loads(run.stdout)
