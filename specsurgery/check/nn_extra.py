@@ -5,69 +5,27 @@ inputs (``NeuralNetworkValidator.cpp``, ``NeuralNetworkLayerValidator.cpp``,
 
 from __future__ import annotations
 
+from ..nn.kinds import IOS12_KINDS, KINDS, recurrent_activations, weight_fields
 from .findings import Findings, element_prefixes
-
-#: Layer kinds of iOS 12 (Utils.cpp isIOS12NeuralNetworkLayer); some need more
-#: than the kind, see :func:`is_ios12_layer`.
-IOS12_LAYERS = {
-    "convolution", "innerProduct", "batchnorm", "activation", "pooling", "padding", "concat", "lrn",
-    "softmax", "split", "add", "multiply", "unary", "upsample", "bias", "l2normalize", "reshape",
-    "flatten", "permute", "reduce", "loadConstant", "scale", "simpleRecurrent", "gru",
-    "uniDirectionalLSTM", "biDirectionalLSTM", "crop", "average", "max", "min", "dot", "mvn",
-    "embedding", "sequenceRepeat", "reorganizeData", "slice", "custom", "resizeBilinear", "cropResize",
-}
-PIXEL_SHUFFLE = 2  # ReorganizeDataLayerParams.ReorganizationType
-
+from .severity import EMPTY_WEIGHTS_OK
 
 def is_ios12_layer(layer) -> bool:
-    """Whether Core ML counts ``layer`` as an iOS 12 layer (which keeps the
-    legacy rank-5 interpretation possible)."""
+    """Whether Core ML counts ``layer`` as an iOS 12 layer (Utils.cpp
+    isIOS12NeuralNetworkLayer), which keeps the legacy rank-5 interpretation
+    possible: an iOS 12 kind used without a later feature (weights as a second
+    input, int8 weights, linear/fractional upsampling, pixel shuffle: the
+    kinds table's version rules)."""
     kind = layer.WhichOneof("layer")
-    if kind not in IOS12_LAYERS:
+    if kind not in IOS12_KINDS:
         return False
-    if kind == "convolution":
-        return len(layer.input) == 1
-    if kind == "innerProduct":
-        return not layer.innerProduct.int8DynamicQuantize
-    if kind == "upsample":
-        return layer.upsample.linearUpsampleMode == 0 and not len(layer.upsample.fractionalScalingFactor)
-    if kind == "reorganizeData":
-        return layer.reorganizeData.mode != PIXEL_SHUFFLE
-    return True
+    rule = KINDS[kind].version_rule
+    return rule is None or all(version <= 3 for version, _ in rule(layer))
+
 
 #: Recurrent activations Core ML accepts (validateRecurrentActivationParams).
 RECURRENT_ACTIVATIONS = {"linear", "sigmoid", "tanh", "scaledTanh", "sigmoidHard", "ReLU"}
 
-#: (min, max) rank of input(0) / output(0) per layer kind in the N-d
-#: interpretation (validateRankCount calls; max -1 = unbounded).
-LAYER_RANKS = {
-    "convolution": (4, -1), "convolution3d": (5, -1), "innerProduct": (1, 5), "batchnorm": (3, -1),
-    "pooling": (4, -1), "pooling3d": (5, -1), "globalPooling3d": (5, -1), "padding": (2, -1),
-    "lrn": (3, -1), "split": (3, -1), "upsample": (3, -1), "bias": (3, -1), "l2normalize": (3, -1),
-    "reshape": (5, 5), "flatten": (3, -1), "permute": (5, 5), "reorganizeData": (3, -1),
-    "scale": (3, -1), "simpleRecurrent": (5, 5), "gru": (5, 5), "uniDirectionalLSTM": (5, 5),
-    "biDirectionalLSTM": (5, 5), "crop": (3, -1), "dot": (3, -1), "mvn": (3, -1),
-    "embedding": (4, -1), "embeddingND": (2, 5), "sequenceRepeat": (5, -1), "softmax": (3, -1),
-    "resizeBilinear": (3, -1), "cropResize": (5, -1),
-}
-
-
-_ACTIVATION_KINDS = frozenset({"activation", "simpleRecurrent", "gru", "uniDirectionalLSTM",
-                               "biDirectionalLSTM"})
-
-
-def _recurrent_activations(layer):
-    kind = layer.WhichOneof("layer")
-    if kind == "simpleRecurrent":
-        return [layer.simpleRecurrent.activation]
-    if kind == "gru":
-        return list(layer.gru.activations)
-    if kind == "uniDirectionalLSTM":
-        return list(layer.uniDirectionalLSTM.activations)
-    if kind == "biDirectionalLSTM":
-        return list(layer.biDirectionalLSTM.activationsForwardLSTM) + \
-            list(layer.biDirectionalLSTM.activationsBackwardLSTM)
-    return []
+_ACTIVATION_KINDS = frozenset({"activation"} | {k for k, v in KINDS.items() if v.activation_fields})
 
 
 def _layers(nn):
@@ -102,18 +60,6 @@ POSITIVE = {
     "pooling3d": ("kernelDepth", "kernelHeight", "kernelWidth", "strideDepth", "strideHeight",
                   "strideWidth"),
 }
-#: Weight fields that validateGeneralWeightParams rejects when empty, whatever
-#: their expected size ((field, only-if-flag)).
-GENERAL_WEIGHTS = {
-    "embedding": (("weights", None), ("bias", "hasBias")),
-    "embeddingND": (("weights", None), ("bias", "hasBias")),
-    "batchnorm": (("gamma", None), ("beta", None), ("mean", "!computeMeanVar"),
-                  ("variance", "!computeMeanVar")),
-    "bias": (("bias", None),), "scale": (("scale", None), ("bias", "hasBias")),
-    "loadConstant": (("data", None),), "loadConstantND": (("data", None),),
-}
-
-
 def _empty_weights(wp) -> bool:
     """Core ML's valueType(...) == EMPTY: nothing stored (raw bytes without
     quantization count as nothing)."""
@@ -123,7 +69,8 @@ def _empty_weights(wp) -> bool:
 
 
 #: Kinds :func:`_layer_params` has a rule for.
-PARAM_KINDS = frozenset(REQUIRED_LISTS) | frozenset(POSITIVE) | frozenset(GENERAL_WEIGHTS) | {
+PARAM_KINDS = frozenset(REQUIRED_LISTS) | frozenset(POSITIVE) | frozenset(
+    k for k, v in KINDS.items() if v.has_weights) | {
     "permute", "reshape", "reorganizeData", "slice", "pooling", "padding", "squeeze", "crop",
     "constantPad", "upsample", "loop", "branch", "loopBreak", "loopContinue"}
 
@@ -142,14 +89,14 @@ def _layer_params(layer, where: str, kind: str, out: Findings, in_loop: bool, fl
             out.error(where, "nn.layer-param", f"{kind} layer '{layer.name}' {field} is "
                       f"{getattr(p, field)}; it must be positive")
             break
-    if where not in flagged:
-        for field, flag in GENERAL_WEIGHTS.get(kind, ()):
-            if flag is not None and (not getattr(p, flag.lstrip("!")) if not flag.startswith("!")
-                                     else getattr(p, flag[1:])):
-                continue
-            if _empty_weights(getattr(p, field)):
-                out.error(f"{where}.{field}", "weights.empty",
-                          f"{kind} layer '{layer.name}' has no {field} values; fill them")
+    if where not in flagged and kind not in EMPTY_WEIGHTS_OK:
+        # validateGeneralWeightParams rejects an empty field even where the
+        # parameters call for no value (check/nn.py reports the other cases)
+        for wf in weight_fields(layer):
+            if wf.required and wf.count == 0 and _empty_weights(wf.wp):
+                out.error(f"{where}.{wf.path}", "weights.empty",
+                          f"{kind} layer '{layer.name}' has no {wf.path} values and its parameters "
+                          "call for none; Core ML still wants the field filled: fix the sizes")
                 break
     if kind == "permute" and len(p.axis) != 4:
         out.error(where, "nn.layer-param",
@@ -220,7 +167,7 @@ def check_activations(nn, out: Findings) -> None:
             out.error(where, "nn.activation-type",
                       f"activation layer '{layer.name}' has no nonlinearity set; set one of ReLU, "
                       "leakyReLU, tanh, sigmoid, linear, ...")
-        for i, act in enumerate(_recurrent_activations(layer)):  # noqa: B007
+        for i, act in enumerate(recurrent_activations(layer)):  # noqa: B007
             which = act.WhichOneof("NonlinearityType")
             if which not in RECURRENT_ACTIVATIONS:
                 out.error(where, "nn.activation-type",
@@ -240,7 +187,7 @@ def check_input_ranks(spec, nn, out: Findings) -> None:
         late = [l.name for l in layers if not is_ios12_layer(l)]
         out.error("arrayInputShapeMapping", "nn.shape-mapping",
                   f"layer(s) {', '.join(repr(n) for n in late[:5])} are not iOS 12 layers (a "
-                  "convolution with weights as a second input, an int8 innerProduct, linear or "
+                  "conv layer with weights as a second input, an int8 inner product, linear or "
                   "fractional upsampling, pixel shuffle, or a newer kind), so multiarray inputs "
                   "need arrayInputShapeMapping EXACT_ARRAY_MAPPING, not RANK5_ARRAY_MAPPING")
     if arrays and array_map == 0 and image_map not in (0, 1):
@@ -284,7 +231,10 @@ def check_input_ranks(spec, nn, out: Findings) -> None:
                               f"rank {ranks[blob]}; make them agree")
     for layer in layers:
         kind = layer.WhichOneof("layer")
-        bounds = LAYER_RANKS.get(kind)
+        entry = KINDS.get(kind)
+        bounds = entry.ranks if entry is not None else None
+        if bounds is not None:
+            bounds = (bounds[0], -1 if bounds[1] is None else bounds[1])
         if kind == "concat":
             bounds = (5, -1) if layer.concat.sequenceConcat else (3, -1)
         elif kind == "activation" and layer.activation.WhichOneof("NonlinearityType") in \

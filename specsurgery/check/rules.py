@@ -279,11 +279,11 @@ RULES: dict[str, Rule] = dict([
     _r("nn.shape-mapping", "error", "new layers or RANK4 images with the legacy RANK5 array mapping", NNV),
     _r("nn.legacy-rank", "error", "multiarray input not rank 1/3 under RANK5 mapping", NNV),
     _r("nn.tensor-hint", "error", "inputTensor/outputTensor count or rank inconsistent", NNV),
-    _r("nn.conv-no-padding", "error", "convolution without padding type", NNL),
-    _r("nn.conv-dynamic-bias", "warning", "convolution with dynamic weights and a static bias",
+    _r("nn.conv-no-padding", "error", "conv layer without padding type", NNL),
+    _r("nn.conv-dynamic-bias", "warning", "conv layer with dynamic weights and a static bias",
        "ours only: NeuralNetworkLayerValidator.cpp has this check but returns before it when the "
-       "convolution has two inputs, so Core ML accepts it; a warning (the bias is likely ignored)"),
-    _r("nn.conv-channels", "error", "convolution kernelChannels x nGroups != its input's channels",
+       "conv layer has two inputs, so Core ML accepts it; a warning (the bias is likely ignored)"),
+    _r("nn.conv-channels", "error", "conv layer kernelChannels x nGroups != its input's channels",
        "ours only: the open validator checks channels only in its legacy shape pass "
        "(NeuralNetworkShapes.cpp, reported as 'potentially invalid'), but Core ML's compiler "
        "rejects a layer whose channel parameter disagrees with its input blob (coremltools#157, "
@@ -334,13 +334,13 @@ RULES: dict[str, Rule] = dict([
        UPD + " (validateTrainingInputs)"),
     _r("weights.multiple-storage", "error", "more than one weight storage filled", NNL + "; " + UTILS),
     _r("weights.raw-without-quantization", "error", "raw codes without quantization (a warning "
-       "where an empty field is accepted: innerProduct, batchedMatmul, PReLU/softplus alpha)",
+       "where an empty field is accepted: inner-product and batched-matmul weights, PReLU/softplus alpha)",
        UTILS + " (valueType: raw bytes without quantization read as EMPTY); " + NNL),
     _r("weights.no-quantization-kind", "error", "quantization without linear or LUT", QUANT),
     _r("weights.empty", "error", "a required weight is empty (error where Core ML's validator "
-       "rejects it; a warning for innerProduct, batchedMatmul and PReLU/softplus alpha, whose "
+       "rejects it; a warning for inner-product and batched-matmul weights and PReLU/softplus alpha, whose "
        "validators skip empty fields)",
-       NNL + " (validateGeneralWeightParams 'has empty', convolution 'has not specified "
+       NNL + " (validateGeneralWeightParams 'has empty', conv layers 'has not specified "
        "weights'); the warning cases are ours only"),
     _r("weights.count-mismatch", "error", "weight count differs from what the layer needs", NNL),
     _r("weights.bad-bits", "error", "numberOfBits outside 1..8", QUANT),

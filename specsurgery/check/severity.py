@@ -5,14 +5,16 @@ table on every run."""
 
 from __future__ import annotations
 
+from ..nn.kinds import dynamic_weights, kinds_where
 from .findings import element_prefixes
 
 
 #: Layer kinds whose Core ML validator skips an empty weight field (it checks
 #: sizes only for float/quantized storage: validateInnerProductWeightsBias,
 #: validateActivationParams); other kinds reject it
-#: (validateGeneralWeightParams: "has empty ...", convolution "has not specified").
-EMPTY_WEIGHTS_OK = {"innerProduct", "batchedMatmul", "activation"}
+#: (validateGeneralWeightParams: "has empty ...", conv layers "has not specified").
+#: The kinds checked by validateInnerProductWeightsBias are the int8-dynamic ones.
+EMPTY_WEIGHTS_OK = frozenset(kinds_where("int8_dynamic")) | {"activation"}
 
 #: Rules of check/nn.py that Core ML's validator does not enforce (in the
 #: cases the predicate selects) and no citation shows Core ML failing on:
@@ -27,7 +29,7 @@ DEMOTED = {
                                          "quantization as no weights at all, which it accepts "
                                          "for this layer kind", "empty-ok"),
     "nn.conv-groups": ("Core ML's validator does not check it (a deconvolution's weight count "
-                       "uses outputChannels / nGroups); grouped convolution splits the output "
+                       "uses outputChannels / nGroups); grouped conv layers split the output "
                        "channels into nGroups equal parts, so the model is likely wrong", "always"),
     "preprocessing.mean-image-size": ("Core ML's validator does not look at preprocessing and no "
                                       "documented failure is known; the mean is subtracted per pixel, "
@@ -35,12 +37,12 @@ DEMOTED = {
     "nn.output-not-produced": ("Core ML's validator does not check a neural-network regressor's "
                                "outputs; the prediction will lack this output", "regressor"),
     "nn.conv-dynamic-bias": ("Core ML's validator has this check but returns before it for a "
-                             "convolution with two inputs, so it accepts the model; the static "
+                             "conv layer with two inputs, so it accepts the model; the static "
                              "bias is likely ignored", "always"),
 }
-#: Any weights.* error on a convolution whose weights come as a second input:
+#: Any weights.* error on a layer whose weights come as a second input:
 #: the validator returns before looking at the static weight fields.
-DYNAMIC_CONV_REASON = ("the convolution takes its weights as a second input, so Core ML's "
+DYNAMIC_CONV_REASON = ("the layer takes its weights as a second input, so Core ML's "
                        "validator ignores its static weight fields")
 
 
@@ -76,7 +78,7 @@ def demote(findings, spec=None):
                     layer = layers[element[6:]]
                     break
             kind = layer.WhichOneof("layer") if layer is not None else None
-            if f.rule.startswith("weights.") and kind == "convolution" and len(layer.input) > 1:
+            if f.rule.startswith("weights.") and layer is not None and dynamic_weights(layer):
                 reason = DYNAMIC_CONV_REASON
             elif f.rule in DEMOTED:
                 why, when = DEMOTED[f.rule]

@@ -10,6 +10,7 @@ reports it as ``nn.update-loss``, and nothing here indexes the list."""
 
 from __future__ import annotations
 
+from ..nn.kinds import KINDS
 from .findings import Findings, element_prefixes
 from .knn import check_int64_parameter
 from .pipeline import crashes_compare, type_differences
@@ -145,7 +146,10 @@ def _updatable_weights(nn, out: Findings) -> None:
     flagged = {e for f in out if f.rule == "weights.updatable" for e in element_prefixes(f.path)}
     for layer in nn.layers:
         kind = layer.WhichOneof("layer")
-        if not layer.isUpdatable or kind not in ("convolution", "innerProduct"):
+        # the kinds whose own weights/bias flags Core ML reads (LSTM ones it skips)
+        entry = KINDS.get(kind)
+        if not layer.isUpdatable or entry is None or not entry.updatable or \
+                not {"weights", "bias"} <= set(entry.fields):
             continue
         where = f"layer:{layer.name}"
         if where in flagged:
