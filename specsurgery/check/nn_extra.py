@@ -75,6 +75,21 @@ PARAM_KINDS = frozenset(REQUIRED_LISTS) | frozenset(POSITIVE) | frozenset(
     "constantPad", "upsample", "loop", "branch", "loopBreak", "loopContinue"}
 
 
+def _has_empty_field(p, kind: str) -> bool:
+    """A quick look before resolving the weight fields: is any top-level
+    WeightParams of this layer empty?"""
+    entry = KINDS.get(kind)
+    if entry is None or not entry.has_weights:
+        return False
+    for field in entry.fields:
+        if "." in field or "[" in field:
+            return True   # nested fields (recurrent kinds): resolve them
+        wp = getattr(p, field)
+        if not hasattr(wp, "floatValue") or _empty_weights(wp):
+            return True   # a repeated field (custom layers): resolve it; or an empty one
+    return False
+
+
 def _layer_params(layer, where: str, kind: str, out: Findings, in_loop: bool, flagged: set) -> None:
     if kind not in PARAM_KINDS:
         return
@@ -89,7 +104,7 @@ def _layer_params(layer, where: str, kind: str, out: Findings, in_loop: bool, fl
             out.error(where, "nn.layer-param", f"{kind} layer '{layer.name}' {field} is "
                       f"{getattr(p, field)}; it must be positive")
             break
-    if where not in flagged and kind not in EMPTY_WEIGHTS_OK:
+    if where not in flagged and kind not in EMPTY_WEIGHTS_OK and _has_empty_field(p, kind):
         # validateGeneralWeightParams rejects an empty field even where the
         # parameters call for no value (check/nn.py reports the other cases)
         for wf in weight_fields(layer):
