@@ -828,6 +828,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return worker_main(args.timeout, args.memory_gib)
     if args.replay:
         return replay(args.replay, verbs, args.timeout, args.memory_gib)
+    # SIGTERM unwinds like Ctrl-C, so the work folders in the temp dir go and the workers stop
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     sources: list[Source] = []
     fixtures_dir = Path(tempfile.mkdtemp(prefix="fuzz-fixtures-"))
     try:
