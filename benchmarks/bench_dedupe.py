@@ -72,10 +72,11 @@ def converted_trunk(size: int):
     model = resnet50_trunk()
     example = torch.rand(1, 3, size, size)
     traced = torch.jit.trace(model, example)
-    mlmodel = ct.convert(traced, convert_to="neuralnetwork", source="pytorch",
-                         inputs=[ct.ImageType(name="image", shape=example.shape, scale=1 / 255.0,
-                                              bias=[-0.485, -0.456, -0.406])],
-                         outputs=[ct.TensorType(name="features")])
+    with _bench._quiet():
+        mlmodel = ct.convert(traced, convert_to="neuralnetwork", source="pytorch",
+                             inputs=[ct.ImageType(name="image", shape=example.shape, scale=1 / 255.0,
+                                                  bias=[-0.485, -0.456, -0.406])],
+                             outputs=[ct.TensorType(name="features")])
     spec = mlmodel.get_spec()
     seconds = time.perf_counter() - t0
     CACHE.mkdir(parents=True, exist_ok=True)
