@@ -25,6 +25,7 @@ import math
 import os
 import re
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Iterable, Iterator, Optional, Union
 
 from .errors import SpecSurgeryError
@@ -69,6 +70,7 @@ def physical_memory() -> int:
         return _FALLBACK_MEMORY
 
 
+@lru_cache(maxsize=1)
 def available_memory() -> int:
     """Physical memory, or less when the process is held to less: its address-space
     limit (``ulimit -v``) or its cgroup's memory limit (containers)."""
