@@ -173,7 +173,7 @@ def _hint() -> str:
 def check(shape: Iterable, itemsize: int = 4, *, what: str) -> int:
     """Refuse an allocation of ``shape`` x ``itemsize`` bytes over the budget.
 
-    ``what`` names the culprit, e.g. ``"layer 'conv1' (convolution) output"``.
+    ``what`` names the culprit, e.g. ``"layer 'conv1' (pooling) output"``.
     Returns the byte count.
     """
     shape = tuple(int(s) for s in shape)

@@ -85,12 +85,22 @@ def search_dirs(search_path: str, *, base_dir: Optional[PathLike] = None,
     return out
 
 
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
 def _readable(path: Path) -> bool:
     if path.suffix == ".mlmodelc":
         return False      # compiled models cannot be read without Core ML
-    if path.suffix == ".mlpackage":
-        return path.is_dir()
-    return path.is_file()
+    try:
+        if path.suffix == ".mlpackage":
+            return path.is_dir()
+        return path.is_file()
+    except OSError:       # a name too long for the file system, a loop of links: nothing there
+        return False
 
 
 def resolve_linked(stub_spec, search_path: Optional[str] = None, base_dir: Optional[PathLike] = None,
@@ -126,7 +136,7 @@ def resolve_linked(stub_spec, search_path: Optional[str] = None, base_dir: Optio
         for name in names:
             cand = folder / name
             note = str(cand) + (" (compiled: cannot be read offline)"
-                                if cand.suffix == ".mlmodelc" and cand.exists() else "")
+                                if cand.suffix == ".mlmodelc" and _exists(cand) else "")
             if note not in tried:   # '.' and $BUNDLE_MAIN are often the same folder: list it once
                 tried.append(note)
             if _readable(cand):

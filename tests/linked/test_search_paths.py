@@ -47,3 +47,12 @@ def test_same_folder_reached_twice_is_listed_once(tmp_path):
     # '.' and $BUNDLE_MAIN both mean the stub's folder: the error listed every candidate twice
     found, tried = resolve_linked(_stub(".:$BUNDLE_MAIN"), base_dir=tmp_path)
     assert found is None and len(tried) == len(set(tried)) == 3
+
+
+def test_a_file_name_too_long_for_the_file_system_is_not_found(tmp_path):
+    import nnbuild as nb
+    from specsurgery.linked import resolve_linked
+
+    stub = nb.tiny_linked(file_name="B" * 5000 + ".mlmodelc", search_path=".")
+    found, tried = resolve_linked(stub, base_dir=tmp_path)
+    assert found is None and tried
