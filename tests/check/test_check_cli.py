@@ -104,3 +104,23 @@ def test_save_refuses_invalid_model(tmp_path):
     with pytest.raises(CheckError, match="nn.output-not-produced"):
         save(spec, tmp_path / "x.mlmodel")
     assert not (tmp_path / "x.mlmodel").exists()
+
+
+def test_explain_prints_what_a_rule_checks_and_its_source(capsys):
+    assert main(["check", "--explain", "knn.samples-labels", "--explain", "feature.duplicate-name"]) == 0
+    out = capsys.readouterr().out
+    assert "knn.samples-labels (error)" in out and "KNearestNeighborsClassifierValidator.cpp" in out
+    assert "feature.duplicate-name (warning)" in out and "ours only" in out
+
+
+def test_explain_all_and_unknown_rule(capsys):
+    assert main(["check", "--explain", "all"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n  from: ") > 150
+    assert main(["check", "--explain", "tree.missing-chid"]) == 2
+    assert "did you mean 'tree.missing-child'" in capsys.readouterr().err
+
+
+def test_check_without_models_is_a_usage_error(capsys):
+    assert main(["check"]) == 2
+    assert "--explain" in capsys.readouterr().err
