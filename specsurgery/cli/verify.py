@@ -18,6 +18,9 @@ def configure(parser) -> None:
     parser.add_argument("--int-range", default=None, metavar="LO,HI",
                         help="integer inputs are drawn from [LO, HI) (default: below the "
                              "vocabulary size they index)")
+    parser.add_argument("--per-layer", action="store_true",
+                        help="also compare every intermediate value (first sample) and name the layers "
+                             "that differ while their inputs match")
     add_max_memory(parser)
     add_quiet(parser)
     add_json(parser)
@@ -46,7 +49,8 @@ def run(args) -> int:
     with runtime_limits(args), Progress.for_args(args, args.samples, "verify", unit="sample") as bar:
         report = verify(args.reference, args.candidate, samples=args.samples, seed=args.seed,
                         rtol=args.rtol, atol=args.atol, search_path=args.search_path,
-                        bundle=args.bundle, int_range=int_range, progress=bar.step)
+                        bundle=args.bundle, int_range=int_range, progress=bar.step,
+                        per_layer=args.per_layer)
     if args.json:
         print_json(report.to_json())
     else:

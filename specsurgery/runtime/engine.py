@@ -325,7 +325,9 @@ def predict(model, inputs: Mapping, *, search_path: Optional[str] = None, bundle
 
 
 def _run(spec, package, inputs, base_dir, search_path, bundle, bundle_ids, function, where,
-         strict=True):
+         strict=True, trace: Optional[dict] = None):
+    """``trace``, when given, receives every intermediate value as
+    ``{"<stage path>/<blob>": array}`` (the top model's blobs without a prefix)."""
     kind = _spec.model_type(spec)
     if kind in _spec.NN_TYPES:
         nn_msg = _spec.nn_of(spec)
@@ -334,7 +336,11 @@ def _run(spec, package, inputs, base_dir, search_path, bundle, bundle_ids, funct
         keep = {f.name for f in spec.description.output}
         if _spec.model_type(spec) == "neuralNetworkClassifier" and len(nn_msg.layers):
             keep.add(nn_msg.labelProbabilityLayerName or nn_msg.layers[len(nn_msg.layers) - 1].output[0])
-        net.run(blobs, keep=keep)
+        record = None
+        if trace is not None:
+            def record(blob, value):
+                trace[where + blob] = np.array(value, copy=True)
+        net.run(blobs, keep=keep, trace=record)
         return collect(spec, nn_msg, blobs, net)
     if kind in _spec.PIPELINE_TYPES:
         pipe = _spec.pipeline_of(spec)
@@ -351,7 +357,7 @@ def _run(spec, package, inputs, base_dir, search_path, bundle, bundle_ids, funct
                 raise NotFoundError(missing_message("feature", missing, list(table),
                                                     f"the features available to stage {sub_where!r}"))
             res = _run(stage, package, stage_inputs, base_dir, search_path, bundle, bundle_ids,
-                       None, sub_where + "/", strict)
+                       None, sub_where + "/", strict, trace)
             table.update(res)
         outs = {}
         for f in spec.description.output:
@@ -366,7 +372,7 @@ def _run(spec, package, inputs, base_dir, search_path, bundle, bundle_ids, funct
                                 bundle_ids=bundle_ids, where=f"linked model {where.rstrip('/') or '(top)'}")
         src = Source(str(target))
         res = _run(src.spec, src.package, inputs, src.base_dir, None, bundle, bundle_ids, function,
-                   where, strict)
+                   where, strict, trace)
         return {f.name: res[f.name] for f in spec.description.output if f.name in res} or res
     if kind == "mlProgram":
         try:
@@ -374,7 +380,7 @@ def _run(spec, package, inputs, base_dir, search_path, bundle, bundle_ids, funct
         except ImportError:
             raise UnsupportedError("ML Program execution (specsurgery.runtime.mil) is not available "
                                    "in this build") from None
-        return predict_program(spec, package, inputs, function=function)
+        return predict_program(spec, package, inputs, function=function, trace=trace, where=where)
     from .classic import RUNNERS, run_classic    # GLM, trees, SVM, feature engineering
 
     if kind in RUNNERS:

@@ -1519,8 +1519,11 @@ def _description(spec, function_name):
 _ARRAY_OUT = {65552: np.float16, 65568: np.float32, 65600: np.float64, 131104: np.int32, 131080: np.int8}
 
 
-def predict_program(spec, package, inputs: dict, function: Optional[str] = None) -> dict:
-    """Run an ML Program function on ``inputs``; returns {output name: value}."""
+def predict_program(spec, package, inputs: dict, function: Optional[str] = None, *,
+                    trace: Optional[dict] = None, where: str = "") -> dict:
+    """Run an ML Program function on ``inputs``; returns {output name: value}.
+    ``trace``, when given, receives every value of the main block as
+    ``{where + name: value}``."""
     name, fn = P.get_function(spec, function)
     block = P.main_block(fn)
     missing = unsupported_ops(block)
@@ -1537,6 +1540,11 @@ def predict_program(spec, package, inputs: dict, function: Optional[str] = None)
         values = run_block(block, env, package)
     finally:
         _warn_overflows()
+    if trace is not None:
+        produced = {o.name for op in block.operations if not op.type.startswith("const") for o in op.outputs}
+        for key, value in env.items():
+            if key in produced and isinstance(value, np.ndarray):
+                trace[where + key] = value
     desc = _description(spec, name)
     out_types = {f.name: f.type for f in desc.output}
     result = {}

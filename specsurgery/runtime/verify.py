@@ -155,6 +155,12 @@ class VerifyReport:
     atol: float
     outputs: list = field(default_factory=list)
     interface: list = field(default_factory=list)    # interface differences (strings)
+    layers: Optional[list] = None                    # per-layer comparison (first sample), if asked
+
+    @property
+    def culprits(self) -> list:
+        """Layers whose output differs while everything they read matches."""
+        return [r for r in (self.layers or []) if r.culprit]
 
     @property
     def ok(self) -> bool:
@@ -167,9 +173,15 @@ class VerifyReport:
         raise KeyError(name)
 
     def to_json(self) -> dict:
-        return {"ok": self.ok, "samples": self.samples, "seed": self.seed, "rtol": self.rtol,
-                "atol": self.atol, "interface": list(self.interface),
-                "outputs": [o.to_json() for o in self.outputs]}
+        out = {"ok": self.ok, "samples": self.samples, "seed": self.seed, "rtol": self.rtol,
+               "atol": self.atol, "interface": list(self.interface),
+               "outputs": [o.to_json() for o in self.outputs]}
+        if self.layers is not None:
+            out["layers"] = {"compared": len(self.layers),
+                             "mismatched": sum(1 for r in self.layers if not r.ok),
+                             "culprits": [r.to_json() for r in self.culprits],
+                             "all": [r.to_json() for r in self.layers]}
+        return out
 
     def summary(self) -> str:
         lines = [f"{'output':<28} {'kind':<6} {'max abs err':>12} {'max rel err':>12} "
@@ -180,6 +192,13 @@ class VerifyReport:
                          + (f"  ({o.note})" if o.note else ""))
         for d in self.interface:
             lines.append(f"interface: {d}")
+        if self.layers is not None:
+            bad = [r for r in self.layers if not r.ok]
+            lines.append(f"per layer (first sample): {len(self.layers)} values compared, {len(bad)} differ")
+            for r in self.culprits:
+                where = f"{r.stage}/" if r.stage else ""
+                lines.append(f"  first to differ: {where}{r.layer} ({r.kind}) max abs err "
+                             + (f"{r.max_abs:.3g}" if r.max_abs is not None else r.note))
         lines.append(f"{'OK' if self.ok else 'FAILED'}: {self.samples} sample(s), seed {self.seed}, "
                      f"rtol {self.rtol:g}, atol {self.atol:g}")
         return "\n".join(lines)
@@ -252,11 +271,13 @@ def _iface(spec) -> tuple[dict, dict]:
 
 def verify(reference, candidate, *, samples: int = 3, seed: int = 0, rtol: float = 1e-4,
            atol: float = 1e-5, search_path: Optional[str] = None, bundle=None, bundle_ids=None,
-           int_range: Optional[tuple] = None, progress=None) -> VerifyReport:
+           int_range: Optional[tuple] = None, progress=None, per_layer: bool = False) -> VerifyReport:
     """Run both models on the same seeded random inputs and compare every common
     output: an element passes when ``|a - b| <= atol + rtol * |a|`` (a from the
     reference); labels and dictionary keys must match exactly.  ``progress(text)``,
-    if given, is called after each sample."""
+    if given, is called after each sample.  ``per_layer`` also compares every
+    intermediate value of the first sample (matched by stage and blob name) and
+    names the layers that differ while their inputs match (``report.culprits``)."""
     ref, cand = Source(reference), Source(candidate)
     rin, rout = _iface(ref.spec)
     cin, cout = _iface(cand.spec)
@@ -289,10 +310,17 @@ def verify(reference, candidate, *, samples: int = 3, seed: int = 0, rtol: float
     bundle_c = bundle if bundle is not None else cand.base_dir
     for i in range(samples):
         inputs = random_inputs(ref.spec, seed=seed + i, int_range=int_range)
+        trace_r = {} if per_layer and i == 0 else None
+        trace_c = {} if per_layer and i == 0 else None
         ra = _run(ref.spec, ref.package, dict(inputs), ref.base_dir, search_path, bundle_r,
-                  bundle_ids or {}, None, "")
+                  bundle_ids or {}, None, "", trace=trace_r)
         cb = _run(cand.spec, cand.package, {k: v for k, v in inputs.items() if k in cin},
-                  cand.base_dir, search_path, bundle_c, bundle_ids or {}, None, "")
+                  cand.base_dir, search_path, bundle_c, bundle_ids or {}, None, "", trace=trace_c)
+        if trace_r is not None:
+            from .per_layer import compare_traces
+
+            report.layers = compare_traces(ref.spec, trace_r, trace_c, rtol, atol)
+            trace_r = trace_c = None
         for n in common:
             for role, res in (("reference", ra), ("candidate", cb)):
                 if n not in res:
