@@ -51,6 +51,65 @@ class Source:
         self.base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
 
 
+# --------------------------------------------------------------------------- prepared-model cache (paths)
+
+#: {(resolved path, stamp): Source} of models ``predict`` loaded from a path, newest last.
+#: A second ``predict`` on an unchanged file reuses the parsed spec and so the compiled
+#: :class:`Net` and its decoded weights; a new size or mtime of any of its files re-reads it.
+_SOURCES: "OrderedDict[tuple, Source]" = OrderedDict()
+_SOURCES_SIZE = 3
+
+
+def _stamp(path: Path) -> Optional[tuple]:
+    """(size, mtime_ns, inode, ctime_ns) of a file, or of every file of a package folder; None if unreadable."""
+    try:
+        if path.is_dir():
+            return tuple((f.relative_to(path).as_posix(),) + _stat_key(f.stat())
+                         for f in sorted(path.rglob("*")) if f.is_file())
+        return _stat_key(path.stat())
+    except OSError:
+        return None
+
+
+def _stat_key(st) -> tuple:
+    # the inode and ctime too: an atomic rewrite (a new file renamed over the old one)
+    # within the file system's timestamp granularity still changes them
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+
+def _forget(src: Source) -> None:
+    """Drop the compiled networks (and their decoded weights) of an evicted source."""
+    ids = {id(info.model) for info in _spec.iter_models(src.spec)}
+    for key in [k for k, hit in _CACHE.items() if id(hit[2]) in ids]:
+        del _CACHE[key]
+
+
+def source(model, base_dir=None) -> Source:
+    """:class:`Source` of ``model``; a path is served from the cache while its files are unchanged."""
+    if not isinstance(model, (str, os.PathLike)):
+        return Source(model, base_dir)
+    path = Path(model)
+    try:
+        resolved = path.resolve()
+    except OSError:
+        return Source(model, base_dir)
+    stamp = _stamp(resolved)
+    if stamp is None:
+        return Source(model, base_dir)      # io.load names the problem
+    key = (str(resolved), stamp, None if base_dir is None else str(base_dir))
+    hit = _SOURCES.get(key)
+    if hit is not None:
+        _SOURCES.move_to_end(key)
+        return hit
+    for old in [k for k in _SOURCES if k[0] == key[0]]:   # an older version of this file
+        _forget(_SOURCES.pop(old))
+    src = Source(model, base_dir)
+    _SOURCES[key] = src
+    while len(_SOURCES) > _SOURCES_SIZE:
+        _forget(_SOURCES.popitem(last=False)[1])
+    return src
+
+
 # --------------------------------------------------------------------------- compiled-network cache
 
 _CACHE: "OrderedDict[int, tuple]" = OrderedDict()
@@ -80,8 +139,10 @@ def compiled(spec) -> Net:
 
 
 def clear_cache() -> None:
-    """Forget compiled networks and decoded weights (after editing weights in place)."""
+    """Forget compiled networks, decoded weights and the models loaded from paths
+    (after editing weights in place, or to release their memory)."""
     _CACHE.clear()
+    _SOURCES.clear()
 
 
 def _is_rank5(nn_msg) -> bool:
@@ -318,7 +379,7 @@ def predict(model, inputs: Mapping, *, search_path: Optional[str] = None, bundle
     ``strict=False`` accepts input shapes other than the declared ones (e.g. a
     small image for a fully convolutional model); Core ML itself would refuse.
     """
-    src = Source(model, base_dir)
+    src = source(model, base_dir)
     bundle = Path(bundle) if bundle is not None else src.base_dir
     return _run(src.spec, src.package, dict(inputs), src.base_dir, search_path, bundle,
                 bundle_ids or {}, function, where="", strict=strict)
@@ -370,7 +431,7 @@ def _run(spec, package, inputs, base_dir, search_path, bundle, bundle_ids, funct
 
         target = require_linked(spec, search_path=search_path, base_dir=base_dir, bundle=bundle,
                                 bundle_ids=bundle_ids, where=f"linked model {where.rstrip('/') or '(top)'}")
-        src = Source(str(target))
+        src = source(str(target))
         res = _run(src.spec, src.package, inputs, src.base_dir, None, bundle, bundle_ids, function,
                    where, strict, trace)
         return {f.name: res[f.name] for f in spec.description.output if f.name in res} or res
