@@ -363,6 +363,18 @@ def load_description(source) -> "Model_pb2.ModelDescription":
     return desc
 
 
+def working_copy(source, inplace: bool = False):
+    """(result, spec) for an operation that edits a model: ``source`` loaded and,
+    unless ``inplace``, copied (an MLPackage keeps its weights); ``spec`` is
+    the root spec inside ``result``, which the operation edits and returns."""
+    loaded = load(source)
+    if isinstance(loaded, MLPackage):
+        result = loaded if inplace else loaded.copy()
+        return result, result.spec
+    result = loaded if inplace else copy_spec(loaded)
+    return result, result
+
+
 def load_spec(source) -> "Model_pb2.Model":
     """The ``Model_pb2.Model`` of any model-like input (a package's root spec)."""
     model = load(source)

@@ -48,6 +48,16 @@ def is_nn(spec) -> bool:
     return model_type(spec) in NN_TYPES
 
 
+def backend_of(spec) -> Optional[str]:
+    """"nn" for the neural-network types, "mlprogram" for an ML Program, else None."""
+    kind = model_type(spec)
+    if kind in NN_TYPES:
+        return "nn"
+    if kind == "mlProgram":
+        return "mlprogram"
+    return None
+
+
 def is_pipeline(spec) -> bool:
     return model_type(spec) in PIPELINE_TYPES
 

@@ -72,16 +72,23 @@ def _leaves_bundle(entry: str) -> str:
     return ""
 
 
+def _resolve(spec, out, report, rule, **where):
+    """``resolve_linked``, a resolver error becoming a finding: (found, tried), or (None, None)."""
+    try:
+        return resolve_linked(spec, **where)
+    except Exception as exc:  # a resolver error is a finding, not a crash
+        report("linkedModel", rule, f"cannot resolve the linked target: {exc}")
+        return None, None
+
+
 def check_target(spec, out: Findings, search_path, base_dir, bundle=None, bundle_ids=None, *,
                  check_model) -> None:
     """Resolve the stub's target on ``search_path`` and compare interfaces;
     ``check_model`` (the package's ``check``, passed in by its caller so that this
     rule does not import the module that imports it) checks the target itself."""
-    try:
-        found, tried = resolve_linked(spec, search_path=search_path, base_dir=base_dir, bundle=bundle,
-                                      bundle_ids=bundle_ids)
-    except Exception as exc:  # a resolver error is a finding, not a crash
-        out.error("linkedModel", "linked.not-found", f"cannot resolve the linked target: {exc}")
+    found, tried = _resolve(spec, out, out.error, "linked.not-found", search_path=search_path,
+                            base_dir=base_dir, bundle=bundle, bundle_ids=bundle_ids)
+    if tried is None:
         return
     name = spec.linkedModel.linkedModelFile.linkedModelFileName.defaultValue
     if found is None:
@@ -118,11 +125,9 @@ def check_target_beside(spec, out: Findings, base_dir, bundle=None, bundle_ids=N
     name = spec.linkedModel.linkedModelFile.linkedModelFileName.defaultValue
     if not name:
         return
-    try:
-        found, tried = resolve_linked(spec, search_path=None, base_dir=base_dir, bundle=bundle,
-                                      bundle_ids=bundle_ids)
-    except Exception as exc:  # a resolver error is a finding, not a crash
-        out.warning("linkedModel", "linked.target-not-checked", f"cannot resolve the linked target: {exc}")
+    found, tried = _resolve(spec, out, out.warning, "linked.target-not-checked", search_path=None,
+                            base_dir=base_dir, bundle=bundle, bundle_ids=bundle_ids)
+    if tried is None:
         return
     if found is None:
         compiled = [t for t in tried if "compiled" in t]

@@ -182,3 +182,20 @@ def key_values(pairs, flag: str) -> dict:
     if bad:
         raise SpecSurgeryError(f"{flag}: expected KEY=VALUE, got " + ", ".join(repr(b) for b in bad))
     return out
+
+
+def report_inputs(args, edited, names) -> int:
+    """What reshape/retype print after writing: the changed inputs (or JSON)."""
+    from ..spec import describe_type, feature_to_json
+
+    spec = getattr(edited, "spec", edited)
+    changed = [f for f in spec.description.input if f.name in names]
+    if getattr(args, "json", False):
+        print_json({"output": str(args.output), "spec_version": spec.specificationVersion,
+                    "inputs": [feature_to_json(f) for f in changed],
+                    "outputs": [feature_to_json(f) for f in spec.description.output]})
+        return 0
+    for f in changed:
+        print(f"input {f.name}: {describe_type(f.type)}")
+    print(f"wrote {args.output} (spec version {spec.specificationVersion})")
+    return 0

@@ -36,7 +36,7 @@ def _targets(model, pairs, args) -> dict:
     """{linkedModelFileName: source path} of the linked targets the renames touch."""
     from pathlib import Path
 
-    from ..errors import NotFoundError, UnsupportedError
+    from ..errors import NotFoundError
     from ..io import load_spec
     from ..linked import resolve_linked
     from ..ops.rename import linked_uses

@@ -25,20 +25,9 @@ def configure(parser) -> None:
 def run(args) -> int:
     from ..io import save
     from ..ops.reshape import reshape
-    from ..spec import describe_type, feature_to_json
-    from ._common import key_values, print_json
+    from ._common import key_values, report_inputs
 
     shapes = key_values(args.input, "--input")
     edited = reshape(args.model, shapes)
     save(edited, args.output)
-    spec = getattr(edited, "spec", edited)
-    changed = [f for f in spec.description.input if f.name in shapes]
-    if args.json:
-        print_json({"output": str(args.output), "spec_version": spec.specificationVersion,
-                    "inputs": [feature_to_json(f) for f in changed],
-                    "outputs": [feature_to_json(f) for f in spec.description.output]})
-        return 0
-    for f in changed:
-        print(f"input {f.name}: {describe_type(f.type)}")
-    print(f"wrote {args.output} (spec version {spec.specificationVersion})")
-    return 0
+    return report_inputs(args, edited, shapes)

@@ -76,6 +76,29 @@ def get_function(spec, function: Optional[str] = None):
     return name, prog.functions[name]
 
 
+def single_function(spec, verb: str, option: str):
+    """``get_function`` for a verb that edits one function: a multifunction
+    program is refused, naming the verb and its ``option``."""
+    names = function_names(spec)
+    if len(names) > 1:
+        raise UnsupportedError(
+            f"{verb}: this ML Program has {len(names)} functions ({', '.join(names)}); {verb} on a "
+            f"multifunction program is not supported (option {option!r} on backend mlProgram): run "
+            f"{verb} on each function's model before the functions are merged")
+    return get_function(spec)
+
+
+def fresh_name(base: str, taken: set, sep: str = "_", first: int = 2) -> str:
+    """``base``, or ``base<sep><first>``, ``base<sep><first + 1>``... whichever
+    ``taken`` lacks (then added to it)."""
+    name, k = base, first - 1
+    while name in taken:
+        k += 1
+        name = f"{base}{sep}{k}"
+    taken.add(name)
+    return name
+
+
 def main_block(function):
     """The block a function runs: the one specialised for its opset."""
     if function.opset in function.block_specializations:

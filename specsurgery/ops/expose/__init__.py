@@ -11,7 +11,7 @@ from typing import Mapping, Optional, Sequence
 
 from ... import spec as S
 from ...errors import NotFoundError, SpecSurgeryError, UnsupportedError, missing_message
-from ...io import MLPackage, copy_spec, load
+from ...io import working_copy
 from . import mlprogram, nn
 
 __all__ = ["expose"]
@@ -19,20 +19,11 @@ __all__ = ["expose"]
 _BACKENDS = {"nn": nn, "mlprogram": mlprogram}
 
 
-def _backend(model) -> Optional[str]:
-    kind = S.model_type(model)
-    if kind in S.NN_TYPES:
-        return "nn"
-    if kind == "mlProgram":
-        return "mlprogram"
-    return None
-
-
 def _where_produced(spec) -> tuple[dict, dict, dict]:
     """(name -> stage path producing it, name -> why it cannot be exposed, every name -> where)."""
     produced, blocked, known = {}, {}, {}
     for info in S.iter_models(spec):
-        backend = _backend(info.model)
+        backend = S.backend_of(info.model)
         where = f"stage {info.path!r}" if info.path else "the model"
         if backend is not None:
             names, inner = _BACKENDS[backend].produced_names(info.model)
@@ -59,13 +50,8 @@ def expose(model, blobs: Sequence[str], *, shapes: Optional[Mapping[str, Sequenc
     blobs = list(dict.fromkeys(blobs))
     if not blobs:
         raise SpecSurgeryError("expose: name at least one blob or value to expose")
-    loaded = load(model)
-    if isinstance(loaded, MLPackage):
-        result = loaded if inplace else loaded.copy()
-        spec = result.spec
-    else:
-        result = spec = loaded if inplace else copy_spec(loaded)
-    if _backend(spec) is None and S.pipeline_of(spec) is None:
+    result, spec = working_copy(model, inplace)
+    if S.backend_of(spec) is None and S.pipeline_of(spec) is None:
         raise UnsupportedError(f"expose: a {S.model_type(spec) or 'model without a type'} has no "
                                "intermediate blobs; expose works on neural networks, ML Programs and "
                                "pipelines of them")
@@ -98,7 +84,7 @@ def expose(model, blobs: Sequence[str], *, shapes: Optional[Mapping[str, Sequenc
     version = spec.specificationVersion
     for path, names in by_stage.items():
         stage = S.model_at(spec, path) if path else spec
-        feats = _BACKENDS[_backend(stage)].add_outputs(stage, names, shapes=shapes, version=version)
+        feats = _BACKENDS[S.backend_of(stage)].add_outputs(stage, names, shapes=shapes, version=version)
         _propagate(spec, path, feats)
     return result
 

@@ -15,16 +15,6 @@ from ...errors import SpecSurgeryError, UnsupportedError
 from ...mil import program as P
 
 
-def _function(model):
-    names = P.function_names(model)
-    if len(names) > 1:
-        raise UnsupportedError(
-            f"expose: this ML Program has {len(names)} functions ({', '.join(names)}); exposing values of "
-            "a multifunction program is not supported (option 'blobs' on backend mlProgram): expose "
-            "them before the functions are merged")
-    return P.get_function(model)
-
-
 def produced_names(model) -> tuple[list, dict]:
     _, fn = P.get_function(model)
     block = P.main_block(fn)
@@ -50,18 +40,10 @@ def _rename_reads(block, old: str, new: str) -> None:
             block.outputs[i] = new
 
 
-def _fresh(name: str, taken: set) -> str:
-    candidate, k = f"{name}_fp16", 1
-    while candidate in taken:
-        k += 1
-        candidate = f"{name}_fp16_{k}"
-    return candidate
-
-
 def _cast_to_fp32(block, name: str, vt) -> "MIL_pb2.ValueType":
     """Rename value ``name`` and recompute it as a float32 ``cast`` named ``name``."""
     taken = {o.name for op in P.iter_ops(block) for o in op.outputs}
-    src = _fresh(name, taken)
+    src = P.fresh_name(f"{name}_fp16", taken)
     for op in block.operations:
         for o in op.outputs:
             if o.name == name:
@@ -80,7 +62,7 @@ def _cast_to_fp32(block, name: str, vt) -> "MIL_pb2.ValueType":
 
 
 def add_outputs(model, names, *, shapes=None, version=None) -> list:
-    _, fn = _function(model)
+    _, fn = P.single_function(model, "expose", "blobs")
     block = P.main_block(fn)
     version = version or model.specificationVersion
     types = {o.name: o.type for op in block.operations for o in op.outputs}

@@ -13,7 +13,7 @@ from typing import Mapping, Optional, Sequence, Union
 
 from ... import spec as S
 from ...errors import NotFoundError, SpecSurgeryError, missing_message
-from ...io import MLPackage, copy_spec, load
+from ...io import working_copy
 from . import labels as _labels
 
 __all__ = ["set_metadata", "read_labels"]
@@ -44,14 +44,7 @@ def set_metadata(model, *, author: Optional[str] = None, license: Optional[str] 
     the model needs, or ``"min"``, which lowers (or raises) it to exactly that.
     Returns the edited spec (an :class:`MLPackage` for ML Programs).
     """
-    loaded = load(model)
-    if isinstance(loaded, MLPackage):
-        pkg = loaded if inplace else loaded.copy()
-        spec = pkg.spec
-        result = pkg
-    else:
-        spec = loaded if inplace else copy_spec(loaded)
-        result = spec
+    result, spec = working_copy(model, inplace)
     md = spec.description.metadata
     for attr, value in (("author", author), ("license", license), ("shortDescription", description),
                         ("versionString", version_string)):

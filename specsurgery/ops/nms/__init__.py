@@ -49,20 +49,11 @@ class DetectorError(SpecSurgeryError):
     """A model or option add_nms cannot build a detector from."""
 
 
-def _backend(spec) -> Optional[str]:
-    kind = S.model_type(spec)
-    if kind in S.NN_TYPES:
-        return "nn"
-    if kind == "mlProgram":
-        return "mlprogram"
-    return None
-
-
 def _producer(spec, name: str):
     """The (innermost) stage whose description outputs ``name``."""
     found = None
     for info in S.iter_models(spec):
-        if _backend(info.model) and any(f.name == name for f in info.model.description.output):
+        if S.backend_of(info.model) and any(f.name == name for f in info.model.description.output):
             found = info.model
     return found
 
@@ -84,7 +75,7 @@ def _shape_of(spec, feature) -> tuple:
     if shape is not None:
         return shape
     producer = _producer(spec, feature.name)
-    backend = _backend(producer) if producer is not None else None
+    backend = S.backend_of(producer) if producer is not None else None
     if backend is None:
         raise DetectorError(f"output {feature.name!r} declares no shape and no network or program in the "
                             "model computes it; declare its shape (specsurgery set) and retry")
@@ -194,7 +185,7 @@ def add_nms(model, *, confidence: str, coordinates: str, labels: Union[Sequence,
     loaded = load(model)
     spec, package = split_model(loaded)
     kind = S.model_type(spec)
-    if _backend(spec) is None and kind != "pipeline":
+    if S.backend_of(spec) is None and kind != "pipeline":
         raise UnsupportedError(f"add_nms: the model is a {kind or 'model without a type'}; add_nms takes a "
                                "neural network, an ML Program or a plain pipeline of them that outputs raw "
                                "confidences and boxes")

@@ -24,7 +24,7 @@ from typing import Mapping, Union
 
 from ... import spec as S
 from ...errors import SpecSurgeryError, UnsupportedError
-from ...io import MLPackage, copy_spec, load
+from ...io import MLPackage, working_copy
 from . import mlprogram, nn
 from .flex import GRAMMAR, FlexShape, as_flex, parse_shape
 
@@ -45,12 +45,7 @@ def reshape(model, shapes: Mapping[str, Union[str, FlexShape, list]], *, inplace
     if not shapes:
         raise SpecSurgeryError("reshape: name at least one input and its shape (NAME=SHAPE)")
     plan = {name: as_flex(value, f"--input {name}") for name, value in shapes.items()}
-    loaded = load(model)
-    if isinstance(loaded, MLPackage):
-        result = loaded if inplace else loaded.copy()
-        spec = result.spec
-    else:
-        result = spec = loaded if inplace else copy_spec(loaded)
+    result, spec = working_copy(model, inplace)
     kind = S.model_type(spec)
     if kind in S.NN_TYPES:
         nn.reshape_nn(spec, plan)

@@ -20,16 +20,6 @@ from ...mil import program as P
 from .flex import FlexShape, apply_to_array, apply_to_image, image_channels, prepare_inputs
 
 
-def _function(spec):
-    names = P.function_names(spec)
-    if len(names) > 1:
-        raise UnsupportedError(
-            f"reshape: this ML Program has {len(names)} functions ({', '.join(names)}); reshaping a "
-            "multifunction program is not supported (option 'shapes' on backend mlProgram): reshape each "
-            "function's model before the functions are merged")
-    return P.get_function(spec)
-
-
 def _set_dims(vt, dims) -> None:
     """Rewrite tensor ValueType ``vt``'s dimensions: an int is a constant size, None unknown."""
     tt = vt.tensorType
@@ -97,7 +87,7 @@ def reshape_program(spec, package, plan: dict) -> None:
     if package is None and any(True for _ in P.blob_refs(spec)):
         raise SpecSurgeryError("reshape: this ML Program keeps its weights in a weight file; pass the "
                                ".mlpackage (or an MLPackage), not its bare spec")
-    fname, fn = _function(spec)
+    fname, fn = P.single_function(spec, "reshape", "shapes")
     block = P.main_block(fn)
     desc_inputs = {f.name: f for f in spec.description.input}
     seen = prepare_inputs(spec, plan)

@@ -22,7 +22,7 @@ from typing import Mapping, Union
 
 from ... import spec as S
 from ...errors import SpecSurgeryError, UnsupportedError
-from ...io import MLPackage, copy_spec, load
+from ...io import working_copy
 from . import mlprogram, nn
 from .types import ARRAY, GRAMMAR, ImageInput, as_type, check_plan, parse_type
 
@@ -38,12 +38,7 @@ def retype(model, types: Mapping[str, Union[str, ImageInput]], *, inplace: bool 
     if not types:
         raise SpecSurgeryError("retype: name at least one input and its type (NAME=image:RGB or NAME=array)")
     plan = {name: as_type(value, f"--input {name}") for name, value in types.items()}
-    loaded = load(model)
-    if isinstance(loaded, MLPackage):
-        result = loaded if inplace else loaded.copy()
-        spec = result.spec
-    else:
-        result = spec = loaded if inplace else copy_spec(loaded)
+    result, spec = working_copy(model, inplace)
     kind = S.model_type(spec)
     if kind in S.NN_TYPES:
         check_plan(spec, plan)

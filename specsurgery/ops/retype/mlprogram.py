@@ -18,27 +18,8 @@ from ...mil import program as P
 from .types import ARRAY, array_chw, image_channels, make_array_type, make_image_type
 
 
-def _function(spec):
-    names = P.function_names(spec)
-    if len(names) > 1:
-        raise UnsupportedError(
-            f"retype: this ML Program has {len(names)} functions ({', '.join(names)}); retyping a "
-            "multifunction program is not supported (option 'types' on backend mlProgram): retype each "
-            "function's model before the functions are merged")
-    return P.get_function(spec)
-
-
 def _taken(block) -> set:
     return {o.name for op in P.iter_ops(block) for o in op.outputs}
-
-
-def _fresh(base: str, taken: set) -> str:
-    name, k = base, 1
-    while name in taken:
-        k += 1
-        name = f"{base}_{k}"
-    taken.add(name)
-    return name
 
 
 def _const(name: str, array: np.ndarray):
@@ -109,13 +90,13 @@ def _to_image(spec, fn, block, name: str, want) -> None:
     taken = _taken(block) | {i.name for i in fn.inputs}
     ops, current = [], name
     if want.scale != 1.0:
-        out = _fresh(f"{name}__scaled__", taken)
-        k = _fresh(f"{out}_y_0", taken)
+        out = P.fresh_name(f"{name}__scaled__", taken)
+        k = P.fresh_name(f"{out}_y_0", taken)
         ops += [_const(k, np.array(want.scale, np.float32)), _binary("mul", out, current, k, vt)]
         current = out
     if any(biases):
-        out = _fresh(f"{name}__biased__", taken)
-        k = _fresh(f"{out}_y_0", taken)
+        out = P.fresh_name(f"{name}__biased__", taken)
+        k = P.fresh_name(f"{out}_y_0", taken)
         ops += [_const(k, np.array(biases, np.float32).reshape(1, len(biases), 1, 1)),
                 _binary("add", out, current, k, vt)]
         current = out
@@ -190,7 +171,7 @@ def _to_array(spec, fn, block, name: str) -> None:
 
 
 def retype_program(spec, plan: dict) -> None:
-    _, fn = _function(spec)
+    _, fn = P.single_function(spec, "retype", "types")
     block = P.main_block(fn)
     for name, want in plan.items():
         if want == ARRAY:

@@ -163,13 +163,19 @@ def array_flex_from_image(img, arr, lead: Sequence[int]) -> None:
             arr.enumeratedShapes.shapes.add().shape.extend(list(lead) + [int(s.height), int(s.width)])
 
 
-def make_image_type(ft, want: ImageInput, h: int, w: int, has_batch: bool) -> None:
-    """Turn MultiArray feature type ``ft`` into an image type, in place."""
-    arr = FeatureTypes_pb2.ArrayFeatureType()
-    arr.CopyFrom(ft.multiArrayType)
+def _take(ft, member: str):
+    """A copy of ``ft``'s ``member`` message, with ``ft`` cleared but for isOptional."""
+    old = type(getattr(ft, member))()
+    old.CopyFrom(getattr(ft, member))
     optional = ft.isOptional
     ft.Clear()
     ft.isOptional = optional
+    return old
+
+
+def make_image_type(ft, want: ImageInput, h: int, w: int, has_batch: bool) -> None:
+    """Turn MultiArray feature type ``ft`` into an image type, in place."""
+    arr = _take(ft, "multiArrayType")
     img = ft.imageType
     img.width, img.height = int(w), int(h)
     img.colorSpace = COLORS[want.color]
@@ -177,11 +183,7 @@ def make_image_type(ft, want: ImageInput, h: int, w: int, has_batch: bool) -> No
 
 
 def make_array_type(ft, lead: Sequence[int], dtype=FeatureTypes_pb2.ArrayFeatureType.FLOAT32) -> None:
-    img = FeatureTypes_pb2.ImageFeatureType()
-    img.CopyFrom(ft.imageType)
-    optional = ft.isOptional
-    ft.Clear()
-    ft.isOptional = optional
+    img = _take(ft, "imageType")
     arr = ft.multiArrayType
     arr.dataType = dtype
     arr.shape.extend(list(lead) + [int(img.height), int(img.width)])

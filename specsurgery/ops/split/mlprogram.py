@@ -168,12 +168,7 @@ def _adapters(src: str, dst: str, from_t, to_t, taken: set) -> list:
 
 
 def _fresh(name: str, taken: set) -> str:
-    cand, i = name, 0
-    while cand in taken:
-        i += 1
-        cand = f"{name}_{i}"
-    taken.add(cand)
-    return cand
+    return P.fresh_name(name, taken, first=1)
 
 
 def _new_program_spec(spec, fname, fn, ops, inputs, outputs, *, keep_classifier: bool):
