@@ -181,6 +181,13 @@ def check(shape: Iterable, itemsize: int = 4, *, what: str) -> int:
     if n > limit():
         raise BudgetError(f"{what}: shape {list(shape)} needs {human_bytes(n)}, over the memory "
                           f"budget; {_hint()}")
+    # an empty array whose other dimensions multiply past what an index can hold
+    # (numpy: "array is too big") is as hostile as a huge one
+    span = math.prod(max(int(s), 1) for s in shape) * int(itemsize)
+    if span >= 1 << 62:
+        raise BudgetError(f"{what}: shape {list(shape)} has dimensions whose product ({span:.3g} bytes) "
+                          "no array index can hold, even though one of them is 0; a declared shape "
+                          "this large is a broken model")
     return n
 
 

@@ -340,3 +340,12 @@ def test_the_cli_prints_the_fp16_overflow_as_one_warning_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("float16 overflow") == 1 and err.startswith("warning: float16 overflow: op 'z' (mul)")
     assert "RuntimeWarning" not in err
+
+
+def test_an_empty_shape_with_an_overflowing_product_is_refused():
+    from specsurgery import budget
+    from specsurgery.errors import SpecSurgeryError
+
+    with pytest.raises(SpecSurgeryError, match="no array index can hold"):
+        budget.check([1, 3, 8, 8, 7, 0, 10**9, 7, 10**9], 4, what="input 'x'")
+    assert budget.check([0, 5], 4, what="input 'x'") == 0
