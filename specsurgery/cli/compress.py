@@ -84,7 +84,8 @@ def run(args) -> int:
                 layers=args.layers, exclude=args.exclude, min_weights=args.min_weights, seed=args.seed,
                 granularity="per_grouped_channel" if args.grouped_channels else "per_tensor",
                 group_size=args.grouped_channels, return_report=True,
-                progress=lambda name: progress.step(name))
+                progress=lambda name: progress.step(name),
+                inplace=not args.verify)   # the loaded copy is ours: no second copy of the weights
         finally:
             progress.close()
         if args.verify:
