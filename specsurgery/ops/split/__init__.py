@@ -287,6 +287,10 @@ def split_model(model, blobs, out_dir, *, name: Optional[str] = None, link: bool
     backbone, head = split_at(original, blobs, stage=stage, shapes=shapes, freeze_backbone=freeze_backbone,
                               drop_updatable=drop_updatable)
     if stage is None:
+        if isinstance(model, (str, os.PathLike)):
+            # the loaded model is this call's own: keep its interface only, so that its
+            # weights are freed before the pipeline copies the halves
+            original = _interface_of(original)
         pipe, linked = split_pipeline(original, backbone, head), "backbone"
     else:
         _, parent, idx, path = _locate_stage(_split_loaded(original)[0], stage)
@@ -308,10 +312,13 @@ def split_model(model, blobs, out_dir, *, name: Optional[str] = None, link: bool
             raise SpecSurgeryError(f"split: {clash[0]} would overwrite the input model; write to another "
                                    "folder (-o) or give another base name (--name)")
     written = []
+    # each model is dropped once written, so the pipeline is serialized without the halves in memory
+    models = {"backbone": backbone, "head": head, "pipeline": pipe}
+    del backbone, head, pipe, original
     try:   # all or nothing: a failed check or write removes what this call wrote
         for role in ("backbone", "head", "pipeline"):
             existed = paths[role].exists()
-            save({"backbone": backbone, "head": head, "pipeline": pipe}[role], paths[role],
+            save(models.pop(role), paths[role],
                  search_path=check_search_path if role == "pipeline" else None)
             if not existed:
                 written.append(paths[role])
@@ -323,6 +330,17 @@ def split_model(model, blobs, out_dir, *, name: Optional[str] = None, link: bool
                 path.unlink()
         raise
     return paths
+
+
+def _interface_of(model) -> "Model_pb2.Model":
+    """A model holding only what :func:`split_pipeline` reads of the original: its
+    description, updatability and spec version (no layers, no weights)."""
+    spec = model.spec if hasattr(model, "spec") else model
+    out = Model_pb2.Model()
+    out.specificationVersion = spec.specificationVersion
+    out.isUpdatable = spec.isUpdatable
+    out.description.CopyFrom(spec.description)
+    return out
 
 
 def _same_file(a, b) -> bool:
