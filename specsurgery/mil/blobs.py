@@ -200,6 +200,9 @@ def decode(rec: BlobRecord, raw: np.ndarray) -> np.ndarray:
         return unpack_subbyte(raw, bits, rec.count, signed=name == "int4")
     itemsize = np.dtype(np_dtype).itemsize
     usable = rec.size // itemsize * itemsize
+    if isinstance(raw, np.memmap) and not raw.flags.writeable and raw.flags.c_contiguous:
+        # a read-only memory map of the weight file: a view, not a second copy of the weights
+        return raw[:usable].view(np_dtype)
     return np.frombuffer(np.ascontiguousarray(raw[:usable]).tobytes(), dtype=np_dtype)
 
 
