@@ -121,8 +121,10 @@ def _fingerprint(nn_msg) -> tuple:
                                          for l in nn_msg.layers)
 
 
-def compiled(spec) -> Net:
-    """The compiled :class:`Net` of an NN spec (cached; rebuilt if the layers change)."""
+def compiled(spec, *, keep: bool = True) -> Net:
+    """The compiled :class:`Net` of an NN spec (cached; rebuilt if the layers change).
+    ``keep=False`` (shape inference on a throwaway probe model) uses a cached net but
+    does not cache a new one, so the cache does not keep the spec alive."""
     nn_msg = _spec.require_nn(spec, "run")
     key = id(nn_msg)
     hit = _CACHE.get(key)
@@ -132,6 +134,8 @@ def compiled(spec) -> Net:
         return hit[3]
     rank5 = _is_rank5(nn_msg)
     net = Net(nn_msg, rank5=rank5)   # unsupported layers are reported when it runs
+    if not keep:
+        return net
     _CACHE[key] = (nn_msg, fp, spec, net)
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)

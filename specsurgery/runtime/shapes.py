@@ -65,7 +65,7 @@ def _infer(spec, input_shapes, shapes, partial=False):
     kind = _spec.model_type(spec)
     if kind in _spec.NN_TYPES:
         nn_msg = _spec.nn_of(spec)
-        net = compiled(spec)
+        net = compiled(spec, keep=False)    # often a probe model made for this call only
         blobs = {}
         for f in spec.description.input:
             shape = _default_held_shape(f, nn_msg, input_shapes.get(f.name))

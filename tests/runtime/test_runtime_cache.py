@@ -105,3 +105,35 @@ def test_missing_file_still_reports_not_found(tmp_path):
 
     with pytest.raises(SpecSurgeryError, match="no such file"):
         predict(tmp_path / "absent.mlmodel", _x())
+
+
+def test_shape_inference_does_not_keep_its_model_alive():
+    import sys
+
+    from specsurgery.runtime import infer_shapes
+
+    spec = nnbuild.tiny_nn()
+    before = sys.getrefcount(spec)
+    assert infer_shapes(spec)["y"] == (1, 1, 3, 1, 1)   # rank 5, as the legacy network holds it
+    assert not engine._CACHE                           # a probe model is not cached
+    assert sys.getrefcount(spec) == before
+    predict(spec, _x())                                # a run does cache its net
+    net = engine.compiled(spec)
+    assert engine.compiled(spec, keep=False) is net   # and shape inference reuses it
+    assert net.root is net
+
+
+def test_a_dropped_net_needs_no_cycle_collection():
+    import gc
+    import weakref
+
+    net = engine.compiled(nnbuild.tiny_nn(), keep=False)
+    net.run({"x": np.zeros((1, 1, 4, 1, 1), np.float32)}, shape_only=True)
+    assert net.root is net
+    ref = weakref.ref(net)
+    gc.disable()
+    try:
+        del net
+        assert ref() is None          # freed by reference counting, not left to the collector
+    finally:
+        gc.enable()

@@ -166,7 +166,7 @@ class Net:
     def __init__(self, nn_msg, *, rank5: bool, root: Optional["Net"] = None, where: str = ""):
         self.msg = nn_msg
         self.rank5 = rank5
-        self.root = root or self
+        self._root = root      # None for a top-level net (no self-reference: no cycle for the GC)
         self.where = where
         if root is None:
             self.wcache: dict = {}
@@ -192,6 +192,10 @@ class Net:
             for i, step in enumerate(self.steps):
                 for b in step[4]:
                     self.last_use[b] = i
+
+    @property
+    def root(self) -> "Net":
+        return self._root if self._root is not None else self
 
     def require_supported(self) -> None:
         if self.unsupported:
