@@ -204,9 +204,11 @@ class VerifyReport:
         return "\n".join(lines)
 
 
+_CHUNK = 1 << 20
+
+
 def _compare_arrays(rep: OutputReport, a, b, rtol, atol):
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
+    a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape:
         if a.size == b.size:
             rep.note = f"shapes {a.shape} vs {b.shape} (same size, compared flat)"
@@ -217,15 +219,20 @@ def _compare_arrays(rep: OutputReport, a, b, rtol, atol):
             rep.mismatches += max(a.size, b.size)
             rep.total += max(a.size, b.size)
             return
-    diff = np.abs(a - b)
-    both_nan = np.isnan(a) & np.isnan(b)
-    diff = np.where(both_nan, 0.0, diff)
-    diff = np.where(np.isnan(diff), np.inf, diff)
-    rel = diff / np.maximum(np.abs(a), 1e-30)
-    if diff.size:
+    # in chunks: a large output compared whole makes several float64 temporaries of its size
+    fa, fb = a.reshape(-1), b.reshape(-1)
+    bad = 0
+    for start in range(0, fa.size, _CHUNK):
+        ca = fa[start:start + _CHUNK].astype(np.float64)
+        cb = fb[start:start + _CHUNK].astype(np.float64)
+        diff = np.abs(ca - cb)
+        diff[np.isnan(ca) & np.isnan(cb)] = 0.0
+        diff[np.isnan(diff)] = np.inf
+        rel = diff / np.maximum(np.abs(ca), 1e-30)
+        rel[diff == 0] = 0.0
         rep.max_abs = max(rep.max_abs, float(diff.max()))
-        rep.max_rel = max(rep.max_rel, float(np.where(diff == 0, 0.0, rel).max()))
-    bad = int((diff > atol + rtol * np.abs(np.nan_to_num(a))).sum())
+        rep.max_rel = max(rep.max_rel, float(rel.max()))
+        bad += int((diff > atol + rtol * np.abs(np.nan_to_num(ca))).sum())
     rep.mismatches += bad
     rep.total += a.size
     if bad:
