@@ -51,6 +51,18 @@ EXACT_LIMIT = 12          # up to this many models the grouping is optimal (3^N 
 LINK_OVERHEAD = 256       # bytes per rewritten model beyond its description (stub, names, cut features)
 
 
+
+#: below this many bytes a model is not worth a full garbage collection (which
+#: costs about 0.1 s in a process that holds torch)
+_COLLECT_ABOVE = 16 << 20
+
+
+def _release(nbytes: int) -> None:
+    """Free a large parsed model now: it sits in reference cycles, and the next
+    one would otherwise be read while it is still held."""
+    if nbytes > _COLLECT_ABOVE:
+        gc.collect()
+
 def digest(*parts) -> str:
     """A short hash of ``parts`` (bytes, or anything with a ``str``)."""
     hasher = hashlib.blake2b(digest_size=16)
@@ -427,7 +439,7 @@ def read_models(models, read: Callable, *, backbone_name: str, min_share: float,
         if loaded is not None:   # a path is read again when needed: one parsed model at a time
             loaded[name] = source if isinstance(source, (str, os.PathLike)) else model
         del model
-        gc.collect()
+        _release(fp.weight_bytes if fp is not None else 0)
     stats.weight_bytes_total = sum(fp.weight_bytes for fp in fps)
     stats.seconds = time.perf_counter() - t0
     return plans, fps, stats
@@ -828,7 +840,7 @@ def settle(plan: DedupePlan, build_group: Callable, sink: Sink) -> None:
             # a failure to store (a full disk) is no reason to undo a group: it propagates
             sizes[name] = sink.put(group, role, name, model)
             del model
-            gc.collect()   # a parsed model sits in reference cycles: free it before the next one
+            _release(max(sizes[name] or 0, group.shared_bytes))   # it was cut from a model of at least that
         if failed is not None:
             # this group cannot be cut here (e.g. a cut blob shape inference cannot type):
             # its members stay unchanged, the others go ahead, and the report says why
