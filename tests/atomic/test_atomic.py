@@ -156,26 +156,10 @@ def _start_slow_compress(src: Path, out: Path) -> subprocess.Popen:
 
 
 def _tiny_model(path: Path) -> Path:
-    import numpy as np
-    from specsurgery._proto import Model_pb2
+    from nnbuild import tiny_nn
     from specsurgery.io import save
 
-    spec = Model_pb2.Model()
-    spec.specificationVersion = 4
-    for role, name in (("input", "x"), ("output", "y")):
-        f = getattr(spec.description, role).add()
-        f.name = name
-        f.type.multiArrayType.shape.extend([8])
-        f.type.multiArrayType.dataType = 65568  # FLOAT32
-    layer = spec.neuralNetwork.layers.add()
-    layer.name = "fc"
-    layer.input.append("x")
-    layer.output.append("y")
-    ip = layer.innerProduct
-    ip.inputChannels = ip.outputChannels = 8
-    ip.weights.floatValue.extend(np.arange(64, dtype=np.float32) / 64)
-    save(spec, path)
-    return path
+    return save(tiny_nn(n_in=8, n_hidden=8), path)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from specsurgery._proto import Model_pb2
+from nnbuild import tiny_linked
 from specsurgery.check import check
 
 
-def _stub(search: str, name: str = "Backbone.mlmodelc") -> "Model_pb2.Model":
-    spec = Model_pb2.Model()
-    spec.specificationVersion = 4
-    for role, fname in (("input", "x"), ("output", "y")):
-        f = getattr(spec.description, role).add()
-        f.name = fname
-        f.type.multiArrayType.shape.extend([4])
-        f.type.multiArrayType.dataType = 65568
-    spec.linkedModel.linkedModelFile.linkedModelFileName.defaultValue = name
-    spec.linkedModel.linkedModelFile.linkedModelSearchPath.defaultValue = search
-    return spec
+def _stub(search: str, name: str = "Backbone.mlmodelc"):
+    return tiny_linked(file_name=name, search_path=search)
 
 
 def _rules(findings, rule):

@@ -12,25 +12,14 @@ import numpy as np
 import pytest
 
 from specsurgery import io
-from specsurgery._proto import Model_pb2
+from nnbuild import tiny_nn
 from specsurgery.cli import main
 from specsurgery.errors import LoadError
 
 
 def _package(folder: Path) -> Path:
-    spec = Model_pb2.Model()
-    spec.specificationVersion = 4
-    for role, name in (("input", "x"), ("output", "y")):
-        f = getattr(spec.description, role).add()
-        f.name = name
-        f.type.multiArrayType.shape.extend([2])
-        f.type.multiArrayType.dataType = 65568   # FLOAT32
-    layer = spec.neuralNetwork.layers.add()
-    layer.name = "relu"
-    layer.activation.ReLU.SetInParent()
-    layer.input.append("x")
-    layer.output.append("y")
-    return io.save(spec, folder / "M.mlpackage")
+    """A package (of a small neural network) built in code."""
+    return io.save(tiny_nn(), folder / "M.mlpackage")
 
 
 @pytest.fixture
