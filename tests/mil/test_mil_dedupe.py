@@ -193,43 +193,13 @@ def test_cli_refuses_allow_fp16_match_on_ml_programs_by_name(tmp_path, capsys):
 
 # --------------------------------------------------------------------------- detectors ([mlProgram, nms] pipelines)
 
-DET_LABELS = ["cat", "dog", "bird"]
-
-
 @pytest.fixture(scope="module")
 def classifier_and_detector():
-    """An ML Program classifier and an ML Program detector pipeline ([mlProgram, nms],
-    add_nms) converted from plain-torch models that share one body."""
-    torch = pytest.importorskip("torch")
-    from specsurgery.convert import from_torch
-    from specsurgery.ops.nms import add_nms
+    """An ML Program classifier and an ML Program detector pipeline ([mlProgram, nms])
+    that share one body (tests/detector_models.py)."""
+    from detector_models import classifier_and_detector as build
 
-    torch.manual_seed(3)
-    body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.ReLU(), torch.nn.Conv2d(8, 16, 3, 2, 1),
-                               torch.nn.ReLU())
-
-    class Classifier(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.body, self.fc = body, torch.nn.Linear(16, len(DET_LABELS))
-
-        def forward(self, image):
-            return torch.softmax(self.fc(self.body(image).mean((2, 3))), -1)
-
-    class Detector(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.body, self.head = body, torch.nn.Conv2d(16, len(DET_LABELS) + 4, 1)
-
-        def forward(self, image):
-            y = self.head(self.body(image)).flatten(2).transpose(1, 2)[0]
-            return torch.softmax(y[:, :len(DET_LABELS)] * 3, -1), torch.sigmoid(y[:, len(DET_LABELS):])
-
-    ex = torch.rand(1, 3, 16, 16)
-    clf = from_torch(Classifier().eval(), ex, image_input="image", class_labels=DET_LABELS, backend="mlprogram")
-    raw = from_torch(Detector().eval(), ex, image_input="image", output_names=["scores", "boxes"],
-                     backend="mlprogram")
-    return clf, add_nms(raw, confidence="scores", coordinates="boxes", labels=DET_LABELS)
+    return build("mlprogram")
 
 
 @pytest.mark.parametrize("detector_first", [False, True])
