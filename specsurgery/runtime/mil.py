@@ -1453,7 +1453,10 @@ def _image_to_tensor(value, feature, want_shape):
     gray = img.colorSpace in (10, 40)  # GRAYSCALE, GRAYSCALE_FLOAT16 (RGB 20, BGR 30)
     if Image is not None and isinstance(value, Image.Image):
         value = value.convert("L" if gray else "RGB")
-        if img.width and img.height and value.size != (img.width, img.height):
+        # a flexible image input takes the picture at its own size (the range is checked
+        # before the program runs); a fixed one gets it resized, as Vision would
+        if img.width and img.height and value.size != (img.width, img.height) \
+                and not _spec.is_flexible(feature.type):
             value = value.resize((img.width, img.height), Image.BILINEAR)
         value = np.asarray(value)
     arr = np.asarray(value)

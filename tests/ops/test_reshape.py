@@ -245,3 +245,21 @@ def test_program_cli_and_errors(program, tmp_path, capsys):
         reshape(program, {"a": "1", "b": "1"})
     with pytest.raises(SpecSurgeryError, match="rank 4"):
         reshape(program, {"x": "3x8x8"})
+
+
+def test_reshaped_image_program_takes_pngs_at_their_own_size(tmp_path):
+    from PIL import Image
+
+    from specsurgery.convert import from_torch
+
+    torch.manual_seed(0)
+    pkg = _quiet(from_torch, _ConvNet().eval(), torch.rand(1, 3, 16, 16), backend="mlprogram",
+                 image_input="x")
+    out = reshape(pkg, {"x": "1x3x8..64x8..64"})
+    path = io.save(out, tmp_path / "flex.mlpackage")
+    sizes = []
+    for w, h in ((16, 16), (32, 24)):
+        png = tmp_path / f"{w}x{h}.png"
+        Image.fromarray(np.full((h, w, 3), 128, np.uint8)).save(png)
+        sizes.append(predict(path, {"x": png})["output"].shape)
+    assert sizes == [(1, 4, 8, 8), (1, 4, 12, 16)]
