@@ -16,9 +16,8 @@ import numpy as np
 
 from . import io
 from .errors import SpecSurgeryError
-from .spec import class_labels, describe_type, iter_models, model_type
-
-NN_TYPES = ("neuralNetwork", "neuralNetworkClassifier", "neuralNetworkRegressor")
+from .nn.kinds import iter_layers
+from .spec import NN_TYPES, class_labels, describe_type, iter_models, model_type
 
 
 @dataclass
@@ -135,35 +134,21 @@ def _metadata(a, b) -> dict:
 # --------------------------------------------------------------------------- NeuralNetwork layers
 
 def _nn_of(model):
-    kind = model.WhichOneof("Type")
-    return getattr(model, kind) if kind in NN_TYPES else None
-
-
-def _all_layers(nn, prefix=""):
-    """(name, layer) of a network, layers of loop/branch bodies included."""
-    for layer in nn.layers:
-        yield prefix + layer.name, layer
-        kind = layer.WhichOneof("layer")
-        if kind in ("loop", "branch"):
-            msg = getattr(layer, kind)
-            for sub in (("conditionNetwork", "bodyNetwork") if kind == "loop" else ("ifBranch", "elseBranch")):
-                if msg.HasField(sub):
-                    yield from _all_layers(getattr(msg, sub), f"{prefix}{layer.name}/{sub}/")
+    return getattr(model, model.WhichOneof("Type")) if model.WhichOneof("Type") in NN_TYPES else None
 
 
 def _without_weights(layer):
+    """The layer with its weights, nested layers (compared on their own), name and
+    blobs cleared: what is left are its parameters."""
+    from .nn.kinds import sub_networks
     from .weights import layer_weights
 
     bare = type(layer)()
     bare.CopyFrom(layer)
     for _, wp in layer_weights(bare):
         wp.Clear()
-    kind = bare.WhichOneof("layer")
-    if kind in ("loop", "branch"):          # nested layers are compared on their own
-        msg = getattr(bare, kind)
-        for sub in (("conditionNetwork", "bodyNetwork") if kind == "loop" else ("ifBranch", "elseBranch")):
-            if msg.HasField(sub):
-                del getattr(msg, sub).layers[:]
+    for _, sub in sub_networks(bare):
+        del sub.layers[:]
     bare.name = ""
     del bare.input[:]
     del bare.output[:]
@@ -172,15 +157,15 @@ def _without_weights(layer):
 
 def _nn_weights(layer) -> dict:
     """path -> (storage, float32 values or None when they cannot be decoded)."""
-    from .nn.kinds import weight_fields
-    from .weights import decode, layer_weights, storage_kind
+    from .nn.kinds import own_weights, weight_fields
+    from .weights import decode, storage_kind
 
     out = {}
     try:
         fields = {f.path: f for f in weight_fields(layer)}
     except SpecSurgeryError:
         fields = {}
-    for path, wp in layer_weights(layer):
+    for path, wp in own_weights(layer):      # a loop's body layers are diffed on their own
         storage = storage_kind(wp)
         f = fields.get(path)
         try:
@@ -335,7 +320,7 @@ def diff(a, b) -> Diff:
 def _diff_layers(out: Diff, stage: str, xa, pa, xb, pb) -> None:
     na, nb = _nn_of(xa), _nn_of(xb)
     if na is not None and nb is not None:
-        la, lb = dict(_all_layers(na)), dict(_all_layers(nb))
+        la, lb = dict(iter_layers(na)), dict(iter_layers(nb))
         for name in lb:
             if name not in la:
                 out.added.append({"name": name, "stage": stage, "kind": lb[name].WhichOneof("layer")})

@@ -138,3 +138,17 @@ def test_ml_program_diff_names_the_changed_constant(tmp_path):
     assert len(d.changed) == 1 and d.changed[0].what == ["weights"]
     assert d.changed[0].kind.startswith("const")
     assert d.changed[0].max_abs == pytest.approx(0.5, abs=1e-3)
+
+
+def test_a_layer_inside_a_loop_body_is_diffed_on_its_own():
+    from nnbuild import add_inner_product
+
+    a = tiny_nn()
+    loop = a.neuralNetwork.layers.add()
+    loop.name = "loop"
+    loop.loop.maxLoopIterations = 1
+    add_inner_product(loop.loop.bodyNetwork, "inner", "y", "y2", 3, 3)
+    b = _copy(a)
+    b.neuralNetwork.layers[2].loop.bodyNetwork.layers[0].innerProduct.weights.floatValue[0] += 1
+    d = diff(a, b)
+    assert [(c.name, c.what) for c in d.changed] == [("loop.body/inner", ["weights"])]

@@ -4,6 +4,7 @@ typed by the runtime's shape inference (flexible where the inputs are)."""
 from __future__ import annotations
 
 from ... import spec as S
+from ...nn.kinds import iter_layers, sub_networks
 from ..extract.nn import typed_features
 
 
@@ -13,16 +14,12 @@ def produced_names(model) -> tuple[list, dict]:
     top = [b for layer in nn.layers for b in layer.output]
     inner = {}
     for layer in nn.layers:
-        kind = layer.WhichOneof("layer")
-        if kind in ("loop", "branch"):
-            msg = getattr(layer, kind)
-            for sub in (("conditionNetwork", "bodyNetwork") if kind == "loop" else ("ifBranch", "elseBranch")):
-                if msg.HasField(sub):
-                    for inner_layer in getattr(msg, sub).layers:
-                        for b in inner_layer.output:
-                            if b not in top:
-                                inner[b] = (f"it is written inside the {kind} layer {layer.name!r}; only "
-                                            "blobs of the top-level network can be outputs")
+        for _, sub in sub_networks(layer):
+            for _, inner_layer in iter_layers(sub):
+                for b in inner_layer.output:
+                    if b not in top:
+                        inner[b] = (f"it is written inside the {layer.WhichOneof('layer')} layer "
+                                    f"{layer.name!r}; only blobs of the top-level network can be outputs")
     return top, inner
 
 
