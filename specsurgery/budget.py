@@ -125,30 +125,26 @@ def limited(size: Union[str, int, None]) -> Iterator[None]:
         _override = saved
 
 
+def _positive_env(name: str, cast, default, example: str):
+    """The positive number environment variable ``name`` holds, else ``default``."""
+    env = os.environ.get(name)
+    if not env:
+        return default
+    try:
+        value = cast(env)
+    except ValueError:
+        value = 0
+    if not value > 0:
+        raise BudgetError(f"{name}={env!r}: expected {example}")
+    return value
+
+
 def max_iterations() -> int:
-    env = os.environ.get(ENV_ITERATIONS)
-    if env:
-        try:
-            n = int(env)
-        except ValueError:
-            n = 0
-        if n <= 0:
-            raise BudgetError(f"{ENV_ITERATIONS}={env!r}: expected a positive whole number")
-        return n
-    return DEFAULT_ITERATIONS
+    return _positive_env(ENV_ITERATIONS, int, DEFAULT_ITERATIONS, "a positive whole number")
 
 
 def max_work() -> float:
-    env = os.environ.get(ENV_WORK)
-    if env:
-        try:
-            n = float(env)
-        except ValueError:
-            n = 0.0
-        if not n > 0:
-            raise BudgetError(f"{ENV_WORK}={env!r}: expected a positive number of multiply-adds (e.g. 1e12)")
-        return n
-    return DEFAULT_WORK
+    return _positive_env(ENV_WORK, float, DEFAULT_WORK, "a positive number of multiply-adds (e.g. 1e12)")
 
 
 def check_work(total: float, *, what: str) -> None:
