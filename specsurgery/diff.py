@@ -156,7 +156,7 @@ def _without_weights(layer):
 
 
 def _nn_weights(layer) -> dict:
-    """path -> (storage, float32 values or None when they cannot be decoded)."""
+    """path -> (storage, float32 values or None when they cannot be decoded, the message)."""
     from .nn.kinds import own_weights, weight_fields
     from .weights import decode, storage_kind
 
@@ -173,7 +173,7 @@ def _nn_weights(layer) -> dict:
                             channel_axis=f.channel_axis if f else 0, where=path).reshape(-1)
         except (SpecSurgeryError, ValueError):
             values = None
-        out[path] = (storage, values)
+        out[path] = (storage, values, wp)
     return out
 
 
@@ -181,11 +181,12 @@ def _max_abs(wa: dict, wb: dict) -> tuple[bool, bool, Optional[float]]:
     """(values differ, storage differs, largest |a - b| over comparable fields)."""
     differ, storage, worst = False, False, None
     for path in sorted(set(wa) | set(wb)):
-        sa, va = wa.get(path, ("empty", None))
-        sb, vb = wb.get(path, ("empty", None))
+        sa, va, ma = wa.get(path, ("empty", None, None))
+        sb, vb, mb = wb.get(path, ("empty", None, None))
         storage |= sa != sb
         if va is None or vb is None or va.shape != vb.shape:
-            if not (va is None and vb is None and sa == sb == "empty"):
+            # values that cannot be decoded (a broken quantization) are compared as stored
+            if not (va is None and vb is None and (ma == mb or sa == sb == "empty")):
                 differ = True
             continue
         if va.size == 0:
@@ -351,7 +352,8 @@ def _diff_layers(out: Diff, stage: str, xa, pa, xb, pb) -> None:
                 out.changed.append(LayerChange(name, stage, what, worst, op.type))
         return
     kind_a, kind_b = xa.WhichOneof("Type"), xb.WhichOneof("Type")
-    if kind_a == kind_b and kind_a not in ("pipeline", "pipelineClassifier", "pipelineRegressor") \
+    if kind_a is not None and kind_a == kind_b and kind_a not in ("pipeline", "pipelineClassifier",
+                                                                  "pipelineRegressor") \
             and getattr(xa, kind_a) != getattr(xb, kind_b):
         out.other.append(f"{kind_a} parameters differ{' in ' + stage if stage else ''}")
 

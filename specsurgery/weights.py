@@ -224,6 +224,9 @@ def decode(wp: "WeightParams", count: Optional[int] = None, *, channel_axis: int
 
 
 def _per_channel(codes, scale, bias, shape, channel_axis, where):
+    if scale.size == 0:
+        raise SpecSurgeryError(f"{where}: linear quantization without a scale; store one scale (per "
+                               "tensor) or one per output channel")
     if scale.size == 1:
         return codes * scale[0] + (bias[0] if bias.size else 0.0)
     n = scale.size

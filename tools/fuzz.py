@@ -81,10 +81,50 @@ COMMANDS: dict[str, Callable[[str, Path, str], list[str]]] = {
     # ML Programs refuse --fp16 (their precision is chosen at conversion): palettize those
     "compress": lambda m, d, s: ["compress", m, *(["--fp16"] if s == ".mlmodel" else ["--palettize", "2"]),
                                  "--min-weights", "1", "-o", str(d / ("c" + s))],
+    "verify-per-layer": lambda m, d, s: ["verify", m, m, "--samples", "1", "--per-layer", "--json"],
+    "diff-self": lambda m, d, s: ["diff", m, m, "--json"],
+    "set": lambda m, d, s: ["set", m, "--author", "fuzz", "--meta", "k=v", "--spec-version", "min",
+                            "-o", str(d / ("s" + s))],
+    "expose": lambda m, d, s: ["expose", m, *_blob(m), "-o", str(d / ("e" + s))],
+    "retype-array": lambda m, d, s: ["retype", m, "--input", f"{_first_input(m)}=array", "-o", str(d / ("t" + s))],
 }
 # forward passes of these corpus models take minutes: read-only verbs only
 HEAVY = {"real/carn.mlmodel"}
-HEAVY_VERBS = {"run", "verify-self", "compress"}
+HEAVY_VERBS = {"run", "verify-self", "verify-per-layer", "compress"}
+
+
+def _first_input(model: str) -> str:
+    """The first input's name of a (mutated) model, or a placeholder it lacks."""
+    from specsurgery.errors import SpecSurgeryError
+    from specsurgery.io import load_spec
+
+    try:
+        inputs = load_spec(model).description.input
+    except SpecSurgeryError:
+        return "x"
+    return inputs[0].name if len(inputs) and inputs[0].name else "x"
+
+
+def _blob(model: str) -> list[str]:
+    """A blob (NN layer output) or value (ML Program op output) halfway through the model."""
+    from specsurgery.errors import SpecSurgeryError
+    from specsurgery.io import load_spec
+    from specsurgery.spec import iter_models, model_type, nn_of
+
+    try:
+        spec = load_spec(model)
+    except SpecSurgeryError:
+        return ["x"]
+    names = []
+    for info in iter_models(spec):
+        kind = model_type(info.model)
+        if kind in ("neuralNetwork", "neuralNetworkClassifier", "neuralNetworkRegressor"):
+            names += [b for layer in nn_of(info.model).layers for b in layer.output]
+        elif kind == "mlProgram":
+            names += [o.name for fn in info.model.mlProgram.functions.values()
+                      for block in fn.block_specializations.values() for op in block.operations
+                      for o in op.outputs if not op.type.startswith("const")]
+    return [names[len(names) // 2]] if names else ["x"]
 
 
 # --------------------------------------------------------------------------- sources

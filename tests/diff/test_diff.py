@@ -152,3 +152,22 @@ def test_a_layer_inside_a_loop_body_is_diffed_on_its_own():
     b.neuralNetwork.layers[2].loop.bodyNetwork.layers[0].innerProduct.weights.floatValue[0] += 1
     d = diff(a, b)
     assert [(c.name, c.what) for c in d.changed] == [("loop.body/inner", ["weights"])]
+
+
+def test_models_without_a_type_or_with_undecodable_weights_diff_with_themselves():
+    from specsurgery._proto import Model_pb2
+
+    empty = Model_pb2.Model()
+    empty.specificationVersion = 4
+    assert diff(empty, _copy(empty)).same
+    a = tiny_nn()
+    q = a.neuralNetwork.layers[0].innerProduct.weights
+    values = decode(q)
+    q.ClearField("floatValue")
+    q.rawValue = bytes(len(values))
+    q.quantization.numberOfBits = 8
+    q.quantization.linearQuantization.SetInParent()     # no scale: cannot be decoded
+    assert diff(a, _copy(a)).same
+    b = _copy(a)
+    b.neuralNetwork.layers[0].innerProduct.weights.rawValue = bytes([1]) * len(values)
+    assert [c.name for c in diff(a, b).changed] == ["fc"]

@@ -723,3 +723,15 @@ def test_fp16_covers_a_weight_the_parameters_do_not_call_for():
     ip = out.neuralNetwork.layers[0].innerProduct
     assert storage_kind(ip.weights) == storage_kind(ip.bias) == "float16"
     assert not [f for f in check(out) if f.rule == "weights.precision-mix"]
+
+
+def test_decode_refuses_a_linear_quantization_without_scales():
+    from specsurgery.errors import SpecSurgeryError
+    from specsurgery.weights import WeightParams, decode
+
+    wp = WeightParams()
+    wp.rawValue = bytes(8)
+    wp.quantization.numberOfBits = 8
+    wp.quantization.linearQuantization.SetInParent()
+    with pytest.raises(SpecSurgeryError, match="without a scale"):
+        decode(wp, shape=(2, 4), where="layer 'c' weights")

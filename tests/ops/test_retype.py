@@ -216,3 +216,11 @@ def test_program_errors(program):
         retype(program, {"x": "array"})
     with pytest.raises(NotFoundError, match="'q'"):
         retype(program, {"q": "array"})
+
+
+def test_program_whose_description_names_an_input_the_function_lacks(program):
+    bad = program.copy()
+    bad.spec.description.input[0].name = "renamed"       # the function still reads 'x'
+    with pytest.raises(SpecSurgeryError, match="'renamed' is an input of the description but not of "
+                                               "the program's function 'main'"):
+        retype(bad, {"renamed": "image:RGB"})

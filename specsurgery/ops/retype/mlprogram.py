@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..._proto import MIL_pb2
-from ...errors import UnsupportedError
+from ...errors import SpecSurgeryError, UnsupportedError
 from ...mil import program as P
 from .types import ARRAY, array_chw, image_channels, make_array_type, make_image_type
 
@@ -171,8 +171,15 @@ def _to_array(spec, fn, block, name: str) -> None:
 
 
 def retype_program(spec, plan: dict) -> None:
-    _, fn = P.single_function(spec, "retype", "types")
+    fname, fn = P.single_function(spec, "retype", "types")
     block = P.main_block(fn)
+    inputs = [i.name for i in fn.inputs]
+    unfed = [name for name in plan if name not in inputs]
+    if unfed:
+        raise SpecSurgeryError(
+            f"retype: {', '.join(map(repr, unfed))} is an input of the description but not of the "
+            f"program's function {fname!r} (its inputs: {', '.join(inputs) or 'none'}); the package is "
+            "inconsistent: rebuild it, or rename the feature to the function input it stands for")
     for name, want in plan.items():
         if want == ARRAY:
             _to_array(spec, fn, block, name)
