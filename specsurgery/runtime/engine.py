@@ -323,6 +323,18 @@ def _image_output(arr, ft):
     return np.ascontiguousarray(a.transpose(1, 2, 0))
 
 
+def probability_blob(nn_msg) -> str:
+    """The blob a neural-network classifier reads its class probabilities from:
+    ``labelProbabilityLayerName``, else the last layer's output."""
+    if nn_msg.labelProbabilityLayerName:
+        return nn_msg.labelProbabilityLayerName
+    last = nn_msg.layers[len(nn_msg.layers) - 1].output if len(nn_msg.layers) else ()
+    if not len(last):
+        raise SpecSurgeryError("classifier: labelProbabilityLayerName is empty and the last layer writes "
+                               "no blob, so there are no class probabilities; set labelProbabilityLayerName")
+    return last[0]
+
+
 def collect(spec, nn_msg, blobs, net) -> dict:
     kind = _spec.model_type(spec)
     desc = spec.description
@@ -330,10 +342,7 @@ def collect(spec, nn_msg, blobs, net) -> dict:
     rank5 = _is_rank5(nn_msg)
     if kind == "neuralNetworkClassifier":
         labels = _spec.class_labels(spec)
-        prob_blob = nn_msg.labelProbabilityLayerName
-        if not prob_blob:
-            last = nn_msg.layers[len(nn_msg.layers) - 1]
-            prob_blob = last.output[0]
+        prob_blob = probability_blob(nn_msg)
         if prob_blob not in blobs:
             raise NotFoundError(f"classifier probability blob {prob_blob!r} was not produced")
         probs = np.asarray(blobs[prob_blob], np.float64).reshape(-1)
@@ -399,8 +408,8 @@ def _run(spec, package, inputs, base_dir, search_path, bundle, bundle_ids, funct
         net = compiled(spec)
         blobs = feed(spec, nn_msg, inputs, strict)
         keep = {f.name for f in spec.description.output}
-        if _spec.model_type(spec) == "neuralNetworkClassifier" and len(nn_msg.layers):
-            keep.add(nn_msg.labelProbabilityLayerName or nn_msg.layers[len(nn_msg.layers) - 1].output[0])
+        if _spec.model_type(spec) == "neuralNetworkClassifier":
+            keep.add(probability_blob(nn_msg))
         record = None
         if trace is not None:
             def record(blob, value):

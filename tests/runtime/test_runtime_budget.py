@@ -349,3 +349,31 @@ def test_an_empty_shape_with_an_overflowing_product_is_refused():
     with pytest.raises(SpecSurgeryError, match="no array index can hold"):
         budget.check([1, 3, 8, 8, 7, 0, 10**9, 7, 10**9], 4, what="input 'x'")
     assert budget.check([0, 5], 4, what="input 'x'") == 0
+
+
+def test_an_unknown_pooling_type_is_a_layer_error():
+    from specsurgery.errors import SpecSurgeryError
+    from specsurgery.runtime import predict
+
+    def build(nn):
+        p = layer(nn, "pooling", "x", "y", name="pool")
+        p.type = 12345
+        p.kernelSize.extend([2, 2])
+        p.stride.extend([1, 1])
+        p.valid.SetInParent()
+
+    spec = net({"x": [1, 4, 4]}, build)
+    with pytest.raises(SpecSurgeryError, match=r"'pool'.*pooling type 12345 is not one of 0 \(MAX\)"):
+        predict(spec, {"x": np.ones((1, 4, 4), np.float32)})
+
+
+def test_a_classifier_whose_last_layer_writes_nothing_fails_cleanly():
+    import nnbuild as nb
+    from specsurgery.errors import SpecSurgeryError
+    from specsurgery.runtime import predict
+
+    spec = nb.tiny_classifier()
+    spec.neuralNetworkClassifier.labelProbabilityLayerName = ""
+    del spec.neuralNetworkClassifier.layers[-1].output[:]
+    with pytest.raises(SpecSurgeryError):
+        predict(spec, {"x": np.ones(4, np.float32)})

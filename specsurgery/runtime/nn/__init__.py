@@ -249,7 +249,7 @@ class Net:
                 res = fn(ctx, params, args) if kind not in _NEEDS_BLOBS else fn(ctx, params, args, blobs, outs)
             except (SpecSurgeryError, _LoopBreak, _LoopContinue):
                 raise
-            except (ValueError, IndexError, TypeError, ArithmeticError, np.linalg.LinAlgError) as exc:
+            except (ValueError, IndexError, KeyError, TypeError, ArithmeticError, np.linalg.LinAlgError) as exc:
                 shapes = ", ".join(str(tuple(a.shape)) for a in args)
                 raise LayerError(f"layer {self.where}{name!r} ({kind}) failed on inputs of "
                                  f"shape {shapes}: {exc}") from None

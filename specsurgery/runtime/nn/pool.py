@@ -9,12 +9,17 @@ from ._base import F32, _as4, _f, _hw, _lead_fold, _positive, _zeros, op
 from .conv import _pads3, _windows3
 
 
+_POOL_TYPES = {0: "max", 1: "avg", 2: "l2"}
+
+
 @op("pooling")
 def _pooling(ctx, p, ins):
     x = ins[0]
     x4, lead = _as4(x)
     n, c, h, w = x4.shape
-    kind = {0: "max", 1: "avg", 2: "l2"}[p.type]
+    kind = _POOL_TYPES.get(p.type)
+    if kind is None:
+        ctx.fail(f"pooling type {p.type} is not one of 0 (MAX), 1 (AVERAGE), 2 (L2)")
     if p.globalPooling:
         if ctx.shape_only:
             return _zeros(lead + (c, 1, 1))
