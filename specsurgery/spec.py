@@ -248,6 +248,19 @@ def feature_to_json(f) -> dict:
     return out
 
 
+def sync_training_inputs(spec, names) -> None:
+    """Give each training input named in ``names`` the type of the prediction input of
+    that name, in ``spec`` and its stages (Core ML requires the two to be equal, so an
+    edit of an input's type must reach both)."""
+    names = set(names)
+    for info in iter_models(spec):
+        desc = info.model.description
+        inputs = {f.name: f for f in desc.input}
+        for t in desc.trainingInput:
+            if t.name in names and t.name in inputs:
+                t.type.CopyFrom(inputs[t.name].type)
+
+
 def class_labels(spec) -> Optional[list]:
     """The class labels of a classifier (the last classifying stage for pipelines)."""
     kind = model_type(spec)

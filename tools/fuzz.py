@@ -85,8 +85,9 @@ COMMANDS: dict[str, Callable[[str, Path, str], list[str]]] = {
     "diff-self": lambda m, d, s: ["diff", m, m, "--json"],
     "set": lambda m, d, s: ["set", m, "--author", "fuzz", "--meta", "k=v", "--spec-version", "min",
                             "-o", str(d / ("s" + s))],
-    "expose": lambda m, d, s: ["expose", m, *_blob(m), "-o", str(d / ("e" + s))],
-    "retype-array": lambda m, d, s: ["retype", m, "--input", f"{_first_input(m)}=array", "-o", str(d / ("t" + s))],
+    "expose": lambda m, d, s: ["expose", m, _blob(m) or "x", "-o", str(d / ("e" + s))],
+    "retype": lambda m, d, s: ["retype", m, "--input", _retype_arg(m) or f"{_first_input(m)}=array",
+                               "-o", str(d / ("t" + s))],
 }
 # forward passes of these corpus models take minutes: read-only verbs only
 HEAVY = {"real/carn.mlmodel"}
@@ -105,16 +106,25 @@ def _first_input(model: str) -> str:
     return inputs[0].name if len(inputs) and inputs[0].name else "x"
 
 
-def _blob(model: str) -> list[str]:
-    """A blob (NN layer output) or value (ML Program op output) halfway through the model."""
+def _spec_or_none(model: str):
     from specsurgery.errors import SpecSurgeryError
     from specsurgery.io import load_spec
-    from specsurgery.spec import iter_models, model_type, nn_of
 
     try:
-        spec = load_spec(model)
+        return load_spec(model)
     except SpecSurgeryError:
-        return ["x"]
+        return None
+
+
+def _blob(model: str):
+    """A blob (NN layer output) or value (ML Program op output) halfway through the
+    model that is not already a model input or output; None when there is none."""
+    from specsurgery.spec import iter_models, model_type, nn_of
+
+    spec = _spec_or_none(model)
+    if spec is None:
+        return None
+    taken = {f.name for f in list(spec.description.input) + list(spec.description.output)}
     names = []
     for info in iter_models(spec):
         kind = model_type(info.model)
@@ -124,7 +134,38 @@ def _blob(model: str) -> list[str]:
             names += [o.name for fn in info.model.mlProgram.functions.values()
                       for block in fn.block_specializations.values() for op in block.operations
                       for o in op.outputs if not op.type.startswith("const")]
-    return [names[len(names) // 2]] if names else ["x"]
+    names = [n for n in names if n not in taken]
+    return names[len(names) // 2] if names else None
+
+
+def _retype_arg(model: str):
+    """NAME=array for an image input, NAME=image:RGB|GRAY for a [1,]C,H,W array input
+    with 3 or 1 channels; None when the model has neither."""
+    spec = _spec_or_none(model)
+    if spec is None:
+        return None
+    program = spec.WhichOneof("Type") == "mlProgram"     # a program's image input is rank 4
+    for f in spec.description.input:
+        kind = f.type.WhichOneof("Type")
+        if kind == "imageType":
+            return f"{f.name}=array"
+        if kind == "multiArrayType":
+            shape = list(f.type.multiArrayType.shape)
+            if len(shape) in ((4,) if program else (3, 4)) and (len(shape) == 3 or shape[0] == 1) \
+                    and shape[-3] in (1, 3):
+                return f"{f.name}=image:{'RGB' if shape[-3] == 3 else 'GRAY'}"
+    return None
+
+
+def applicable(verb: str, model) -> bool:
+    """Whether ``verb`` has something to work on in an unmutated ``model`` (expose needs an
+    intermediate blob, retype an image or an image-shaped array input); where not, the
+    fuzzer still runs it, and a clean refusal is the right answer."""
+    if verb == "expose":
+        return _blob(str(model)) is not None
+    if verb == "retype":
+        return _retype_arg(str(model)) is not None
+    return True
 
 
 # --------------------------------------------------------------------------- sources

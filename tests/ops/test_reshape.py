@@ -263,3 +263,12 @@ def test_reshaped_image_program_takes_pngs_at_their_own_size(tmp_path):
         Image.fromarray(np.full((h, w, 3), 128, np.uint8)).save(png)
         sizes.append(predict(path, {"x": png})["output"].shape)
     assert sizes == [(1, 4, 8, 8), (1, 4, 12, 16)]
+
+
+def test_an_updatable_models_training_input_is_reshaped_too():
+    from surgery_models import updatable_net
+
+    out = _quiet(reshape, updatable_net(), {"x": "1x3x8..16x8..16"})
+    [train] = [t for t in out.description.trainingInput if t.name == "x"]
+    assert train.type == out.description.input[0].type
+    assert_valid(out)

@@ -224,3 +224,12 @@ def test_program_whose_description_names_an_input_the_function_lacks(program):
     with pytest.raises(SpecSurgeryError, match="'renamed' is an input of the description but not of "
                                                "the program's function 'main'"):
         retype(bad, {"renamed": "image:RGB"})
+
+
+def test_an_updatable_models_training_input_is_retyped_too():
+    from surgery_models import updatable_net
+
+    out = retype(updatable_net(), {"x": "image:RGB"})
+    [train] = [t for t in out.description.trainingInput if t.name == "x"]
+    assert train.type == out.description.input[0].type and train.type.WhichOneof("Type") == "imageType"
+    assert_valid(out)

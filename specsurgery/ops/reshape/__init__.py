@@ -56,4 +56,5 @@ def reshape(model, shapes: Mapping[str, Union[str, FlexShape, list]], *, inplace
     else:
         raise UnsupportedError(f"reshape: a {kind or 'model without a type'} model is not supported; "
                                "reshape works on neural networks, ML Programs and pipelines of them")
+    S.sync_training_inputs(spec, plan)          # an updatable model's training input follows
     return result

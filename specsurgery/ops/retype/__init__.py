@@ -52,4 +52,5 @@ def retype(model, types: Mapping[str, Union[str, ImageInput]], *, inplace: bool 
     else:
         raise UnsupportedError(f"retype: a {kind or 'model without a type'} model is not supported; "
                                "retype works on neural networks, ML Programs and pipelines of them")
+    S.sync_training_inputs(spec, plan)          # an updatable model's training input follows
     return result
